@@ -1,0 +1,55 @@
+"""prunekit.prune(model, config, calibration): the verb plus a config object."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from .data.calibration import Calibration
+from .engine import LayerwiseEngine
+from .errors import PrunekitError
+from .methods import method_for
+from .models.adapter import ModelAdapter
+from .stats import sparsity_stats
+
+
+@dataclass
+class PruneResult:
+    method: str
+    config: dict
+    seconds: float
+    sparsity: dict
+    events: list = field(default_factory=list)
+
+
+def prune(model, config, calibration: Calibration | torch.Tensor | None = None, device: str = "cpu",
+          progress: bool = True) -> PruneResult:
+    """Prune `model` in place with the method that `config` belongs to.
+
+    `calibration` is a Calibration or a LongTensor [nsamples, seqlen] of token ids; methods that
+    need no data (magnitude) ignore it."""
+    adapter = ModelAdapter(model)
+    name, impl = method_for(config)
+    method = impl(config, adapter)
+    method.check()
+    use_cache = getattr(model.config, "use_cache", None)
+    model.config.use_cache = False
+    start = time.perf_counter()
+    try:
+        if impl.needs_calibration:
+            if calibration is None:
+                raise PrunekitError(f"method {name} needs calibration data")
+            ids = calibration.input_ids if isinstance(calibration, Calibration) else calibration
+            LayerwiseEngine(adapter, device, progress=progress).run(ids, method, desc=name)
+        else:
+            with torch.no_grad():
+                for i in tqdm(range(adapter.num_layers), desc=name, unit="block", disable=None if progress else True):
+                    block = adapter.layers[i].to(device)
+                    method.edit(i, block)
+                    adapter.layers[i] = block.to("cpu")
+    finally:
+        model.config.use_cache = use_cache
+    seconds = time.perf_counter() - start
+    return PruneResult(name, config.to_dict(), seconds, sparsity_stats(adapter), method.events)

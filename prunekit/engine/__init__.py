@@ -1,0 +1,3 @@
+from .sequential import BlockVisitor, LayerwiseEngine, BlockInputs
+
+__all__ = ["BlockVisitor", "LayerwiseEngine", "BlockInputs"]

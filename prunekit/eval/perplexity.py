@@ -1,0 +1,90 @@
+"""Perplexity under a stated protocol (algorithms.md 1.3, the "2048 protocol").
+
+The test text is tokenised once, cut into non-overlapping windows of `seqlen` (tail dropped),
+each window scored on its positions 1..L-1, and PPL = exp(mean of the per-window mean NLL).
+Every result carries a protocol label such as `wt2-2048` or `wt2-2048/32` (first 32 windows).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..data.calibration import tokenize
+from ..data.sources import load_source
+from ..errors import PrunekitError
+
+# name -> evaluation split, short label, documents used, window cap (SparseGPT's C4 subset)
+PPL_DATASETS = {
+    "wikitext2": {"split": "test", "short": "wt2", "max_docs": None, "max_windows": None},
+    "ptb": {"split": "test", "short": "ptb", "max_docs": None, "max_windows": None},
+    "c4": {"split": "validation", "short": "c4", "max_docs": 1100, "max_windows": 256},
+}
+
+
+@dataclass
+class EvalText:
+    ids: torch.Tensor
+    info: dict
+
+
+def eval_tokens(spec: str, tokenizer, seqlen: int, data_dir: str | None = None) -> EvalText:
+    """Token ids of an evaluation text and the facts of its protocol."""
+    name = spec.split(":")[0]
+    proto = PPL_DATASETS.get(name, {"split": None, "short": None, "max_docs": None, "max_windows": None})
+    source = load_source(spec, proto["split"] or "test", data_dir)
+    docs = source.documents[:proto["max_docs"]] if proto["max_docs"] else source.documents
+    ids = tokenize(tokenizer, source.join.join(docs))
+    if proto["max_windows"]:
+        ids = ids[:proto["max_windows"] * seqlen]
+    if len(ids) < seqlen:
+        raise PrunekitError(f"{source.where}: {len(ids)} tokens, shorter than one evaluation window of {seqlen}")
+    info = {"dataset": source.name, "split": source.split, "join": source.join, "source": source.where,
+            "short": proto["short"] or source.name, "documents": len(docs) if proto["max_docs"] else None}
+    if "subset" in source.where:
+        info["note"] = "local subset of the split: not comparable with figures computed on the full split"
+    return EvalText(torch.tensor(ids, dtype=torch.long), info)
+
+
+@torch.no_grad()
+def perplexity_of_ids(model, ids: torch.Tensor, seqlen: int = 2048, windows: int | None = None,
+                      device: str = "cpu", progress: bool = True, desc: str = "perplexity") -> dict:
+    total = ids.numel() // seqlen
+    if total == 0:
+        raise PrunekitError(f"{ids.numel()} tokens, shorter than one evaluation window of {seqlen}")
+    n = total if windows is None else min(windows, total)
+    if n < 1:
+        raise PrunekitError("--eval-windows must be at least 1")
+    nlls = []
+    was = next(model.parameters()).device
+    model.to(device)
+    try:
+        for w in tqdm(range(n), desc=desc, unit="window", disable=None if progress else True):
+            x = ids[w * seqlen:(w + 1) * seqlen].unsqueeze(0).to(device)
+            logits = model(x, use_cache=False).logits[0, :-1].float()
+            nll = F.cross_entropy(logits, x[0, 1:])
+            if not torch.isfinite(nll):
+                raise PrunekitError(f"non-finite loss in evaluation window {w}: the model produces NaN/Inf")
+            nlls.append(nll.item())
+    finally:
+        model.to(was)
+    mean_nll = sum(nlls) / len(nlls)
+    return {"ppl": math.exp(mean_nll), "nll": mean_nll, "seqlen": seqlen, "windows": n, "windows_total": total}
+
+
+def protocol_label(short: str, seqlen: int, windows: int, total: int) -> str:
+    return f"{short}-{seqlen}" + (f"/{windows}" if windows < total else "")
+
+
+def perplexity(model, tokenizer, dataset: str = "wikitext2", seqlen: int = 2048, windows: int | None = None,
+               data_dir: str | None = None, device: str = "cpu", progress: bool = True,
+               text: EvalText | None = None) -> dict:
+    """Perplexity of `model` on a named dataset or file; the result names its protocol."""
+    text = text or eval_tokens(dataset, tokenizer, seqlen, data_dir)
+    res = perplexity_of_ids(model, text.ids, seqlen, windows, device, progress, desc=f"ppl {text.info['short']}")
+    res.update({k: v for k, v in text.info.items() if k != "short"})
+    res["protocol"] = protocol_label(text.info["short"], seqlen, res["windows"], res["windows_total"])
+    return res

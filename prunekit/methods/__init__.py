@@ -1,0 +1,27 @@
+"""Registry: method name -> (config dataclass, implementation)."""
+from __future__ import annotations
+
+from ..errors import PrunekitError
+from .sparsity.magnitude import MagnitudeConfig, MagnitudePruner
+from .sparsity.wanda import WandaConfig, WandaPruner
+
+METHODS = {
+    "magnitude": (MagnitudeConfig, MagnitudePruner),
+    "wanda": (WandaConfig, WandaPruner),
+}
+
+
+def method_for(config):
+    for name, (cfg_cls, impl) in METHODS.items():
+        if type(config) is cfg_cls:
+            return name, impl
+    raise PrunekitError(f"no method takes a {type(config).__name__}")
+
+
+def config_class(name: str):
+    if name not in METHODS:
+        raise PrunekitError(f"unknown method '{name}': choose from {', '.join(METHODS)}")
+    return METHODS[name][0]
+
+
+__all__ = ["METHODS", "method_for", "config_class", "MagnitudeConfig", "WandaConfig"]

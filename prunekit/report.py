@@ -1,0 +1,60 @@
+"""The prunekit_report.json every run writes, and the one-screen summary printed from it."""
+from __future__ import annotations
+
+import platform
+import resource
+import sys
+
+import torch
+import transformers
+
+from .models.adapter import ModelAdapter
+from .stats import param_counts
+
+
+def peak_rss_gb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kib / (1024 ** 2) if sys.platform != "darwin" else kib / (1024 ** 3)
+
+
+def environment(device: str) -> dict:
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "device": str(device),
+            "cpu_threads": torch.get_num_threads()}
+
+
+def model_section(model, source) -> dict:
+    adapter = ModelAdapter(model)
+    arch = (getattr(model.config, "architectures", None) or [type(model).__name__])[0]
+    return {"source": source.spec, "source_kind": source.kind, "architecture": arch,
+            "family": adapter.family, "num_layers": adapter.num_layers, **param_counts(model)}
+
+
+def format_summary(report: dict) -> str:
+    m = report["model"]
+    lines = [f"prunekit {report.get('command', '')}: {m['source']} ({m['architecture']}, {m['num_layers']} layers)"]
+    meth = report.get("method")
+    if meth:
+        cfg = meth["config"]
+        pat = f" pattern {cfg['pattern']}" if cfg.get("pattern") else ""
+        lines.append(f"  method        {meth['name']} sparsity {cfg.get('sparsity', 0):.4g}{pat}")
+    cal = report.get("calibration")
+    if cal:
+        split = f":{cal['split']}" if cal.get("split") else ""
+        lines.append(f"  calibration   {cal['dataset']}{split} {cal['nsamples']} x {cal['seqlen']} seed {cal['seed']}"
+                     + (f"  ({cal['where']})" if cal.get("where") else ""))
+    sp = report.get("sparsity")
+    if sp:
+        lines.append(f"  sparsity      {sp['overall']:.4f} of decoder-block linear weights are zero")
+    lines.append(f"  parameters    {m['params_total']:,} total, {m['params_nonzero']:,} non-zero")
+    t = report.get("timing", {})
+    if "prune_s" in t:
+        lines.append(f"  time          prune {t['prune_s']:.1f} s, peak RSS {t['peak_rss_gb']:.2f} GB")
+    for name, ev in report.get("eval", {}).items():
+        dense = report.get("eval_dense", {}).get(name)
+        extra = f"  (dense {dense['ppl']:.3f})" if dense else ""
+        lines.append(f"  ppl {name:<10s}{ev['ppl']:.3f} [{ev['protocol']}]{extra}")
+    if report.get("output"):
+        lines.append(f"  saved         {report['output']}")
+    return "\n".join(lines)

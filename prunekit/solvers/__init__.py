@@ -1,0 +1,1 @@
+"""Pure tensor math: masks, scores and statistics. No models, hooks or I/O in here."""
