@@ -2,7 +2,8 @@
 from .api import PruneResult, prune
 from .data.calibration import Calibration, build_calibration
 from .errors import PrunekitError
-from .eval.perplexity import perplexity
+
+from .eval.ppl import perplexity
 from .methods import MagnitudeConfig, WandaConfig
 from .models.adapter import ModelAdapter
 from .models.loading import load_model

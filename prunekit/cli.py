@@ -96,14 +96,14 @@ def _positive(name, value):
 
 
 def _prepare_evals(args, tokenizer):
-    from .eval.perplexity import eval_tokens
+    from .eval.ppl import eval_tokens
     _positive("--eval-seqlen", args.eval_seqlen)
     _positive("--eval-windows", args.eval_windows)
     return {name: eval_tokens(name, tokenizer, args.eval_seqlen, args.data_dir) for name in _eval_list(args.eval)}
 
 
 def _run_evals(model, texts, args, device) -> dict:
-    from .eval.perplexity import perplexity
+    from .eval.ppl import perplexity
     return {name: perplexity(model, None, seqlen=args.eval_seqlen, windows=args.eval_windows, device=device, text=t)
             for name, t in texts.items()}
 
