@@ -22,6 +22,7 @@ class PruneResult:
     seconds: float
     sparsity: dict
     events: list = field(default_factory=list)
+    details: dict = field(default_factory=dict)
 
 
 def prune(model, config, calibration: Calibration | torch.Tensor | None = None, device: str = "cpu",
@@ -52,4 +53,4 @@ def prune(model, config, calibration: Calibration | torch.Tensor | None = None, 
     finally:
         model.config.use_cache = use_cache
     seconds = time.perf_counter() - start
-    return PruneResult(name, config.to_dict(), seconds, sparsity_stats(adapter), method.events)
+    return PruneResult(name, config.to_dict(), seconds, sparsity_stats(adapter), method.events, method.summary())

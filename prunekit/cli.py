@@ -62,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nsamples", type=int, default=128, help="calibration windows (default 128)")
     p.add_argument("--seqlen", type=int, default=2048, help="calibration window length in tokens (default 2048)")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration sampling (default 0)")
+    g = p.add_argument_group("method options (each applies only to the methods named)")
+    g.add_argument("--blocksize", type=int, default=None, help="sparsegpt, sparsellm: OBS column block (default 128)")
+    g.add_argument("--percdamp", type=float, default=None,
+                   help="sparsegpt, sparsellm: dampening relative to the mean Hessian diagonal (default 0.01)")
     _add_eval_args(p, "wikitext2")
     p.add_argument("--eval-dense", action="store_true", help="also evaluate the dense model first, for comparison")
     p.add_argument("--output", default=None, help="output folder (a Hugging Face checkpoint plus the report)")
@@ -74,6 +78,27 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--output", default=None, help="folder to write prunekit_report.json into")
     e.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     return parser
+
+
+METHOD_FLAGS = ("blocksize", "percdamp", "alpha", "beta", "gamma", "iterations", "layers", "plain_blocks", "ridge")
+
+
+def _make_config(args):
+    """The method's config from the flags it declares; a flag it does not take is an error."""
+    import dataclasses
+    from .methods import config_class
+
+    cls = config_class(args.method)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {"sparsity": args.sparsity, "pattern": args.pattern}
+    for flag in METHOD_FLAGS:
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        if flag not in fields:
+            raise PrunekitError(f"--{flag.replace('_', '-')} does not apply to method {args.method}")
+        kwargs[flag] = value
+    return cls(**kwargs)
 
 
 def _check_device(device: str) -> str:
@@ -113,12 +138,12 @@ def cmd_prune(args) -> int:
     from .api import prune
     from .data.calibration import build_calibration
     from .export.save import check_output_dir, save_checkpoint
-    from .methods import config_class, method_for
+    from .methods import method_for
     from .models.adapter import ModelAdapter
     from .models.loading import load_model
 
     device = _check_device(args.device)
-    config = config_class(args.method)(sparsity=args.sparsity, pattern=args.pattern)
+    config = _make_config(args)
     _positive("--nsamples", args.nsamples)
     if args.seqlen < 2:
         raise PrunekitError(f"--seqlen must be at least 2 (got {args.seqlen})")
@@ -136,7 +161,7 @@ def cmd_prune(args) -> int:
         calibration = build_calibration(args.calib, model, tok, args.nsamples, args.seqlen, args.seed,
                                         args.data_dir, device)
     result = prune(model, config, calibration, device=device)
-    report["method"] = {"name": result.method, "config": result.config, "events": result.events}
+    report["method"] = {"name": result.method, "config": result.config, "events": result.events, **result.details}
     report["calibration"] = calibration.describe() if calibration else None
     report["sparsity"] = result.sparsity
     report["timing"] = {"prune_s": result.seconds, "peak_rss_gb": rep.peak_rss_gb()}

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 from ..errors import PrunekitError
 from .sparsity.magnitude import MagnitudeConfig, MagnitudePruner
+from .sparsity.sparsegpt import SparseGPTConfig, SparseGPTPruner
 from .sparsity.wanda import WandaConfig, WandaPruner
 
 METHODS = {
     "magnitude": (MagnitudeConfig, MagnitudePruner),
     "wanda": (WandaConfig, WandaPruner),
+    "sparsegpt": (SparseGPTConfig, SparseGPTPruner),
 }
 
 
@@ -24,4 +26,4 @@ def config_class(name: str):
     return METHODS[name][0]
 
 
-__all__ = ["METHODS", "method_for", "config_class", "MagnitudeConfig", "WandaConfig"]
+__all__ = ["METHODS", "method_for", "config_class", "MagnitudeConfig", "WandaConfig", "SparseGPTConfig"]

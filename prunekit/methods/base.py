@@ -63,6 +63,10 @@ class LayerwiseMethod(BlockVisitor):
                     raise PrunekitError(
                         f"{name} has input dimension {lin.in_features}, not divisible by M={nm[1]} of pattern {self.config.pattern}")
 
+    def summary(self) -> dict:
+        """Method-specific facts for the report (counters, histories)."""
+        return {}
+
     def linears(self, block: nn.Module) -> dict[str, nn.Linear]:
         return self.adapter.block_linears(block)
 
