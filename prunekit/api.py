@@ -11,6 +11,7 @@ from .data.calibration import Calibration
 from .engine import LayerwiseEngine
 from .errors import PrunekitError
 from .methods import method_for
+from .methods.base import OnlyBlocks
 from .models.adapter import ModelAdapter
 from .stats import sparsity_stats
 
@@ -35,6 +36,7 @@ def prune(model, config, calibration: Calibration | torch.Tensor | None = None, 
     name, impl = method_for(config)
     method = impl(config, adapter)
     method.check()
+    blocks = config.blocks(adapter.num_layers)
     use_cache = getattr(model.config, "use_cache", None)
     model.config.use_cache = False
     start = time.perf_counter()
@@ -43,14 +45,15 @@ def prune(model, config, calibration: Calibration | torch.Tensor | None = None, 
             if calibration is None:
                 raise PrunekitError(f"method {name} needs calibration data")
             ids = calibration.input_ids if isinstance(calibration, Calibration) else calibration
-            LayerwiseEngine(adapter, device, progress=progress).run(ids, method, desc=name)
+            visitor = method if len(blocks) == adapter.num_layers else OnlyBlocks(method, blocks)
+            LayerwiseEngine(adapter, device, progress=progress).run(ids, visitor, desc=name)
         else:
             with torch.no_grad():
-                for i in tqdm(range(adapter.num_layers), desc=name, unit="block", disable=None if progress else True):
+                for i in tqdm(blocks, desc=name, unit="block", disable=None if progress else True):
                     block = adapter.layers[i].to(device)
                     method.edit(i, block)
                     adapter.layers[i] = block.to("cpu")
     finally:
         model.config.use_cache = use_cache
     seconds = time.perf_counter() - start
-    return PruneResult(name, config.to_dict(), seconds, sparsity_stats(adapter), method.events, method.summary())
+    return PruneResult(name, config.to_dict(), seconds, sparsity_stats(adapter, blocks), method.events, method.summary())

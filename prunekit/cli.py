@@ -63,6 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seqlen", type=int, default=2048, help="calibration window length in tokens (default 2048)")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration sampling (default 0)")
     g = p.add_argument_group("method options (each applies only to the methods named)")
+    g.add_argument("--layers", default=None,
+                   help="all methods: blocks to prune: all (default), first-half, second-half or A:B (0-based)")
+    g.add_argument("--iterations", type=int, default=None, help="sparsellm: outer iterations T (default 4; 1 = SparseGPT)")
+    g.add_argument("--alpha", type=float, default=None, help="sparsellm: pre-activation penalty (default 5 llama-like, 0.1 OPT)")
+    g.add_argument("--beta", type=float, default=None, help="sparsellm: FFN-output penalty (same defaults)")
+    g.add_argument("--gamma", type=float, default=None, help="sparsellm: post-activation penalty (same defaults)")
+    g.add_argument("--ridge", type=float, default=None, help="sparsellm: relative ridge of the weight fits (default 1e-3)")
+    g.add_argument("--plain-blocks", default=None, choices=["none", "edges"],
+                   help="sparsellm: 'edges' runs one iteration (plain SparseGPT) on the second and last two blocks, "
+                        "the reference code's rule for 32-block models stated by depth (default none)")
     g.add_argument("--blocksize", type=int, default=None, help="sparsegpt, sparsellm: OBS column block (default 128)")
     g.add_argument("--percdamp", type=float, default=None,
                    help="sparsegpt, sparsellm: dampening relative to the mean Hessian diagonal (default 0.01)")

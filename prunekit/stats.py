@@ -15,10 +15,10 @@ def param_counts(model: torch.nn.Module) -> dict:
     return {"params_total": total, "params_nonzero": nonzero}
 
 
-def sparsity_stats(adapter: ModelAdapter) -> dict:
-    """Fraction of zeros per pruned linear and over all of them together."""
+def sparsity_stats(adapter: ModelAdapter, blocks=None) -> dict:
+    """Fraction of zeros per pruned linear and over all of them together (over `blocks` only if given)."""
     per_layer, zeros, numel = {}, 0, 0
-    for name, lin in adapter.all_linears():
+    for name, lin in adapter.all_linears(blocks):
         z = lin.weight.numel() - int(torch.count_nonzero(lin.weight))
         per_layer[name] = z / lin.weight.numel()
         zeros += z

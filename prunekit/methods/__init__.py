@@ -4,12 +4,14 @@ from __future__ import annotations
 from ..errors import PrunekitError
 from .sparsity.magnitude import MagnitudeConfig, MagnitudePruner
 from .sparsity.sparsegpt import SparseGPTConfig, SparseGPTPruner
+from .sparsity.sparsellm import SparseLLMConfig, SparseLLMPruner
 from .sparsity.wanda import WandaConfig, WandaPruner
 
 METHODS = {
     "magnitude": (MagnitudeConfig, MagnitudePruner),
     "wanda": (WandaConfig, WandaPruner),
     "sparsegpt": (SparseGPTConfig, SparseGPTPruner),
+    "sparsellm": (SparseLLMConfig, SparseLLMPruner),
 }
 
 
@@ -26,4 +28,4 @@ def config_class(name: str):
     return METHODS[name][0]
 
 
-__all__ = ["METHODS", "method_for", "config_class", "MagnitudeConfig", "WandaConfig", "SparseGPTConfig"]
+__all__ = ["METHODS", "method_for", "config_class", "MagnitudeConfig", "WandaConfig", "SparseGPTConfig", "SparseLLMConfig"]

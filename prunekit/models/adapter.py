@@ -125,8 +125,10 @@ class ModelAdapter:
         """The prunable linears of one block, in forward order, by their name inside the block."""
         return {name: get_path(block, name) for name in self.linear_names()}
 
-    def all_linears(self):
-        """(qualified name, linear) for every prunable linear of every block."""
+    def all_linears(self, blocks=None):
+        """(qualified name, linear) for every prunable linear of every block (or of `blocks`)."""
         for i, block in enumerate(self.layers):
+            if blocks is not None and i not in blocks:
+                continue
             for name, lin in self.block_linears(block).items():
                 yield f"layers.{i}.{name}", lin

@@ -1,0 +1,74 @@
+"""SparseLLM's FFN updates (Bai et al. 2024; algorithms.md 5), as pure tensor math.
+
+Row layout throughout: every matrix of activations is [tokens, features]; weights are
+nn.Linear's [out, in]. The FFN objective for the SwiGLU form is
+    alpha*||z - X Wu^T||^2 + alpha*||s - X Wg^T||^2 + gamma*||p - SiLU(s)*z||^2 + beta*||Y - p Wd^T||^2
+and for the ReLU (OPT) form
+    alpha*||z - (X W1^T + b1)||^2 + gamma*||p - ReLU(z)||^2 + beta*||Y - (p W2^T + b2)||^2.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def ridge_fit(A: torch.Tensor, B: torch.Tensor, ridge: float = 1e-3) -> torch.Tensor:
+    """W [out, in] minimising ||B - A W^T||^2 + lam*||W||^2, lam = ridge * mean(diag(A^T A)).
+    A linear solve of the normal equations: the stable stand-in for B^T A^+ (a pseudo-inverse)."""
+    G = A.T @ A
+    lam = ridge * torch.mean(torch.diag(G)).clamp_min(1e-12)
+    G.diagonal().add_(lam)
+    return torch.linalg.solve(G, A.T @ B).T
+
+
+def hessian_of(A: torch.Tensor) -> torch.Tensor:
+    """The OBS Hessian proxy 2 A^T A / n of a layer whose inputs are the rows of A."""
+    return 2.0 * (A.T @ A) / A.shape[0]
+
+
+def update_p(W_out: torch.Tensor, target: torch.Tensor, act: torch.Tensor, beta: float, gamma: float) -> torch.Tensor:
+    """argmin_p beta*||target - p W_out^T||^2 + gamma*||p - act||^2, closed form per token:
+    p = (beta * target W_out + gamma * act) (beta W_out^T W_out + gamma I)^-1."""
+    f = W_out.shape[1]
+    M = beta * (W_out.T @ W_out) + gamma * torch.eye(f, dtype=W_out.dtype, device=W_out.device)
+    rhs = beta * (target @ W_out) + gamma * act
+    return torch.linalg.solve(M, rhs.T).T          # M is symmetric
+
+
+def update_z_relu(p: torch.Tensor, m: torch.Tensor, alpha: float, gamma: float) -> torch.Tensor:
+    """Exact element-wise argmin_z gamma*(p - ReLU(z))^2 + alpha*(z - m)^2: the better of the
+    minimiser on z >= 0 and the one on z <= 0 (ties go to the first)."""
+    za = torch.clamp((gamma * p + alpha * m) / (gamma + alpha), min=0)
+    zb = torch.clamp(m, max=0)
+    cost = lambda z: gamma * (p - F.relu(z)) ** 2 + alpha * (z - m) ** 2
+    return torch.where(cost(za) <= cost(zb), za, zb)
+
+
+def update_z_swiglu(p: torch.Tensor, m_up: torch.Tensor, s: torch.Tensor, alpha: float, gamma: float) -> torch.Tensor:
+    """Exact element-wise argmin_z alpha*(z - m_up)^2 + gamma*(p - SiLU(s) z)^2 for fixed s."""
+    a = F.silu(s)
+    return (alpha * m_up + gamma * a * p) / (alpha + gamma * a * a)
+
+
+def silu_grad(s: torch.Tensor) -> torch.Tensor:
+    sig = torch.sigmoid(s)
+    return sig * (1 + s * (1 - sig))
+
+
+def update_s_swiglu(s: torch.Tensor, m_gate: torch.Tensor, z: torch.Tensor, p: torch.Tensor, alpha: float,
+                    gamma: float, lr: float = 0.01, passes: int = 2, chunk: int = 1000) -> torch.Tensor:
+    """Gradient descent on alpha*||s - m_gate||^2 + gamma*||p - SiLU(s) z||^2 (a sum of squares;
+    no closed form): `passes` sweeps over token chunks, one step per chunk per sweep."""
+    s = s.clone()
+    for _ in range(passes):
+        for a in range(0, s.shape[0], chunk):
+            sc, zc = s[a:a + chunk], z[a:a + chunk]
+            resid = F.silu(sc) * zc - p[a:a + chunk]
+            grad = 2 * alpha * (sc - m_gate[a:a + chunk]) + 2 * gamma * resid * zc * silu_grad(sc)
+            s[a:a + chunk] = sc - lr * grad
+    return s
+
+
+def relative_error(Y: torch.Tensor, Y_hat: torch.Tensor) -> float:
+    """||Y - Y_hat||^2 / ||Y||^2: the FFN reconstruction error recorded per iteration."""
+    return float(((Y - Y_hat) ** 2).sum() / (Y ** 2).sum().clamp_min(1e-30))
