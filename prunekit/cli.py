@@ -178,9 +178,17 @@ def cmd_prune(args) -> int:
     report["model"].update(rep.model_section(model, source))
     report["eval"] = _run_evals(model, texts, args, device)
     report["environment"] = rep.environment(device)
+    extra = None
+    if "ffn_relative_error" in report["method"]:
+        def extra(folder):
+            from .plots import plot_convergence
+            cfg = report["method"]["config"]
+            what = cfg["pattern"] or f"{cfg['sparsity']:.0%}"
+            plot_convergence(report["method"]["ffn_relative_error"], folder / "sparsellm_convergence.png",
+                             f"SparseLLM FFN convergence, {report['model']['source']}, {what}")
     if args.output:
         report["output"] = args.output
-        save_checkpoint(model, tok, report, args.output, args.overwrite)
+        save_checkpoint(model, tok, report, args.output, args.overwrite, extra)
     print(rep.format_summary(report))
     return 0
 

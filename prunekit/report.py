@@ -38,7 +38,15 @@ def format_summary(report: dict) -> str:
     if meth:
         cfg = meth["config"]
         pat = f" pattern {cfg['pattern']}" if cfg.get("pattern") else ""
-        lines.append(f"  method        {meth['name']} sparsity {cfg.get('sparsity', 0):.4g}{pat}")
+        layers = f" layers {cfg['layers']}" if cfg.get("layers", "all") != "all" else ""
+        lines.append(f"  method        {meth['name']} sparsity {cfg.get('sparsity', 0):.4g}{pat}{layers}")
+        hist = meth.get("ffn_relative_error")
+        if hist:
+            first = sum(v[0] for v in hist.values()) / len(hist)
+            last = sum(v[-1] for v in hist.values()) / len(hist)
+            lines.append(f"  FFN error     mean relative error {first:.4g} after iteration 1 -> {last:.4g} after the last")
+        if meth.get("cholesky_retries"):
+            lines.append(f"  warnings      {meth['cholesky_retries']} Cholesky retries with more dampening (see report events)")
     cal = report.get("calibration")
     if cal:
         split = f":{cal['split']}" if cal.get("split") else ""

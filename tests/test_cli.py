@@ -125,3 +125,24 @@ def test_interrupted_save_leaves_nothing(tiny_model_dir, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         save_mod.save_checkpoint(model, None, {}, tmp_path / "out")
     assert sorted(tmp_path.iterdir()) == before
+
+
+def test_sparsellm_cli_writes_convergence_plot(tiny_model_dir, tmp_path, data_dir, capsys):
+    out = tmp_path / "sl"
+    args = _prune_args(tiny_model_dir, out, data_dir, "--iterations", "3", "--layers", "0:2")
+    args[args.index("wanda")] = "sparsellm"
+    assert main(args) == 0
+    report = json.loads((out / "prunekit_report.json").read_text())
+    assert sorted(report["method"]["ffn_relative_error"]) == ["0", "1"]
+    assert report["method"]["config"]["layers"] == "0:2" and report["method"]["penalties"]["alpha"] == 5.0
+    assert set(report["sparsity"]["per_layer"]) == {f"layers.{i}.{n}" for i in (0, 1) for n in
+                                                    ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                                     "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")}
+    assert (out / "sparsellm_convergence.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "FFN error" in capsys.readouterr().out
+
+
+def test_flag_of_another_method_is_rejected(tiny_model_dir, tmp_path, data_dir, capsys):
+    assert main(_prune_args(tiny_model_dir, tmp_path / "o", data_dir, "--alpha", "1.0")) == 2
+    assert "--alpha does not apply to method wanda" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -51,9 +51,12 @@ def write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-def save_checkpoint(model, tokenizer, report: dict | None, out, overwrite: bool = False) -> Path:
-    """A normal Hugging Face checkpoint (safetensors, tokenizer) plus prunekit_report.json."""
+def save_checkpoint(model, tokenizer, report: dict | None, out, overwrite: bool = False, extra=None) -> Path:
+    """A normal Hugging Face checkpoint (safetensors, tokenizer) plus prunekit_report.json;
+    `extra(folder)` may add files (plots) before the folder is moved into place."""
     with atomic_dir(out, overwrite) as tmp:
+        if extra is not None:
+            extra(tmp)
         model.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)

@@ -1,0 +1,47 @@
+"""Shared plumbing of the benchmark scripts: every configuration runs as its own `prunekit`
+process (its wall time and peak RSS are its own) and leaves its prunekit_report.json."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PRUNEKIT = [sys.executable, "-m", "prunekit"]
+
+
+def run(cmd: list[str]) -> None:
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def eval_args(model: str, windows: int, seqlen: int = 2048) -> list[str]:
+    return ["--model", model, "--eval", "wikitext2", "--eval-seqlen", str(seqlen), "--eval-windows", str(windows),
+            "--overwrite"]
+
+
+def dense(work: Path, model: str, windows: int) -> dict:
+    out = work / "dense"
+    if not (out / "prunekit_report.json").exists():
+        run(PRUNEKIT + ["eval", *eval_args(model, windows), "--output", str(out)])
+    return json.loads((out / "prunekit_report.json").read_text())
+
+
+def prune(work: Path, tag: str, model: str, windows: int, flags: list[str], reuse: bool = False) -> dict:
+    out = work / tag
+    if not (reuse and (out / "prunekit_report.json").exists()):
+        t0 = time.perf_counter()
+        run(PRUNEKIT + ["prune", *eval_args(model, windows), *flags, "--output", str(out)])
+        rep = json.loads((out / "prunekit_report.json").read_text())
+        rep["process_wall_s"] = time.perf_counter() - t0
+        (out / "prunekit_report.json").write_text(json.dumps(rep, indent=2))
+    return json.loads((out / "prunekit_report.json").read_text())
+
+
+def save_results(name: str, reports: dict) -> Path:
+    (HERE / "results").mkdir(exist_ok=True)
+    path = HERE / "results" / f"{name}.json"
+    path.write_text(json.dumps(reports, indent=2))
+    return path
