@@ -17,9 +17,13 @@ def run(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True)
 
 
-def eval_args(model: str, windows: int, seqlen: int = 2048) -> list[str]:
-    return ["--model", model, "--eval", "wikitext2", "--eval-seqlen", str(seqlen), "--eval-windows", str(windows),
-            "--overwrite"]
+DEVICE = ["--device", "cpu"]   # set by a script's --device
+
+
+def eval_args(model: str, windows: int | None, seqlen: int = 2048) -> list[str]:
+    """Evaluation flags; windows None or 0 means every window of the test set."""
+    win = ["--eval-windows", str(windows)] if windows else []
+    return ["--model", model, "--eval", "wikitext2", "--eval-seqlen", str(seqlen), *win, "--overwrite", *DEVICE]
 
 
 def dense(work: Path, model: str, windows: int) -> dict:

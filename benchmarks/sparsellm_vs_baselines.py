@@ -27,25 +27,30 @@ def main():
     ap.add_argument("--calib", default="c4")
     ap.add_argument("--nsamples", type=int, default=16)
     ap.add_argument("--seqlen", type=int, default=1024)
-    ap.add_argument("--eval-windows", type=int, default=8)
+    ap.add_argument("--eval-windows", type=int, default=8, help="first K windows of wt2-2048; 0 = all")
     ap.add_argument("--layers", default=",".join(LAYERS))
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--extra", default="", help="extra flags for sparsellm runs, e.g. '--iterations 8'")
     ap.add_argument("--name", default="sparsellm_vs_baselines")
     ap.add_argument("--work", default=str(runner.HERE / "runs"))
     ap.add_argument("--reuse", action="store_true", help="keep runs whose report already exists")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--targets", default=None, help="comma-separated indices into TARGETS")
     args = ap.parse_args()
+    runner.DEVICE[:] = ["--device", args.device]
+    targets = TARGETS if not args.targets else [TARGETS[int(i)] for i in args.targets.split(",")]
     work = Path(args.work)
     reports = {"dense": runner.dense(work, args.model, args.eval_windows)}
     common = ["--calib", args.calib, "--nsamples", str(args.nsamples), "--seqlen", str(args.seqlen), "--seed", "0"]
     for layers in args.layers.split(","):
-        for flag, value in TARGETS:
+        for flag, value in targets:
             for method in args.methods.split(","):
                 tag = f"{args.name}-{method}-{value.replace(':', 'of')}-{layers}"
                 extra = args.extra.split() if method == "sparsellm" else []
                 reports[tag] = runner.prune(work, tag, args.model, args.eval_windows,
                                             ["--method", method, flag, value, "--layers", layers, *common, *extra],
                                             reuse=args.reuse)
+                runner.save_results(args.name, reports)          # after every run: a cut-off run keeps the rest
                 png = work / tag / "sparsellm_convergence.png"
                 if png.exists():
                     (runner.HERE / "results").mkdir(exist_ok=True)

@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--plain-blocks", default=None, choices=["none", "edges"],
                    help="sparsellm: 'edges' runs one iteration (plain SparseGPT) on the second and last two blocks, "
                         "the reference code's rule for 32-block models stated by depth (default none)")
+    g.add_argument("--s-step", default=None, choices=["safe", "reference"],
+                   help="sparsellm: gradient step on the gate pre-activation: 'safe' (default; capped by curvature, "
+                        "kept only where it lowers the objective) or 'reference' (plain lr 0.01, diverges on massive "
+                        "activations)")
     g.add_argument("--blocksize", type=int, default=None, help="sparsegpt, sparsellm: OBS column block (default 128)")
     g.add_argument("--percdamp", type=float, default=None,
                    help="sparsegpt, sparsellm: dampening relative to the mean Hessian diagonal (default 0.01)")
@@ -90,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-METHOD_FLAGS = ("blocksize", "percdamp", "alpha", "beta", "gamma", "iterations", "layers", "plain_blocks", "ridge")
+METHOD_FLAGS = ("blocksize", "percdamp", "alpha", "beta", "gamma", "iterations", "layers", "plain_blocks", "ridge",
+                "s_step")
 
 
 def _make_config(args):

@@ -105,3 +105,21 @@ def test_edges_rule_runs_one_iteration_there():
     model = make_tiny_model("llama")   # 3 blocks: edges are 1, 1, 2
     res = prunekit.prune(model, SparseLLMConfig(sparsity=0.5, iterations=3, plain_blocks="edges"), _ids(), progress=False)
     assert [len(res.details["ffn_relative_error"][k]) for k in "012"] == [3, 1, 1]
+
+
+def test_reference_s_step_diverges_on_large_activations_and_the_safe_step_does_not():
+    g = torch.Generator().manual_seed(6)
+    s, m = torch.randn(3000, 4, generator=g), torch.randn(3000, 4, generator=g)
+    z = torch.randn(3000, 4, generator=g) * 100            # massive activations
+    p = F.silu(m) * z + torch.randn(3000, 4, generator=g)
+    per_elem = lambda s: S.s_objective(s, m, z, p, 5.0, 5.0)
+    ref = S.update_s_swiglu(s, m, z, p, 5.0, 5.0, safeguard=False)
+    safe = S.update_s_swiglu(s, m, z, p, 5.0, 5.0, safeguard=True)
+    assert per_elem(ref).sum() > 10 * per_elem(s).sum()     # the fixed step overshoots
+    assert (per_elem(safe) <= per_elem(s) + 1e-3).all()      # never worse, element by element
+    assert per_elem(safe).sum() < per_elem(s).sum()
+    # on ordinary activations the two steps agree (bar the rare element where a plain step would go uphill)
+    z1 = torch.randn(3000, 4, generator=g) * 0.5
+    a = S.update_s_swiglu(s, m, z1, p * 0.005, 5.0, 5.0, safeguard=False)
+    b = S.update_s_swiglu(s, m, z1, p * 0.005, 5.0, 5.0, safeguard=True)
+    assert ((a - b).abs() < 1e-7).float().mean() > 0.999 and (a - b).abs().max() < 1e-3

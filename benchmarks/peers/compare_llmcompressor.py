@@ -75,6 +75,13 @@ def main():
                 (peer_out / "prunekit_report.json").write_text(json.dumps(rep, indent=2))
         if (peer_out / "prunekit_report.json").exists():
             peer = json.loads((peer_out / "prunekit_report.json").read_text())
+            measured = peer["sparsity"]["overall"]
+            extra_zeros = peer["model"]["params_total"] - peer["model"]["params_nonzero"] - \
+                (ours["model"]["params_total"] - ours["model"]["params_nonzero"])
+            if measured < 0.9 * sparsity:   # a recipe that silently prunes nothing is no comparison
+                peer = {"error": f"ran, but only {measured:.4f} of the block linears are zero (target {sparsity})"}
+            elif extra_zeros > 0.001 * ours["model"]["params_total"]:   # pruned outside the blocks (embeddings)
+                peer = {"error": f"pruned {extra_zeros:,} weights outside the decoder-block linears"}
         elif err_file.exists():
             peer = {"error": json.loads(err_file.read_text())["error"]}
         reports[tag] = {"prunekit": ours, "llmcompressor": peer}

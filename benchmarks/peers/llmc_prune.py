@@ -36,15 +36,20 @@ def main():
         ds = Dataset.from_dict({"input_ids": windows.tolist(), "attention_mask": torch.ones_like(windows).tolist()})
         model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
         tok = AutoTokenizer.from_pretrained(args.model)
-        common = dict(targets=["Linear"], ignore=["lm_head"])
+        # only the decoder-block projections: "Linear" with ignore=["lm_head"] still reaches the
+        # lm_head weight, which SmolLM2 ties to its embeddings, and prunes them too
+        common = dict(targets=[r"re:.*layers\.\d+\.(self_attn|mlp)\.\w+_proj$"])
         if args.method == "sparsegpt":
             recipe = SparseGPTModifier(sparsity=args.sparsity, mask_structure=args.mask, block_size=128,
                                        dampening_frac=0.01, **common)
         elif args.method == "wanda":
             recipe = WandaPruningModifier(sparsity=args.sparsity, mask_structure=args.mask, **common)
         else:
-            recipe = MagnitudePruningModifier(init_sparsity=args.sparsity, final_sparsity=args.sparsity, start=0, end=1,
-                                              update_frequency=1, mask_structure=args.mask, **common)
+            # a training-time (gradual) modifier; asked here for its final sparsity at once
+            recipe = MagnitudePruningModifier(targets=[r"re:.*layers\.\d+\.(self_attn|mlp)\.\w+_proj\.weight$"],
+                                              init_sparsity=args.sparsity, final_sparsity=args.sparsity, start=0,
+                                              end=0, update=0,
+                                              mask_structure="unstructured" if args.mask == "0:0" else args.mask)
         t0 = time.perf_counter()
         oneshot(model=model, dataset=ds, recipe=recipe, num_calibration_samples=windows.shape[0],
                 max_seq_length=windows.shape[1], shuffle_calibration_samples=False)

@@ -55,17 +55,35 @@ def silu_grad(s: torch.Tensor) -> torch.Tensor:
     return sig * (1 + s * (1 - sig))
 
 
+def s_objective(s, m_gate, z, p, alpha, gamma):
+    """Per element: alpha*(s - m_gate)^2 + gamma*(p - SiLU(s) z)^2."""
+    return alpha * (s - m_gate) ** 2 + gamma * (p - F.silu(s) * z) ** 2
+
+
 def update_s_swiglu(s: torch.Tensor, m_gate: torch.Tensor, z: torch.Tensor, p: torch.Tensor, alpha: float,
-                    gamma: float, lr: float = 0.01, passes: int = 2, chunk: int = 1000) -> torch.Tensor:
+                    gamma: float, lr: float = 0.01, passes: int = 2, chunk: int = 1000,
+                    safeguard: bool = True) -> torch.Tensor:
     """Gradient descent on alpha*||s - m_gate||^2 + gamma*||p - SiLU(s) z||^2 (a sum of squares;
-    no closed form): `passes` sweeps over token chunks, one step per chunk per sweep."""
+    no closed form): `passes` sweeps over token chunks, one step per chunk per sweep.
+
+    The reference takes the plain step lr*grad. Its curvature in s is about
+    2*alpha + 2*gamma*z^2*SiLU'(s)^2, so where |z| is large (the massive activations of some
+    blocks) a fixed lr overshoots and s grows without bound. With `safeguard`, each element's step
+    is capped at the inverse of that curvature and kept only where it lowers the element's objective."""
     s = s.clone()
     for _ in range(passes):
         for a in range(0, s.shape[0], chunk):
-            sc, zc = s[a:a + chunk], z[a:a + chunk]
-            resid = F.silu(sc) * zc - p[a:a + chunk]
-            grad = 2 * alpha * (sc - m_gate[a:a + chunk]) + 2 * gamma * resid * zc * silu_grad(sc)
-            s[a:a + chunk] = sc - lr * grad
+            sc, zc, pc, mc = s[a:a + chunk], z[a:a + chunk], p[a:a + chunk], m_gate[a:a + chunk]
+            d = silu_grad(sc)
+            grad = 2 * alpha * (sc - mc) + 2 * gamma * (F.silu(sc) * zc - pc) * zc * d
+            if not safeguard:
+                s[a:a + chunk] = sc - lr * grad
+                continue
+            curvature = 2 * alpha + 2 * gamma * (zc * d) ** 2
+            step = torch.minimum(torch.full_like(sc, lr), 1.0 / curvature)
+            cand = sc - step * grad
+            better = s_objective(cand, mc, zc, pc, alpha, gamma) <= s_objective(sc, mc, zc, pc, alpha, gamma)
+            s[a:a + chunk] = torch.where(better, cand, sc)
     return s
 
 

@@ -7,7 +7,9 @@ Deliberate deviations from the reference code, all stated in the docs: weights a
 ridge solve rather than an explicit pseudo-inverse; all solves stay in float32 (the reference
 casts inverses to float16); the reference's plain-SparseGPT blocks 1, 30 and 31 (of a 32-block
 model) become an option stated by depth (`plain_blocks="edges"`: the second and the last two),
-off by default.
+off by default; the gradient step on s is safeguarded (capped by its curvature and kept only
+where it lowers the objective), because the reference's fixed step diverges where the FFN has
+massive activations (`s_step="reference"` restores it).
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ class SparseLLMConfig(SparseGPTConfig):
     iterations: int = 4               # outer iterations T (1 = plain SparseGPT)
     ridge: float = 1e-3               # relative ridge of the weight fits
     plain_blocks: str = "none"        # "edges": T=1 on the second and the last two blocks
+    s_step: str = "safe"              # "reference": the plain fixed-lr gradient step on s (can diverge)
     method: ClassVar[str] = "sparsellm"
 
     def __post_init__(self):
@@ -43,6 +46,8 @@ class SparseLLMConfig(SparseGPTConfig):
             raise PrunekitError("iterations must be at least 1")
         if self.plain_blocks not in ("none", "edges"):
             raise PrunekitError("plain_blocks is 'none' or 'edges'")
+        if self.s_step not in ("safe", "reference"):
+            raise PrunekitError("s_step is 'safe' or 'reference'")
         for name in ("alpha", "beta", "gamma"):
             v = getattr(self, name)
             if v is not None and not v > 0:
@@ -149,7 +154,7 @@ class SparseLLMPruner(LayerwiseMethod):
                 break
             p = S.update_p(Wd, Y - bd, F.silu(s) * z, b, g)
             z = S.update_z_swiglu(p, m_u, s, a, g)
-            s = S.update_s_swiglu(s, m_g, z, p, a, g)
+            s = S.update_s_swiglu(s, m_g, z, p, a, g, safeguard=self.config.s_step == "safe")
         return {"mlp.gate_proj": Wg, "mlp.up_proj": Wu, "mlp.down_proj": Wd}, errs
 
     def _relu_ffn(self, index, lin, X, Y, z, H_in, H_out0):
