@@ -20,6 +20,8 @@ def plot_convergence(history: dict, path: str | Path, title: str) -> Path:
     for k, b in enumerate(blocks):
         errs = history[b]
         ax.plot(range(1, len(errs) + 1), errs, marker="o", ms=3, lw=1, color=cmap(k), label=f"block {b}")
+    from matplotlib.ticker import MaxNLocator
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_yscale("log")
     ax.set_xlabel("outer iteration")
     ax.set_ylabel("relative FFN reconstruction error")
