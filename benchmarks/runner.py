@@ -12,6 +12,17 @@ HERE = Path(__file__).resolve().parent
 PRUNEKIT = [sys.executable, "-m", "prunekit"]
 
 
+def common_args(ap, nsamples: int, seqlen: int, eval_windows: int):
+    """The flags every benchmark script shares."""
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--calib", default="c4")
+    ap.add_argument("--nsamples", type=int, default=nsamples)
+    ap.add_argument("--seqlen", type=int, default=seqlen)
+    ap.add_argument("--eval-windows", type=int, default=eval_windows, help="first K windows of wt2-2048; 0 = all")
+    ap.add_argument("--work", default=str(HERE / "runs"), help="where checkpoints go (not committed)")
+    ap.add_argument("--reuse", action="store_true", help="keep runs whose report already exists")
+
+
 def run(cmd: list[str]) -> None:
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)

@@ -23,17 +23,11 @@ LAYERS = ["all", "first-half"]
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--calib", default="c4")
-    ap.add_argument("--nsamples", type=int, default=16)
-    ap.add_argument("--seqlen", type=int, default=1024)
-    ap.add_argument("--eval-windows", type=int, default=8, help="first K windows of wt2-2048; 0 = all")
+    runner.common_args(ap, nsamples=16, seqlen=1024, eval_windows=8)
     ap.add_argument("--layers", default=",".join(LAYERS))
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--extra", default="", help="extra flags for sparsellm runs, e.g. '--iterations 8'")
     ap.add_argument("--name", default="sparsellm_vs_baselines")
-    ap.add_argument("--work", default=str(runner.HERE / "runs"))
-    ap.add_argument("--reuse", action="store_true", help="keep runs whose report already exists")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--targets", default=None, help="comma-separated indices into TARGETS")
     args = ap.parse_args()

@@ -17,12 +17,7 @@ CONFIGS = [("magnitude", "--sparsity", "0.5"), ("magnitude", "--pattern", "2:4")
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--calib", default="c4")
-    ap.add_argument("--nsamples", type=int, default=32)
-    ap.add_argument("--seqlen", type=int, default=2048)
-    ap.add_argument("--eval-windows", type=int, default=16)
-    ap.add_argument("--work", default=str(runner.HERE / "runs"), help="where checkpoints go (not committed)")
+    runner.common_args(ap, nsamples=32, seqlen=2048, eval_windows=16)
     args = ap.parse_args()
     work = Path(args.work)
     reports = {"dense": runner.dense(work, args.model, args.eval_windows)}
@@ -30,7 +25,8 @@ def main():
         tag = f"{method}-{value.replace(':', 'of')}"
         reports[tag] = runner.prune(work, tag, args.model, args.eval_windows,
                                     ["--method", method, flag, value, "--calib", args.calib, "--nsamples",
-                                     str(args.nsamples), "--seqlen", str(args.seqlen), "--seed", "0"])
+                                     str(args.nsamples), "--seqlen", str(args.seqlen), "--seed", "0"],
+                                    reuse=args.reuse)
     runner.save_results("sparsity_baselines", reports)
     print(table(reports))
 

@@ -37,14 +37,8 @@ def dump_windows(model_spec, calib, nsamples, seqlen, path: Path) -> str:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--calib", default="c4")
-    ap.add_argument("--nsamples", type=int, default=16)
-    ap.add_argument("--seqlen", type=int, default=1024)
-    ap.add_argument("--eval-windows", type=int, default=8)
-    ap.add_argument("--work", default=str(runner.HERE / "runs"))
+    runner.common_args(ap, nsamples=16, seqlen=1024, eval_windows=8)
     ap.add_argument("--only", default=None, help="comma-separated indices into CONFIGS")
-    ap.add_argument("--reuse", action="store_true")
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
