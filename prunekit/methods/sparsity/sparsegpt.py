@@ -38,18 +38,22 @@ def collect_hessians(method: LayerwiseMethod, names_linears: dict) -> dict:
     return hooks
 
 
-@torch.no_grad()
-def prune_linear_obs(method: LayerwiseMethod, index: int, name: str, lin, H: torch.Tensor, config) -> float:
-    """SparseGPT on one linear in place; Cholesky retries are logged into method.events."""
+def obs_logged(method: LayerwiseMethod, index: int, name: str, W: torch.Tensor, H: torch.Tensor, config):
+    """SparseGPT on a weight matrix; Cholesky retries go into method.events and are counted."""
     if not torch.isfinite(H).all():
         raise PrunekitError(f"non-finite activations at the input of block {index} {name}: "
                             f"the model produces NaN/Inf on the calibration data (try float32)")
-    W, info = sparsegpt_prune(lin.weight, H, config.sparsity, config.nm, config.blocksize, config.percdamp)
+    W, info = sparsegpt_prune(W, H, config.sparsity, config.nm, config.blocksize, config.percdamp)
     for line in info.log:
         method.events.append(f"block {index} {name}: {line}")
     method.cholesky_retries = getattr(method, "cholesky_retries", 0) + info.retries
-    lin.weight.copy_(W.to(lin.weight.dtype))
-    return info.loss
+    return W
+
+
+@torch.no_grad()
+def prune_linear_obs(method: LayerwiseMethod, index: int, name: str, lin, H: torch.Tensor, config) -> None:
+    """SparseGPT on one linear, in place."""
+    lin.weight.copy_(obs_logged(method, index, name, lin.weight, H, config).to(lin.weight.dtype))
 
 
 class SparseGPTPruner(LayerwiseMethod):

@@ -21,9 +21,8 @@ import torch.nn.functional as F
 
 from ...errors import PrunekitError
 from ...solvers import sparsellm as S
-from ...solvers.obs import sparsegpt_prune
 from ..base import LayerwiseMethod
-from .sparsegpt import SparseGPTConfig, collect_hessians, prune_linear_obs
+from .sparsegpt import SparseGPTConfig, collect_hessians, obs_logged, prune_linear_obs
 
 # the reference code's penalties per FFN form
 DEFAULT_PENALTY = {"llama": 5.0, "opt": 0.1}
@@ -120,11 +119,7 @@ class SparseLLMPruner(LayerwiseMethod):
         self.hessians = {}
 
     def _prune(self, index, name, W, H):
-        W, info = sparsegpt_prune(W, H, self.config.sparsity, self.config.nm, self.config.blocksize, self.config.percdamp)
-        for line in info.log:
-            self.events.append(f"block {index} {name}: {line}")
-        self.cholesky_retries = getattr(self, "cholesky_retries", 0) + info.retries
-        return W
+        return obs_logged(self, index, name, W, H, self.config)
 
     @staticmethod
     def _bias(linear, like):
