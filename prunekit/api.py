@@ -36,6 +36,8 @@ def prune(model, config, calibration: Calibration | torch.Tensor | None = None, 
     name, impl = method_for(config)
     method = impl(config, adapter)
     method.check()
+    if getattr(impl, "kind", "") == "depth":
+        return _prune_depth(name, method, adapter, calibration, device, progress)
     blocks = config.blocks(adapter.num_layers)
     use_cache = getattr(model.config, "use_cache", None)
     model.config.use_cache = False
@@ -57,3 +59,32 @@ def prune(model, config, calibration: Calibration | torch.Tensor | None = None, 
         model.config.use_cache = use_cache
     seconds = time.perf_counter() - start
     return PruneResult(name, config.to_dict(), seconds, sparsity_stats(adapter, blocks), method.events, method.summary())
+
+
+def _prune_depth(name, method, adapter: ModelAdapter, calibration, device, progress) -> PruneResult:
+    """Depth methods score candidates with whole-stack calibration forwards, then the model's
+    decoder is replaced by the resulting (fewer) blocks."""
+    from .methods.depth.base import DepthState
+    from .methods.depth.stack import BlockStack
+
+    if calibration is None:
+        raise PrunekitError(f"method {name} needs calibration data")
+    ids = calibration.input_ids if isinstance(calibration, Calibration) else calibration
+    model = adapter.model
+    before = adapter.num_layers
+    use_cache = getattr(model.config, "use_cache", None)
+    model.config.use_cache = False
+    start = time.perf_counter()
+    try:
+        state = DepthState(adapter)
+        stack = BlockStack(adapter, ids, device)
+        method.run(stack, state, progress)
+        state.install()
+    finally:
+        model.config.use_cache = use_cache
+    seconds = time.perf_counter() - start
+    depth = {"layers_before": before, "layers_after": adapter.num_layers,
+             "layers_removed": before - adapter.num_layers, "groups": state.groups,
+             "block_forwards": stack.forwards}
+    details = {**method.summary(), "depth": depth}
+    return PruneResult(name, method.config.to_dict(), seconds, sparsity_stats(adapter), method.events, details)

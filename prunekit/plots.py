@@ -36,3 +36,34 @@ def plot_convergence(history: dict, path: str | Path, title: str) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def plot_cka(matrix, path: str | Path, title: str) -> Path:
+    """Heat map of layer-by-layer CKA (layer i's output against layer j's)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.2, 5.4), dpi=120)
+    im = ax.imshow(matrix, cmap="magma", vmin=0, vmax=1, origin="lower")
+    ax.set_xlabel("layer (output of block)")
+    ax.set_ylabel("layer (output of block)")
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(im, ax=ax, label="linear CKA")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_layer_scores(scores: dict, path: str | Path, title: str) -> Path:
+    """Per-layer bars, one panel per score (e.g. block influence, adjacent-layer cosine)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(scores), 1, figsize=(7, 2.4 * len(scores)), dpi=120, sharex=True, squeeze=False)
+    for ax, (name, values) in zip(axes[:, 0], scores.items()):
+        ax.bar(range(len(values)), values, color="tab:blue")
+        ax.set_ylabel(name, fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    axes[-1, 0].set_xlabel("block")
+    axes[0, 0].set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)

@@ -37,9 +37,18 @@ def format_summary(report: dict) -> str:
     meth = report.get("method")
     if meth:
         cfg = meth["config"]
-        pat = f" pattern {cfg['pattern']}" if cfg.get("pattern") else ""
-        layers = f" layers {cfg['layers']}" if cfg.get("layers", "all") != "all" else ""
-        lines.append(f"  method        {meth['name']} sparsity {cfg.get('sparsity', 0):.4g}{pat}{layers}")
+        if "depth" in meth:
+            d = meth["depth"]
+            lines.append(f"  method        {meth['name']}" + (f" threshold {meth['threshold']:.4g}" if "threshold" in meth else ""))
+            merged = ", ".join(f"{g[0]}-{g[-1]}" for g in d["groups"] if len(g) > 1)
+            kept = {i for g in d["groups"] for i in g}
+            gone = [i for i in range(d["layers_before"]) if i not in kept]
+            lines.append(f"  layers        {d['layers_before']} -> {d['layers_after']}"
+                         + (f"; merged {merged}" if merged else "") + (f"; removed {gone}" if gone else ""))
+        else:
+            pat = f" pattern {cfg['pattern']}" if cfg.get("pattern") else ""
+            layers = f" layers {cfg['layers']}" if cfg.get("layers", "all") != "all" else ""
+            lines.append(f"  method        {meth['name']} sparsity {cfg.get('sparsity', 0):.4g}{pat}{layers}")
         hist = meth.get("ffn_relative_error")
         if hist:
             first = sum(v[0] for v in hist.values()) / len(hist)
@@ -53,7 +62,7 @@ def format_summary(report: dict) -> str:
         lines.append(f"  calibration   {cal['dataset']}{split} {cal['nsamples']} x {cal['seqlen']} seed {cal['seed']}"
                      + (f"  ({cal['where']})" if cal.get("where") else ""))
     sp = report.get("sparsity")
-    if sp:
+    if sp and sp.get("overall"):
         lines.append(f"  sparsity      {sp['overall']:.4f} of decoder-block linear weights are zero")
     lines.append(f"  parameters    {m['params_total']:,} total, {m['params_nonzero']:,} non-zero")
     t = report.get("timing", {})

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..errors import PrunekitError
+from .depth import PPL, SLEB, SLM, LaCo, LaCoConfig, PPLConfig, ShortGPT, ShortGPTConfig, SLEBConfig, SLMConfig
 from .sparsity.magnitude import MagnitudeConfig, MagnitudePruner
 from .sparsity.sparsegpt import SparseGPTConfig, SparseGPTPruner
 from .sparsity.sparsellm import SparseLLMConfig, SparseLLMPruner
@@ -12,7 +13,13 @@ METHODS = {
     "wanda": (WandaConfig, WandaPruner),
     "sparsegpt": (SparseGPTConfig, SparseGPTPruner),
     "sparsellm": (SparseLLMConfig, SparseLLMPruner),
+    "slm": (SLMConfig, SLM),
+    "laco": (LaCoConfig, LaCo),
+    "shortgpt": (ShortGPTConfig, ShortGPT),
+    "sleb": (SLEBConfig, SLEB),
+    "ppl": (PPLConfig, PPL),
 }
+DEPTH_METHODS = tuple(n for n, (_, impl) in METHODS.items() if getattr(impl, "kind", "") == "depth")
 
 
 def method_for(config):
@@ -28,4 +35,6 @@ def config_class(name: str):
     return METHODS[name][0]
 
 
-__all__ = ["METHODS", "method_for", "config_class", "MagnitudeConfig", "WandaConfig", "SparseGPTConfig", "SparseLLMConfig"]
+__all__ = ["METHODS", "DEPTH_METHODS", "method_for", "config_class", "MagnitudeConfig", "WandaConfig",
+           "SparseGPTConfig", "SparseLLMConfig", "SLMConfig", "LaCoConfig", "ShortGPTConfig", "SLEBConfig",
+           "PPLConfig"]

@@ -117,6 +117,12 @@ class ModelAdapter:
         mods = (get_path(self.model, p) for p in self.spec.post_block_paths)
         return [m for m in mods if m is not None]
 
+    def final_modules(self) -> list[nn.Module]:
+        """The post-block modules except the LM head: what turns the last block's output into
+        the final hidden state (HF's hidden_states[-1], after the final norm)."""
+        head = get_path(self.model, self.spec.post_block_paths[-1])
+        return [m for m in self.post_block_modules() if m is not head]
+
     def linear_names(self) -> tuple:
         s = self.spec
         return s.attn_in + s.attn_out + s.mlp_in + s.mlp_out

@@ -1,0 +1,114 @@
+"""Depth baselines that remove whole blocks (algorithms.md 8): ShortGPT's block influence,
+SLEB's greedy calibration-NLL removal and Shortened-LLM's one-shot perplexity criterion."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+from tqdm.auto import tqdm
+
+from ...errors import PrunekitError
+from ...solvers.similarity import block_influence
+from .base import DepthConfig, DepthMethod, DepthState
+
+
+class _CountedRemoval(DepthMethod):
+    def check(self) -> None:
+        if self.config.target(self.adapter.num_layers) is None:
+            raise PrunekitError(f"{self.name()} needs --remove-layers or --ratio")
+        super().check()
+
+
+@dataclass
+class ShortGPTConfig(DepthConfig):
+    method: ClassVar[str] = "shortgpt"
+
+
+class ShortGPT(_CountedRemoval):
+    """Remove the k blocks of lowest block influence 1 - cos(input, output), measured once on
+    the dense model over calibration tokens (the raw last-block output, not the normed one)."""
+
+    def name(self):
+        return "shortgpt"
+
+    def run(self, stack, state: DepthState, progress: bool = True) -> None:
+        k = self.config.target(len(state))
+        states = stack.all_inputs(state.blocks)
+        bi = [block_influence(states[i], states[i + 1]) for i in range(len(state))]
+        drop = sorted(sorted(range(len(bi)), key=lambda i: (bi[i], i))[:k], reverse=True)
+        for i in drop:
+            state.remove(i, block_influence=bi[i])
+        self.details.update(block_influence=bi, removed=sorted(drop))
+
+
+@dataclass
+class SLEBConfig(DepthConfig):
+    method: ClassVar[str] = "sleb"
+
+
+class SLEB(_CountedRemoval):
+    """Greedy: k times, skip each alive block except the first and the last alive one, keep the
+    removal with the lowest calibration NLL. Only the blocks after the candidate are re-run."""
+
+    def name(self):
+        return "sleb"
+
+    def most_removable(self, n):
+        return n - 2
+
+    def run(self, stack, state: DepthState, progress: bool = True) -> None:
+        k = self.config.target(len(state))
+        inputs = stack.all_inputs(state.blocks)
+        rounds = []
+        bar = tqdm(total=sum(len(state) - 2 - r for r in range(k)), desc="sleb candidates", unit="cand",
+                   disable=None if progress else True)
+        for _ in range(k):
+            nll = {}
+            for i in range(1, len(state) - 1):
+                nll[i] = stack.nll(stack.through(state.blocks[i + 1:], inputs[i]))
+                bar.update(1)
+            best = min(nll, key=lambda i: (nll[i], i))
+            original = state.groups[best]
+            state.remove(best, calibration_ppl=math.exp(nll[best]))
+            rounds.append({"removed": original, "calibration_ppl": {str(state_idx): math.exp(v)
+                                                                    for state_idx, v in nll.items()}})
+            inputs = inputs[:best + 1]          # inputs of blocks before `best` are unchanged
+            for block in state.blocks[best:]:
+                inputs.append(stack.through([block], inputs[-1]))
+        bar.close()
+        self.details.update(rounds=rounds, removed=sorted(i for r in rounds for i in r["removed"]))
+
+
+@dataclass
+class PPLConfig(DepthConfig):
+    plus_heuristic: bool = True   # never remove blocks 0-3 and the last two (the reference script's default)
+    method: ClassVar[str] = "ppl"
+
+
+class PPL(_CountedRemoval):
+    """Shortened-LLM's PPL criterion: delete each block alone, measure calibration perplexity,
+    remove the k blocks whose deletion hurts least, all at once."""
+
+    def name(self):
+        return "ppl"
+
+    def protected(self, n: int) -> set[int]:
+        return {0, 1, 2, 3, n - 2, n - 1} if self.config.plus_heuristic else set()
+
+    def most_removable(self, n):
+        return n - max(1, len(self.protected(n)))
+
+    def run(self, stack, state: DepthState, progress: bool = True) -> None:
+        k = self.config.target(len(state))
+        n = len(state)
+        inputs = stack.all_inputs(state.blocks)
+        candidates = [i for i in range(n) if i not in self.protected(n)]
+        ppl = {}
+        for i in tqdm(candidates, desc="ppl criterion", unit="block", disable=None if progress else True):
+            ppl[i] = math.exp(stack.nll(stack.through(state.blocks[i + 1:], inputs[i])))
+        drop = sorted(sorted(ppl, key=lambda i: (ppl[i], i))[:k], reverse=True)
+        for i in drop:
+            state.remove(i, calibration_ppl=ppl[i])
+        self.details.update(calibration_ppl={str(i): v for i, v in ppl.items()}, removed=sorted(drop),
+                            protected=sorted(self.protected(n)))

@@ -1,0 +1,78 @@
+"""Calibration forwards through any list of decoder blocks: the whole-model evaluation helper
+that depth methods use to score candidates (final hidden states, NLL) without rebuilding a
+model per candidate. Built on the layer-wise engine: block 0's inputs and kwargs are captured
+once; a candidate is then run from a cached intermediate hidden state onward."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ...engine.sequential import BlockInputs, LayerwiseEngine
+from ...models.adapter import ModelAdapter
+
+
+class BlockStack:
+    def __init__(self, adapter: ModelAdapter, input_ids: torch.Tensor, device: str = "cpu"):
+        self.adapter = adapter
+        self.input_ids = input_ids
+        self.engine = LayerwiseEngine(adapter, device, progress=False)
+        self.start = self.engine.capture(input_ids)
+        self.forwards = 0           # block forwards run, for the report
+
+    @torch.no_grad()
+    def through(self, blocks: list[nn.Module], hidden: torch.Tensor) -> torch.Tensor:
+        """Run `hidden` ([n, L, d] on the offload device) through `blocks` in order."""
+        inputs = BlockInputs(hidden, self.start.kwargs)
+        for block in blocks:
+            block.to(self.engine.device)
+            inputs = BlockInputs(self.engine.forward_block(block, inputs), self.start.kwargs)
+            block.to(self.engine.offload)
+            self.forwards += 1
+        return inputs.hidden
+
+    @torch.no_grad()
+    def all_inputs(self, blocks: list[nn.Module]) -> list[torch.Tensor]:
+        """The inputs of every block and the last block's output: len(blocks) + 1 tensors."""
+        states = [self.start.hidden]
+        for block in blocks:
+            states.append(self.through([block], states[-1]))
+        return states
+
+    @torch.no_grad()
+    def final_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Final norm (and projection) applied to the last block's output."""
+        mods = self.adapter.final_modules()
+        out = hidden
+        for m in mods:
+            m.to(self.engine.device)
+        try:
+            out = torch.cat([self._apply(mods, hidden[j:j + 1]) for j in range(hidden.shape[0])])
+        finally:
+            for m in mods:
+                m.to(self.engine.offload)
+        return out
+
+    def _apply(self, mods, h):
+        h = h.to(self.engine.device)
+        for m in mods:
+            h = m(h)
+        return h.to(self.engine.offload).float()
+
+    @torch.no_grad()
+    def nll(self, hidden: torch.Tensor) -> float:
+        """Mean next-token NLL of the calibration windows given the last block's output."""
+        total, count = 0.0, 0
+        mods = self.adapter.post_block_modules()
+        for m in mods:
+            m.to(self.engine.device)
+        try:
+            for j in range(hidden.shape[0]):  # one window at a time: logits are vocab-sized
+                logits = self._apply(mods, hidden[j:j + 1])[0, :-1]
+                target = self.input_ids[j, 1:].to(logits.device)
+                total += F.cross_entropy(logits, target, reduction="sum").item()
+                count += target.numel()
+        finally:
+            for m in mods:
+                m.to(self.engine.offload)
+        return total / count
