@@ -72,6 +72,17 @@ def format_summary(report: dict) -> str:
         dense = report.get("eval_dense", {}).get(name)
         extra = f"  (dense {dense['ppl']:.3f})" if dense else ""
         lines.append(f"  ppl {name:<10s}{ev['ppl']:.3f} [{ev['protocol']}]{extra}")
+    kl = report.get("kl")
+    if kl:
+        lines.append(f"  KL to dense   {kl['kl']:.4f} nats/token, top-1 agreement {kl['top1_agreement']:.4f} "
+                     f"({kl['tokens']} tokens of {kl['data']['dataset']})")
+    zs = report.get("zero_shot")
+    if zs:
+        lim = f", first {zs['limit']} per task" if zs.get("limit") else ""
+        lines.append(f"  zero-shot     average {zs['average']:.4f} (lm-eval {zs['lm_eval']}, 0-shot{lim})")
+        for task, r in zs["tasks"].items():
+            norm = f"  acc_norm {r['acc_norm']:.4f}" if "acc_norm" in r else ""
+            lines.append(f"    {task:<14s}acc {r['acc']:.4f}{norm}  (n={r['examples']}, average uses {r['metric']})")
     if report.get("output"):
         lines.append(f"  saved         {report['output']}")
     return "\n".join(lines)
