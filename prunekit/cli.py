@@ -140,6 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--output", required=True, help="folder for analysis.json and the PNGs")
     a.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
 
+    c = sub.add_parser("compare", help="one Markdown page (table and plots) over several runs",
+                       description="Read the prunekit_report.json of each run folder and write one Markdown page: a "
+                                   "table of every run (method, what was pruned, parameters, perplexities with their "
+                                   "protocols, zero-shot average, KL, prefill latency ratio) and PNG plots next to it. "
+                                   "Runs measured under different protocols get separate columns and a warning.")
+    c.add_argument("runs", nargs="+", help="prunekit output folders (or report JSON files)")
+    c.add_argument("--output", default="report.md", help="Markdown file to write; PNGs go next to it (default report.md)")
+
     b = sub.add_parser("bench", help="prefill latency, decode speed, parameters and peak memory, against a baseline",
                        description="Speed and memory of a model and (with --baseline) of the model it came from, "
                                    "each measured in its own fresh process in the same run, reported with ratios. "
@@ -450,12 +458,23 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from .compare import table, load_run, write_page
+    out = write_page(args.runs, args.output)
+    head, rows, notes = table([load_run(p) for p in args.runs])
+    print(f"prunekit compare: {len(rows)} runs -> {out}")
+    for n in notes:
+        print("  warning: " + n.replace("**", ""))
+    return 0
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()  # prunekit shows its own bars; the loader's are noise
     try:
-        return {"prune": cmd_prune, "eval": cmd_eval, "analyze": cmd_analyze, "bench": cmd_bench}[args.command](args)
+        return {"prune": cmd_prune, "eval": cmd_eval, "analyze": cmd_analyze, "bench": cmd_bench,
+                "compare": cmd_compare}[args.command](args)
     except PrunekitError as e:
         print(f"prunekit {args.command}: error: {e}", file=sys.stderr)
         return 2
