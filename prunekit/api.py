@@ -24,6 +24,7 @@ class PruneResult:
     sparsity: dict
     events: list = field(default_factory=list)
     details: dict = field(default_factory=dict)
+    model: object = None      # the pruned model: the same object, except for width methods (a new, smaller one)
 
 
 def prune(model, config, calibration: Calibration | torch.Tensor | None = None, device: str = "cpu",
@@ -38,6 +39,8 @@ def prune(model, config, calibration: Calibration | torch.Tensor | None = None, 
     method.check()
     if getattr(impl, "kind", "") == "depth":
         return _prune_depth(name, method, adapter, calibration, device, progress)
+    if getattr(impl, "kind", "") == "width":
+        return _prune_width(name, method, adapter, calibration, device, progress)
     blocks = config.blocks(adapter.num_layers)
     use_cache = getattr(model.config, "use_cache", None)
     model.config.use_cache = False
@@ -58,7 +61,8 @@ def prune(model, config, calibration: Calibration | torch.Tensor | None = None, 
     finally:
         model.config.use_cache = use_cache
     seconds = time.perf_counter() - start
-    return PruneResult(name, config.to_dict(), seconds, sparsity_stats(adapter, blocks), method.events, method.summary())
+    return PruneResult(name, config.to_dict(), seconds, sparsity_stats(adapter, blocks), method.events, method.summary(),
+                       model)
 
 
 def _prune_depth(name, method, adapter: ModelAdapter, calibration, device, progress) -> PruneResult:
@@ -87,4 +91,23 @@ def _prune_depth(name, method, adapter: ModelAdapter, calibration, device, progr
              "layers_removed": before - adapter.num_layers, "groups": state.groups,
              "block_forwards": stack.forwards}
     details = {**method.summary(), "depth": depth}
-    return PruneResult(name, method.config.to_dict(), seconds, sparsity_stats(adapter), method.events, details)
+    return PruneResult(name, method.config.to_dict(), seconds, sparsity_stats(adapter), method.events, details, model)
+
+
+def _prune_width(name, method, adapter: ModelAdapter, calibration, device, progress) -> PruneResult:
+    """Width methods search and reform on the dense model (left masked), then return a new,
+    physically smaller model in result.model."""
+    if calibration is None:
+        raise PrunekitError(f"method {name} needs calibration data")
+    ids = calibration.input_ids if isinstance(calibration, Calibration) else calibration
+    model = adapter.model
+    use_cache = getattr(model.config, "use_cache", None)
+    model.config.use_cache = False
+    start = time.perf_counter()
+    try:
+        small = method.run(ids, device, progress)
+    finally:
+        model.config.use_cache = use_cache
+    seconds = time.perf_counter() - start
+    return PruneResult(name, method.config.to_dict(), seconds, sparsity_stats(ModelAdapter(small)), method.events,
+                       method.summary(), small)

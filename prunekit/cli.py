@@ -99,6 +99,31 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--interval", type=int, default=None, help="laco: blocks to jump down after a merge, I (default 2)")
     d.add_argument("--plus-heuristic", default=None, choices=["on", "off"],
                    help="ppl: never remove blocks 0-3 and the last two (default on, as the reference script)")
+    w = p.add_argument_group("width options (search)")
+    w.add_argument("--keep", type=float, default=None,
+                   help="search: kept fraction of the decoder-block projection parameters, e.g. 0.8")
+    w.add_argument("--generations", type=int, default=None,
+                   help="search: evolution rounds after generation 0 (default 5; 0 = importance initialisation alone)")
+    w.add_argument("--population", type=int, default=None, help="search: generation-0 candidates (default 16; paper 100)")
+    w.add_argument("--mutants", type=int, default=None, help="search: mutants per generation (default 8; paper 50)")
+    w.add_argument("--crossovers", type=int, default=None, help="search: crossovers per generation (default 4; paper 30)")
+    w.add_argument("--randoms", type=int, default=None,
+                   help="search: large-randomness mutants per generation (default 4; paper 20)")
+    w.add_argument("--top-k", type=int, default=None, help="search: survivors per generation (default 4; paper 10)")
+    w.add_argument("--band", type=float, default=None,
+                   help="search: candidates must keep keep ± band of the block parameters (default 0.01)")
+    w.add_argument("--search-depth", action="store_const", const=True, default=None,
+                   help="search: also search how many leading blocks to keep (paper table 1 bounds)")
+    w.add_argument("--score", default=None, choices=["importance", "magnitude"],
+                   help="search: unit scores: importance (the paper's W²/[(2XXᵀ)⁻¹]_jj, default) or magnitude "
+                        "(weight norms: the structured-magnitude baseline)")
+    w.add_argument("--reform", default=None, choices=["admm", "none"],
+                   help="search: ADMM reformation of o_proj/down_proj from the calibration data (default admm)")
+    w.add_argument("--rho", type=float, default=None, help="search: ADMM penalty, relative to a unit-diagonal XXᵀ (default 1)")
+    w.add_argument("--admm-iters", type=int, default=None, help="search: ADMM iterations (default 30)")
+    w.add_argument("--fitness-windows", type=int, default=None,
+                   help="search: calibration windows the fitness perplexity uses (default 2)")
+    w.add_argument("--fitness-seqlen", type=int, default=None, help="search: their length in tokens (default 256)")
     _add_eval_args(p, "wikitext2")
     p.add_argument("--eval-dense", action="store_true", help="also evaluate the dense model first, for comparison")
     p.add_argument("--output", default=None, help="output folder (a Hugging Face checkpoint plus the report)")
@@ -172,7 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 METHOD_FLAGS = ("sparsity", "pattern", "blocksize", "percdamp", "alpha", "beta", "gamma", "iterations", "layers",
                 "plain_blocks", "ridge", "s_step", "remove_layers", "ratio", "threshold", "merge", "merge_size",
-                "interval", "plus_heuristic")
+                "interval", "plus_heuristic", "keep", "generations", "population", "mutants", "crossovers",
+                "randoms", "top_k", "band", "search_depth", "score", "reform", "rho", "admm_iters", "fitness_windows",
+                "fitness_seqlen")
 
 
 def _make_config(args):
@@ -258,6 +285,7 @@ def cmd_prune(args) -> int:
         calibration = build_calibration(args.calib, model, tok, args.nsamples, args.seqlen, args.seed,
                                         args.data_dir, device)
     result = prune(model, config, calibration, device=device)
+    model = result.model
     report["method"] = {"name": result.method, "config": result.config, "events": result.events, **result.details}
     report["calibration"] = calibration.describe() if calibration else None
     report["sparsity"] = result.sparsity
@@ -266,6 +294,11 @@ def cmd_prune(args) -> int:
     report["eval"] = _run_evals(model, texts, args, device)
     report["environment"] = rep.environment(device)
     extra = None
+    if "history" in report["method"]:
+        def extra(folder):
+            from .plots import plot_search_history
+            plot_search_history(report["method"]["history"], folder / "search_history.png",
+                                f"search-llm, keep {report['method']['config']['keep']}, {report['model']['source']}")
     if "ffn_relative_error" in report["method"]:
         def extra(folder):
             from .plots import plot_convergence

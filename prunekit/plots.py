@@ -67,3 +67,26 @@ def plot_layer_scores(scores: dict, path: str | Path, title: str) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def plot_search_history(history: list, path: str | Path, title: str) -> Path:
+    """Best and mean fitness perplexity per generation of the evolutionary search."""
+    plt = _pyplot()
+    rows = [h for h in history if h["generation"] != "init"]
+    init = next((h for h in history if h["generation"] == "init"), None)
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    if rows:
+        ax.plot([h["generation"] for h in rows], [h["best_ppl"] for h in rows], marker="o", label="best (survivors)")
+        ax.plot([h["generation"] for h in rows if h["mean_ppl"]], [h["mean_ppl"] for h in rows if h["mean_ppl"]],
+                marker="s", ls="--", label="mean of the generation's candidates")
+    if init:
+        ax.axhline(init["best_ppl"], color="grey", ls=":", label="importance initialisation")
+    ax.set_xlabel("generation")
+    ax.set_ylabel("fitness perplexity")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)

@@ -37,7 +37,15 @@ def format_summary(report: dict) -> str:
     meth = report.get("method")
     if meth:
         cfg = meth["config"]
-        if "depth" in meth:
+        if meth.get("name") == "search":
+            g = meth["genome"]
+            lines.append(f"  method        search keep {cfg['keep']} (kept {meth['kept_fraction']:.4f} of block projections; "
+                         f"score {cfg['score']}, reform {cfg['reform']}, {cfg['generations']} generations)")
+            lines.append(f"  fitness       ppl {meth['initial_fitness_ppl']:.3f} (initialisation) -> {meth['fitness_ppl']:.3f} "
+                         f"(best; {meth['evaluations']} candidates, {meth['fitness_protocol']})")
+            lines.append(f"  ratios        attention {min(g['attn']):.3f}-{max(g['attn']):.3f}, "
+                         f"MLP {min(g['mlp']):.3f}-{max(g['mlp']):.3f}, depth {g['depth']}")
+        elif "depth" in meth:
             d = meth["depth"]
             lines.append(f"  method        {meth['name']}" + (f" threshold {meth['threshold']:.4g}" if "threshold" in meth else ""))
             merged = ", ".join(f"{g[0]}-{g[-1]}" for g in d["groups"] if len(g) > 1)

@@ -25,6 +25,7 @@ Hook = Callable[[torch.Tensor, torch.Tensor], None]
 
 class BlockVisitor:
     """What a method plugs into the engine. Both calls get the block already on the device."""
+    modifies: bool = True     # False: edit() changes nothing, so the statistics pass's outputs are reused
 
     def observe(self, index: int, block: nn.Module) -> dict[nn.Module, Hook]:
         """Modules to hook during the statistics pass: fn(input, output) per forward call."""
@@ -139,7 +140,10 @@ class LayerwiseEngine:
                     for h in handles:
                         h.remove()
             visitor.edit(i, block)
-            outs = self.forward_block(block, inputs, spare)
+            if hooks and not visitor.modifies:
+                outs = spare     # the statistics pass already produced this block's outputs
+            else:
+                outs = self.forward_block(block, inputs, spare)
             layers[i] = block.to(self.offload)
             inputs.hidden, spare = outs, inputs.hidden
         return inputs

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..errors import PrunekitError
 from .depth import PPL, SLEB, SLM, LaCo, LaCoConfig, PPLConfig, ShortGPT, ShortGPTConfig, SLEBConfig, SLMConfig
+from .width import SearchConfig, SearchMethod
 from .sparsity.magnitude import MagnitudeConfig, MagnitudePruner
 from .sparsity.sparsegpt import SparseGPTConfig, SparseGPTPruner
 from .sparsity.sparsellm import SparseLLMConfig, SparseLLMPruner
@@ -18,6 +19,7 @@ METHODS = {
     "shortgpt": (ShortGPTConfig, ShortGPT),
     "sleb": (SLEBConfig, SLEB),
     "ppl": (PPLConfig, PPL),
+    "search": (SearchConfig, SearchMethod),
 }
 DEPTH_METHODS = tuple(n for n, (_, impl) in METHODS.items() if getattr(impl, "kind", "") == "depth")
 
@@ -37,4 +39,4 @@ def config_class(name: str):
 
 __all__ = ["METHODS", "DEPTH_METHODS", "method_for", "config_class", "MagnitudeConfig", "WandaConfig",
            "SparseGPTConfig", "SparseLLMConfig", "SLMConfig", "LaCoConfig", "ShortGPTConfig", "SLEBConfig",
-           "PPLConfig"]
+           "PPLConfig", "SearchConfig"]

@@ -1,0 +1,3 @@
+from .search import SearchConfig, SearchMethod
+
+__all__ = ["SearchConfig", "SearchMethod"]
