@@ -90,14 +90,12 @@ class _Hessians(BlockVisitor):
         lins = self.adapter.block_linears(block)
         names = {"attn_in": s.attn_in[0], "attn_out": s.attn_out[0], "mlp_in": s.mlp_in[0], "mlp_out": s.mlp_out[0]}
         self.stats[index] = {k: InputHessian(lins[n].in_features, lins[n].weight.device) for k, n in names.items()}
-        return {lins[n]: self.stats[index][k].add_batch_io for k, n in names.items()}
+        return {lins[n]: _input_only(self.stats[index][k]) for k, n in names.items()}
 
 
-def _add_batch_io(self, inp, out):
-    self.add_batch(inp)
-
-
-InputHessian.add_batch_io = _add_batch_io   # the engine's hooks pass (input, output)
+def _input_only(stat: InputHessian):
+    """The engine's hooks get (input, output); the statistics need the input only."""
+    return lambda inp, out: stat.add_batch(inp)
 
 
 def unit_scores(adapter: ModelAdapter, shape: Shape, stats: dict, score: str, percdamp: float):
@@ -133,7 +131,7 @@ class _Reformer(BlockVisitor):
         s = self.adapter.spec
         lins = self.adapter.block_linears(block)
         self.h = {n: InputHessian(lins[n].in_features, lins[n].weight.device) for n in (s.attn_out[0], s.mlp_out[0])}
-        return {lins[n]: h.add_batch_io for n, h in self.h.items()}
+        return {lins[n]: _input_only(h) for n, h in self.h.items()}
 
     @torch.no_grad()
     def edit(self, index, block):
