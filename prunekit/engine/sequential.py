@@ -113,12 +113,14 @@ class LayerwiseEngine:
         return BlockInputs(hidden, _to(kwargs, self.device))
 
     @torch.no_grad()
-    def forward_block(self, block: nn.Module, inputs: BlockInputs, out: torch.Tensor | None = None) -> torch.Tensor:
-        """All windows through one block (already on the device), one window at a time."""
+    def forward_block(self, block: nn.Module, inputs: BlockInputs, out: torch.Tensor | None = None,
+                      batch: int = 1) -> torch.Tensor:
+        """All windows through one block (already on the device), `batch` windows per call (the
+        captured kwargs have batch 1 and broadcast)."""
         out = torch.empty_like(inputs.hidden) if out is None else out
-        for j in range(inputs.hidden.shape[0]):
-            h = inputs.hidden[j:j + 1].to(self.device)
-            out[j:j + 1] = _hidden(block(h, **inputs.kwargs)).to(self.offload)
+        for j in range(0, inputs.hidden.shape[0], batch):
+            h = inputs.hidden[j:j + batch].to(self.device)
+            out[j:j + batch] = _hidden(block(h, **inputs.kwargs)).to(self.offload)
         return out
 
     @torch.no_grad()

@@ -13,8 +13,10 @@ from ...models.adapter import ModelAdapter
 
 
 class BlockStack:
-    def __init__(self, adapter: ModelAdapter, input_ids: torch.Tensor, device: str = "cpu"):
+    def __init__(self, adapter: ModelAdapter, input_ids: torch.Tensor, device: str = "cpu", batch_tokens: int = 4096):
         self.adapter = adapter
+        # calibration sets of depth methods are small: run several windows per block call
+        self.batch = max(1, batch_tokens // input_ids.shape[1])
         self.input_ids = input_ids
         self.engine = LayerwiseEngine(adapter, device, progress=False)
         self.start = self.engine.capture(input_ids)
@@ -26,7 +28,7 @@ class BlockStack:
         inputs = BlockInputs(hidden, self.start.kwargs)
         for block in blocks:
             block.to(self.engine.device)
-            inputs = BlockInputs(self.engine.forward_block(block, inputs), self.start.kwargs)
+            inputs = BlockInputs(self.engine.forward_block(block, inputs, batch=self.batch), self.start.kwargs)
             block.to(self.engine.offload)
             self.forwards += 1
         return inputs.hidden
