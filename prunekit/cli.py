@@ -162,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--nsamples", type=int, default=16, help="windows (default 16)")
     a.add_argument("--seqlen", type=int, default=128, help="window length in tokens (default 128)")
     a.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    a.add_argument("--skip-first", type=int, default=0,
+                   help="leave out the first N positions of every window (attention-sink tokens with huge "
+                        "activations can dominate linear CKA); default 0")
     a.add_argument("--output", required=True, help="folder for analysis.json and the PNGs")
     a.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
 
@@ -414,14 +417,15 @@ def cmd_analyze(args) -> int:
     check_output_dir(args.output, args.overwrite)
     model, tok, source = load_model(args.model, args.dtype, args.trust_remote_code)
     calibration = build_calibration(args.calib, model, tok, args.nsamples, args.seqlen, args.seed, args.data_dir, device)
-    result = analyze_layers(model, calibration, device)
+    result = analyze_layers(model, calibration, device, args.skip_first)
     report = {"command": "analyze", "model": rep.model_section(model, source), "calibration": calibration.describe(),
               **result, "environment": rep.environment(device)}
     name = source.spec
     with atomic_dir(args.output, args.overwrite) as tmp:
         write_json(tmp / "analysis.json", report)
         plot_cka(result["cka"], tmp / "cka.png",
-                 f"Linear CKA of block outputs, {name}\n{calibration.dataset} {calibration.nsamples} x {calibration.seqlen} tokens")
+                 f"Linear CKA of block outputs, {name}\n{calibration.dataset} {calibration.nsamples} x {calibration.seqlen} tokens"
+                 + (f", first {args.skip_first} positions left out" if args.skip_first else ""))
         plot_layer_scores({"block influence\n1 - cos(in, out)": result["block_influence"],
                            "cos(out_i, out_i+1)": result["adjacent_cosine"]},
                           tmp / "layer_scores.png", f"Per-block scores, {name}")

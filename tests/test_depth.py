@@ -287,6 +287,10 @@ def test_cli_analyze_writes_cka_and_scores(tiny_model_dir, tmp_path, data_dir, c
     assert len(report["block_influence"]) == 3 and len(report["adjacent_cosine"]) == 2
     assert report["tokens"] == 32
     assert (out / "cka.png").stat().st_size > 1000 and (out / "layer_scores.png").stat().st_size > 1000
+    skipped = tmp_path / "skipped"
+    assert main(["analyze", "--model", str(tiny_model_dir), "--calib", "wikitext2:validation", "--nsamples", "2",
+                 "--seqlen", "16", "--skip-first", "4", "--data-dir", data_dir, "--output", str(skipped)]) == 0
+    assert json.loads((skipped / "analysis.json").read_text())["tokens"] == 24
 
 
 def test_cli_bench_reports_exact_counts_and_ratios(tmp_path, tokenizer):
