@@ -375,6 +375,8 @@ def cmd_eval(args) -> int:
         raise PrunekitError("nothing to evaluate: give --eval and/or --tasks")
     report = {"command": "eval", "model": rep.model_section(model, source), "method": None, "calibration": None,
               "sparsity": sparsity_stats(ModelAdapter(model))}
+    if prior and prior.get("method"):   # evaluating a prunekit output: keep what was done to it
+        report.update(method=prior["method"], calibration=prior.get("calibration"), pruned_from=prior["model"]["source"])
     results = {}
     if texts:
         results["eval"] = _run_evals(model, texts, args, device)

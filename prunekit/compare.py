@@ -33,6 +33,11 @@ def describe(r: dict) -> dict:
         d = meth["depth"]
         return {"method": meth["name"] + (f"-{cfg['merge']}" if cfg.get("merge") else ""),
                 "what": f"{d['layers_removed']}/{d['layers_before']} layers", "x": d["layers_removed"] / d["layers_before"]}
+    if meth and meth.get("name") == "search":
+        return {"method": "search" + ("" if cfg.get("generations") else "-init") +
+                          ("-magnitude" if cfg.get("score") == "magnitude" else "") +
+                          ("-noreform" if cfg.get("reform") == "none" else ""),
+                "what": f"keep {meth['kept_fraction']:.3f} of block weights", "x": 1.0 - meth["kept_fraction"]}
     if meth:
         sp = (r.get("sparsity") or {}).get("overall", 0.0)
         what = cfg.get("pattern") or f"{cfg.get('sparsity', 0):.0%}"
@@ -40,6 +45,23 @@ def describe(r: dict) -> dict:
             what += f" ({cfg['layers']})"
         return {"method": meth["name"], "what": what, "x": sp}
     return {"method": "dense", "what": "-", "x": 0.0}
+
+
+def _zs_key(zs: dict) -> tuple:
+    where = "local" if str(zs.get("source", "")).startswith("local") else "hub"
+    return (f"limit {zs['limit']}" if zs.get("limit") else "full", tuple(sorted(zs["tasks"])), where,
+            zs.get("lm_eval"))
+
+
+def _kl_key(kl: dict) -> str:
+    d = kl["data"]
+    split = f":{d['split']}" if d.get("split") else ""
+    return f"{d['dataset']}{split} {d['nsamples']}x{d['seqlen']} seed {d['seed']} vs {kl.get('dense')}"
+
+
+def _bench_key(b: dict) -> str:
+    s = b["pruned"]["settings"]
+    return f"{b['pruned']['device']} {s.get('dtype', 'float32')} {s.get('threads', '?')} threads 1x{s['seqlen']}"
 
 
 def _columns(runs: list[dict]) -> dict:
@@ -52,19 +74,17 @@ def _columns(runs: list[dict]) -> dict:
                 cols["ppl"].append(key)
         zs = r.get("zero_shot")
         if zs:
-            key = (f"limit {zs['limit']}" if zs.get("limit") else "full", tuple(sorted(zs["tasks"])))
+            key = _zs_key(zs)
             if key not in cols["zero_shot"]:
                 cols["zero_shot"].append(key)
         kl = r.get("kl")
         if kl:
-            d = kl["data"]
-            key = f"{d['dataset']} {d['nsamples']}x{d['seqlen']}"
+            key = _kl_key(kl)
             if key not in cols["kl"]:
                 cols["kl"].append(key)
         b = r.get("bench")
         if b and "ratios" in b:
-            s = b["pruned"]["settings"]
-            key = f"{b['pruned']['device']} 1x{s['seqlen']}"
+            key = _bench_key(b)
             if key not in cols["bench"]:
                 cols["bench"].append(key)
     return cols
@@ -80,7 +100,8 @@ def _mixed_notes(cols) -> list[str]:
             notes.append(f"**Mixed protocols for {ds} perplexity**: {', '.join(protos)}. Each has its own column; "
                          "numbers in different columns are not comparable.")
     if len(cols["zero_shot"]) > 1:
-        notes.append("**Mixed zero-shot protocols** (" + "; ".join(f"{k[0]}, tasks {', '.join(k[1])}" for k in cols["zero_shot"])
+        notes.append("**Mixed zero-shot protocols** (" + "; ".join(f"{k[0]}, {k[2]} data, lm-eval {k[3]}, tasks {', '.join(k[1])}"
+                                                                for k in cols["zero_shot"])
                      + "): separate columns.")
     if len(cols["kl"]) > 1:
         notes.append(f"**KL measured on different text**: {', '.join(cols['kl'])}: separate columns.")
@@ -94,7 +115,7 @@ def table(runs: list[dict]) -> tuple[list[str], list[list[str]], list[str]]:
     head = ["run", "method", "pruned", "params"]
     head += [f"ppl {ds} [{proto}]" for ds, proto in cols["ppl"]]
     head += [f"zero-shot avg [{k[0]}]" for k in cols["zero_shot"]]
-    head += [f"KL [{k}]" for k in cols["kl"]]
+    head += [f"KL [{k.split(' vs ')[0]}]" for k in cols["kl"]]
     head += [f"prefill ratio [{k}]" for k in cols["bench"]]
     rows = []
     for r in runs:
@@ -105,15 +126,14 @@ def table(runs: list[dict]) -> tuple[list[str], list[list[str]], list[str]]:
             row.append(f"{ev['ppl']:.2f}" if ev and ev["protocol"] == proto else "")
         zs = r.get("zero_shot")
         for k in cols["zero_shot"]:
-            kk = zs and (f"limit {zs['limit']}" if zs.get("limit") else "full", tuple(sorted(zs["tasks"])))
-            row.append(f"{zs['average']:.4f}" if zs and kk == k else "")
+            row.append(f"{zs['average']:.4f}" if zs and _zs_key(zs) == k else "")
         kl = r.get("kl")
         for k in cols["kl"]:
-            match = kl and f"{kl['data']['dataset']} {kl['data']['nsamples']}x{kl['data']['seqlen']}" == k
+            match = kl and _kl_key(kl) == k
             row.append(f"{kl['kl']:.4f} (top-1 {kl['top1_agreement']:.3f})" if match else "")
         b = r.get("bench")
         for k in cols["bench"]:
-            match = b and "ratios" in b and f"{b['pruned']['device']} 1x{b['pruned']['settings']['seqlen']}" == k
+            match = b and "ratios" in b and _bench_key(b) == k
             row.append(f"{b['ratios']['prefill_latency']:.3f}" if match else "")
         rows.append(row)
     return head, rows, _mixed_notes(cols)

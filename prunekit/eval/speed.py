@@ -91,7 +91,7 @@ def measure(spec: str, dtype: str = "float32", device: str = "cpu", seqlen: int 
     from ..errors import PrunekitError
 
     settings = {"seqlen": seqlen, "prompt_len": prompt_len, "new_tokens": new_tokens, "batch": batch,
-                "reps": reps, "warmup": warmup}
+                "reps": reps, "warmup": warmup, "dtype": dtype, "threads": torch.get_num_threads()}
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=_child, args=(queue, spec, dtype, device, settings, trust_remote_code,

@@ -70,9 +70,10 @@ class SLEB(_CountedRemoval):
                 bar.update(1)
             best = min(nll, key=lambda i: (nll[i], i))
             original = state.groups[best]
+            # keyed by original block index: current positions shift after every removal
+            by_block = {str(state.groups[i][0]): math.exp(v) for i, v in nll.items()}
             state.remove(best, calibration_ppl=math.exp(nll[best]))
-            rounds.append({"removed": original, "calibration_ppl": {str(state_idx): math.exp(v)
-                                                                    for state_idx, v in nll.items()}})
+            rounds.append({"removed": original, "calibration_ppl": by_block})
             inputs = inputs[:best + 1]          # inputs of blocks before `best` are unchanged
             for block in state.blocks[best:]:
                 inputs.append(stack.through([block], inputs[-1]))

@@ -99,12 +99,14 @@ class Space:
         return cls(shape, attn, mlp, depths, attn_scores, mlp_scores)
 
     def initial(self, keep: float) -> Genome:
-        """The same inheriting ratio in every block (top-scored units), MLP ratio adjusted so the
-        parameter count is as close to the target as the grids allow."""
+        """The same inheriting ratio in every block (top-scored units): attention on its grid,
+        the MLP width then set to the exact channel count that brings the parameter count
+        closest to the target (the grid's 0.05 steps are too coarse for a uniform start)."""
         s = self.shape
         target = keep * s.dense_params
         a = min(self.attn_choices, key=lambda c: abs(c / s.pairs - keep))
-        m = min(self.mlp_choices, key=lambda c: abs(s.layers * (s.attn_params(a) + s.mlp_params(c)) - target))
+        m = round((target / s.layers - s.attn_params(a)) / s.mlp_params(1))
+        m = min(max(m, 1), s.intermediate)
         return self.with_ratios([a] * s.layers, [m] * s.layers, s.layers)
 
     def with_ratios(self, attn: list[int], mlp: list[int], depth: int, base: Genome | None = None) -> Genome:

@@ -76,21 +76,26 @@ class SearchConfig:
         return asdict(self)
 
 
-class _Hessians(BlockVisitor):
-    """Input statistics of the attention input, o_proj, MLP input and down_proj of every block."""
+class _ImportanceScores(BlockVisitor):
+    """Unit scores of every block from its input statistics (attention input, o_proj, MLP input,
+    down_proj inputs); each block's statistics are dropped once its scores are computed."""
     modifies = False
 
-    def __init__(self, adapter: ModelAdapter, blocks=None):
-        self.adapter, self.blocks, self.stats = adapter, blocks, {}
+    def __init__(self, adapter: ModelAdapter, shape: Shape, percdamp: float):
+        self.adapter, self.shape, self.percdamp = adapter, shape, percdamp
+        self.attn, self.mlp = {}, {}
 
     def observe(self, index, block):
-        if self.blocks is not None and index not in self.blocks:
-            return {}
         s = self.adapter.spec
         lins = self.adapter.block_linears(block)
         names = {"attn_in": s.attn_in[0], "attn_out": s.attn_out[0], "mlp_in": s.mlp_in[0], "mlp_out": s.mlp_out[0]}
-        self.stats[index] = {k: InputHessian(lins[n].in_features, lins[n].weight.device) for k, n in names.items()}
-        return {lins[n]: _input_only(self.stats[index][k]) for k, n in names.items()}
+        self.stats = {k: InputHessian(lins[n].in_features, lins[n].weight.device) for k, n in names.items()}
+        return {lins[n]: _input_only(self.stats[k]) for k, n in names.items()}
+
+    def edit(self, index, block):
+        self.attn[index], self.mlp[index] = block_unit_scores(self.adapter, block, self.shape, "importance",
+                                                              self.percdamp, self.stats)
+        self.stats = None
 
 
 def _input_only(stat: InputHessian):
@@ -98,24 +103,24 @@ def _input_only(stat: InputHessian):
     return lambda inp, out: stat.add_batch(inp)
 
 
-def unit_scores(adapter: ModelAdapter, shape: Shape, stats: dict, score: str, percdamp: float):
+def block_unit_scores(adapter: ModelAdapter, block, shape: Shape, score: str, percdamp: float, stats=None):
+    """(attention unit scores [kv_heads, pairs], MLP channel scores [intermediate]) of one block:
+    summed importance (or squared weight norms) over the rows of the producers and the columns
+    of the consumer of each unit."""
     s = adapter.spec
-    attn, mlp = [], []
-    for b, block in enumerate(adapter.layers):
-        lins = adapter.block_linears(block)
+    lins = adapter.block_linears(block)
 
-        def rows_cols(name, key):
-            w = lins[name].weight.float()
-            if score == "magnitude":
-                return w.double().square().sum(1), w.double().square().sum(0)
-            return importance(w, stats[b][key].H.cpu(), percdamp)
-        q = rows_cols(s.attn_in[0], "attn_in")[0]
-        k = rows_cols(s.attn_in[1], "attn_in")[0]
-        v = rows_cols(s.attn_in[2], "attn_in")[0]
-        o = rows_cols(s.attn_out[0], "attn_out")[1]
-        attn.append(attention_unit_scores(q, k, v, o, shape.heads, shape.kv_heads, shape.head_dim))
-        m = sum(rows_cols(n, "mlp_in")[0] for n in s.mlp_in) + rows_cols(s.mlp_out[0], "mlp_out")[1]
-        mlp.append(m)
+    def rows_cols(name, key):
+        w = lins[name].weight.float().cpu()
+        if score == "magnitude":
+            return w.double().square().sum(1), w.double().square().sum(0)
+        return importance(w, stats[key].H.cpu(), percdamp)
+    q = rows_cols(s.attn_in[0], "attn_in")[0]
+    k = rows_cols(s.attn_in[1], "attn_in")[0]
+    v = rows_cols(s.attn_in[2], "attn_in")[0]
+    o = rows_cols(s.attn_out[0], "attn_out")[1]
+    attn = attention_unit_scores(q, k, v, o, shape.heads, shape.kv_heads, shape.head_dim)
+    mlp = sum(rows_cols(n, "mlp_in")[0] for n in s.mlp_in) + rows_cols(s.mlp_out[0], "mlp_out")[1]
     return attn, mlp
 
 
@@ -176,11 +181,14 @@ class SearchMethod:
             raise PrunekitError(f"fitness needs {cfg.fitness_windows} calibration windows of at least "
                                 f"{cfg.fitness_seqlen} tokens; calibration has {ids.shape[0]} x {ids.shape[1]}")
         t0 = time.perf_counter()
-        stats = _Hessians(adapter)
-        if cfg.score == "importance" or cfg.reform == "admm":
-            LayerwiseEngine(adapter, device, progress=progress).run(ids, stats, desc="search: statistics")
-        attn_scores, mlp_scores = unit_scores(adapter, shape, stats.stats, cfg.score, cfg.percdamp)
-        del stats
+        if cfg.score == "importance":
+            scorer = _ImportanceScores(adapter, shape, cfg.percdamp)
+            LayerwiseEngine(adapter, device, progress=progress).run(ids, scorer, desc="search: importance")
+            attn_scores = [scorer.attn[b] for b in range(shape.layers)]
+            mlp_scores = [scorer.mlp[b] for b in range(shape.layers)]
+        else:
+            scores = [block_unit_scores(adapter, b, shape, "magnitude", cfg.percdamp) for b in adapter.layers]
+            attn_scores, mlp_scores = [a for a, _ in scores], [m for _, m in scores]
         space = Space.build(shape, cfg.keep, attn_scores, mlp_scores, cfg.search_depth)
         dense_weights = DenseWeights(adapter)
         fit_ids = ids[:cfg.fitness_windows, :cfg.fitness_seqlen]

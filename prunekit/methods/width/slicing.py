@@ -15,6 +15,11 @@ def shape_of(adapter: ModelAdapter) -> Shape:
     if adapter.family != "llama":
         raise PrunekitError("width search supports the Llama layout (Llama, Mistral, SmolLM, ...) so far; "
                             f"{adapter.family} is not supported yet")
+    if getattr(cfg, "model_type", None) not in ("llama", "mistral"):
+        raise PrunekitError(f"width search supports Llama and Mistral checkpoints so far, not {cfg.model_type} "
+                            "(its norms, embeddings or attention differ from the shipped modeling code)")
+    if getattr(cfg, "sliding_window", None):
+        raise PrunekitError("width search does not support sliding-window attention yet")
     block = adapter.layers[0]
     if any(get_path(block, n).bias is not None for n in adapter.linear_names()):
         raise PrunekitError("width search does not support projections with biases (Qwen2) yet")
