@@ -19,9 +19,14 @@ def _ids(n=4, length=64, seed=0):
     return torch.randint(0, VOCAB, (n, length), generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("family", ["llama", "mistral"])
+@pytest.mark.parametrize("family", ["llama", "mistral", "qwen2"])
 def test_sliced_model_equals_masked_model_and_reloads(family, tmp_path):
     model = make_tiny_model(family)
+    if family == "qwen2":   # q/k/v biases: removed rows must lose their biases too
+        with torch.no_grad():
+            for block in ModelAdapter(model).layers:
+                for name in ("q_proj", "k_proj", "v_proj"):
+                    getattr(block.self_attn, name).bias.normal_(0, 0.5)
     dense_params = sum(p.numel() for p in model.parameters())
     res = prune(model, SearchConfig(keep=0.7, generations=2, population=6, mutants=4, crossovers=2, randoms=2,
                                     top_k=3, band=0.05, fitness_seqlen=32), _ids(), progress=False)

@@ -24,8 +24,12 @@ except ImportError:  # older layouts
 class PrunedLlamaConfig(LlamaConfig):
     model_type = "prunekit_llama"
 
-    def __init__(self, layer_intermediate_sizes=None, layer_head_dims=None, **kwargs):
+    def __init__(self, layer_intermediate_sizes=None, layer_head_dims=None, attention_qkv_bias=None,
+                 attention_o_bias=None, **kwargs):
         super().__init__(**kwargs)
+        # Qwen2-style models have q/k/v biases but none on o_proj
+        self.attention_qkv_bias = self.attention_bias if attention_qkv_bias is None else attention_qkv_bias
+        self.attention_o_bias = self.attention_bias if attention_o_bias is None else attention_o_bias
         n = self.num_hidden_layers
         self.layer_intermediate_sizes = list(layer_intermediate_sizes or [self.intermediate_size] * n)
         full = getattr(self, "head_dim", None) or self.hidden_size // self.num_attention_heads
@@ -43,12 +47,12 @@ class PrunedLlamaAttention(nn.Module):
         self.scaling = full ** -0.5          # the original scale: kept logits are unchanged
         self.attention_dropout = config.attention_dropout
         self.is_causal = True
-        bias = config.attention_bias
+        bias, o_bias = config.attention_qkv_bias, config.attention_o_bias
         h, kv, d = config.num_attention_heads, config.num_key_value_heads, self.head_dim
         self.q_proj = nn.Linear(config.hidden_size, h * d, bias=bias)
         self.k_proj = nn.Linear(config.hidden_size, kv * d, bias=bias)
         self.v_proj = nn.Linear(config.hidden_size, kv * d, bias=bias)
-        self.o_proj = nn.Linear(h * d, config.hidden_size, bias=bias)
+        self.o_proj = nn.Linear(h * d, config.hidden_size, bias=o_bias)
         # original dims kept by each KV head: its kept pairs' first halves, then their partners
         self.register_buffer("rope_index", torch.zeros(kv, d, dtype=torch.long))
 
@@ -82,7 +86,6 @@ class PrunedLlamaForCausalLM(LlamaForCausalLM):
 
     def __init__(self, config: PrunedLlamaConfig):
         super().__init__(config)
-        full = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         for i, layer in enumerate(self.model.layers):
             width = config.layer_intermediate_sizes[i]
             if width != config.intermediate_size:
@@ -91,6 +94,7 @@ class PrunedLlamaForCausalLM(LlamaForCausalLM):
                 mlp.gate_proj = nn.Linear(config.hidden_size, width, bias=config.mlp_bias)
                 mlp.up_proj = nn.Linear(config.hidden_size, width, bias=config.mlp_bias)
                 mlp.down_proj = nn.Linear(width, config.hidden_size, bias=config.mlp_bias)
-            if config.layer_head_dims[i] != full:
-                layer.self_attn = PrunedLlamaAttention(config, i)
+            # every layer gets the pruned attention (full layers keep every dim), so the bias
+            # layout and the state-dict keys are the same in all layers
+            layer.self_attn = PrunedLlamaAttention(config, i)
         self.post_init()

@@ -15,14 +15,14 @@ def shape_of(adapter: ModelAdapter) -> Shape:
     if adapter.family != "llama":
         raise PrunekitError("width search supports the Llama layout (Llama, Mistral, SmolLM, ...) so far; "
                             f"{adapter.family} is not supported yet")
-    if getattr(cfg, "model_type", None) not in ("llama", "mistral"):
-        raise PrunekitError(f"width search supports Llama and Mistral checkpoints so far, not {cfg.model_type} "
+    if getattr(cfg, "model_type", None) not in ("llama", "mistral", "qwen2"):
+        raise PrunekitError(f"width search supports Llama, Mistral and Qwen2 checkpoints so far, not {cfg.model_type} "
                             "(its norms, embeddings or attention differ from the shipped modeling code)")
     if getattr(cfg, "sliding_window", None):
         raise PrunekitError("width search does not support sliding-window attention yet")
     block = adapter.layers[0]
-    if any(get_path(block, n).bias is not None for n in adapter.linear_names()):
-        raise PrunekitError("width search does not support projections with biases (Qwen2) yet")
+    if any(get_path(block, n).bias is not None for n in adapter.spec.mlp_in + adapter.spec.mlp_out):
+        raise PrunekitError("width search does not support MLP biases yet")
     if hasattr(block.self_attn, "q_norm"):
         raise PrunekitError("width search cannot slice heads under per-head q/k norms (Qwen3)")
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
@@ -53,8 +53,8 @@ class DenseWeights:
 
     def __init__(self, adapter: ModelAdapter):
         self.adapter = adapter
-        self.weights = [{n: lin.weight.detach().clone() for n, lin in adapter.block_linears(b).items()}
-                        for b in adapter.layers]
+        self.weights = [{n: (lin.weight.detach().clone(), None if lin.bias is None else lin.bias.detach().clone())
+                         for n, lin in adapter.block_linears(b).items()} for b in adapter.layers]
         self.layers = list(adapter.layers)
 
     @torch.no_grad()
@@ -67,7 +67,7 @@ class DenseWeights:
             ch = block_channels(genome, b, shape)
             lins = self.adapter.block_linears(block)
             for name, lin in lins.items():
-                lin.weight.copy_(dense[name])
+                _copy(lin, dense[name])
             _keep_rows(lins[spec.attn_in[0]], ch["q"])
             for name in spec.attn_in[1:]:
                 _keep_rows(lins[name], ch["kv"])
@@ -88,14 +88,24 @@ class DenseWeights:
         with torch.no_grad():
             for block, dense in zip(self.layers, self.weights):
                 for name, lin in self.adapter.block_linears(block).items():
-                    lin.weight.copy_(dense[name])
+                    _copy(lin, dense[name])
         self.set_depth(len(self.layers))
 
 
+def _copy(lin: nn.Linear, dense: tuple) -> None:
+    lin.weight.copy_(dense[0])
+    if dense[1] is not None:
+        lin.bias.copy_(dense[1])
+
+
 def _keep_rows(lin: nn.Linear, keep: torch.Tensor) -> None:
+    """Zero the removed output rows, biases included (a bias left on a removed q/k row would
+    still add to the attention logits)."""
     mask = torch.ones(lin.out_features, dtype=torch.bool)
     mask[keep] = False
     lin.weight[mask] = 0
+    if lin.bias is not None:
+        lin.bias[mask] = 0
 
 
 def _keep_cols(lin: nn.Linear, keep: torch.Tensor) -> None:
@@ -122,12 +132,17 @@ def sliced_model(model, genome: Genome, shape: Shape):
         base.pop(k, None)
     base["num_hidden_layers"] = depth
     standard = all(d == shape.head_dim for d in dims) and len(set(widths)) == 1
+    first = adapter.layers[0]
+    qkv_bias = get_path(first, spec.attn_in[0]).bias is not None
+    o_bias = get_path(first, spec.attn_out[0]).bias is not None
     if standard:
         cfg = type(model.config)(**{**base, "intermediate_size": widths[0]})
         small = AutoModelForCausalLM.from_config(cfg, dtype=next(model.parameters()).dtype)
     else:
         from ...export.modeling_prunekit_llama import PrunedLlamaConfig, PrunedLlamaForCausalLM
-        cfg = PrunedLlamaConfig(**base, layer_intermediate_sizes=widths, layer_head_dims=dims)
+        base.pop("attention_bias", None)
+        cfg = PrunedLlamaConfig(**base, layer_intermediate_sizes=widths, layer_head_dims=dims,
+                                attention_qkv_bias=qkv_bias, attention_o_bias=o_bias)
         small = PrunedLlamaForCausalLM(cfg).to(next(model.parameters()).dtype)
         PrunedLlamaConfig.register_for_auto_class()
         PrunedLlamaForCausalLM.register_for_auto_class("AutoModelForCausalLM")
@@ -142,19 +157,19 @@ def sliced_model(model, genome: Genome, shape: Shape):
         if b >= depth:
             continue
         ch = block_channels(genome, b, shape)
-        name = rest.rsplit(".", 1)[0]
+        name, kind = rest.rsplit(".", 1)
         if name == spec.attn_in[0]:
             value = value[ch["q"]]
         elif name in spec.attn_in[1:]:
             value = value[ch["kv"]]
-        elif name == spec.attn_out[0]:
+        elif name == spec.attn_out[0] and kind == "weight":
             value = value[:, ch["q"]]
         elif name in spec.mlp_in:
             value = value[ch["mlp"]]
-        elif name == spec.mlp_out[0]:
+        elif name == spec.mlp_out[0] and kind == "weight":
             value = value[:, ch["mlp"]]
         state[key] = value
-        if name == spec.attn_out[0] and dims[b] != shape.head_dim:
+        if name == spec.attn_out[0] and kind == "weight" and not standard:
             state[f"{prefix}{b}.self_attn.rope_index"] = ch["rope"]
     missing, unexpected = small.load_state_dict(state, strict=False)
     missing = [m for m in missing if not m.endswith("lm_head.weight") or not model.config.tie_word_embeddings]
