@@ -19,14 +19,16 @@ def _ids(n=4, length=64, seed=0):
     return torch.randint(0, VOCAB, (n, length), generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("family", ["llama", "mistral", "qwen2"])
+@pytest.mark.parametrize("family", ["llama", "mistral", "qwen2", "opt"])
 def test_sliced_model_equals_masked_model_and_reloads(family, tmp_path):
     model = make_tiny_model(family)
-    if family == "qwen2":   # q/k/v biases: removed rows must lose their biases too
+    if family in ("qwen2", "opt"):   # biases: removed rows must lose their biases too
         with torch.no_grad():
             for block in ModelAdapter(model).layers:
                 for name in ("q_proj", "k_proj", "v_proj"):
                     getattr(block.self_attn, name).bias.normal_(0, 0.5)
+                if family == "opt":
+                    block.fc1.bias.normal_(0, 0.5)
     dense_params = sum(p.numel() for p in model.parameters())
     res = prune(model, SearchConfig(keep=0.7, generations=2, population=6, mutants=4, crossovers=2, randoms=2,
                                     top_k=3, band=0.05, fitness_seqlen=32), _ids(), progress=False)
@@ -108,8 +110,8 @@ def test_cli_search_saves_a_smaller_remote_code_checkpoint(tiny_model_dir, tmp_p
     assert main(["prune", "--model", str(tiny_model_dir), "--method", "search", "--keep", "1.5",
                  "--output", str(tmp_path / "bad")]) == 2
     assert "--keep 1.5 is outside" in capsys.readouterr().err
-    opt = tmp_path / "opt"
-    make_tiny_model("opt").save_pretrained(opt)
-    assert main(["prune", "--model", str(opt), "--method", "search", "--keep", "0.8", "--calib", "wikitext2:validation",
-                 "--data-dir", data_dir, "--output", str(tmp_path / "o")]) == 2
-    assert "not supported yet" in capsys.readouterr().err
+    qwen3 = tmp_path / "qwen3"
+    make_tiny_model("qwen3").save_pretrained(qwen3)
+    assert main(["prune", "--model", str(qwen3), "--method", "search", "--keep", "0.8", "--calib",
+                 "wikitext2:validation", "--data-dir", data_dir, "--output", str(tmp_path / "o")]) == 2
+    assert "width search supports" in capsys.readouterr().err

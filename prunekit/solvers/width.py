@@ -21,16 +21,18 @@ def importance(weight: torch.Tensor, h: torch.Tensor, percdamp: float = 0.01) ->
     return phi.sum(1), phi.sum(0)
 
 
-def attention_unit_scores(q_rows, k_rows, v_rows, o_cols, num_heads: int, num_kv_heads: int, head_dim: int):
-    """Scores of attention units [num_kv_heads, head_dim // 2]: a unit is one rotary pair (dims p
-    and p + head_dim/2) of one KV head, shared by its K and V heads and by every query head of
-    its group (rows of Q, K, V and columns of O), so GQA and the rotary pairs stay intact."""
-    half = head_dim // 2
+def attention_unit_scores(q_rows, k_rows, v_rows, o_cols, num_heads: int, num_kv_heads: int, head_dim: int,
+                          rotary: bool = True):
+    """Scores of attention units [num_kv_heads, units]: a unit is one rotary pair (dims p and
+    p + head_dim/2; one dim when the model has no rotary embedding) of one KV head, shared by its
+    K and V heads and by every query head of its group (rows of Q, K, V and columns of O), so GQA
+    and the rotary pairs stay intact."""
+    half = head_dim // 2 if rotary else head_dim
     group = num_heads // num_kv_heads
 
     def pairs(x, heads):
         x = x.reshape(heads, head_dim)
-        return x[:, :half] + x[:, half:]
+        return x[:, :half] + x[:, half:] if rotary else x
     q = pairs(q_rows, num_heads).reshape(num_kv_heads, group, half).sum(1)
     o = pairs(o_cols, num_heads).reshape(num_kv_heads, group, half).sum(1)
     return q + o + pairs(k_rows, num_kv_heads) + pairs(v_rows, num_kv_heads)

@@ -21,17 +21,23 @@ class Shape:
     kv_heads: int
     head_dim: int
     intermediate: int
+    rotary: bool = True           # units are rotary pairs (dims p, p + head_dim/2), else single dims
+    mlp_matrices: int = 3         # gate, up, down; OPT's fc1, fc2: 2
 
     @property
     def pairs(self) -> int:
-        return self.head_dim // 2
+        """Attention units per KV head."""
+        return self.head_dim // 2 if self.rotary else self.head_dim
+
+    def unit_dims(self, units_kept: int) -> int:
+        return 2 * units_kept if self.rotary else units_kept
 
     def attn_params(self, pairs_kept: int) -> int:
-        dims = 2 * pairs_kept     # kept dims per head
+        dims = self.unit_dims(pairs_kept)     # kept dims per head
         return self.hidden * dims * (2 * self.heads + 2 * self.kv_heads)
 
     def mlp_params(self, channels: int) -> int:
-        return 3 * self.hidden * channels
+        return self.mlp_matrices * self.hidden * channels
 
     @property
     def dense_params(self) -> int:

@@ -119,7 +119,7 @@ def block_unit_scores(adapter: ModelAdapter, block, shape: Shape, score: str, pe
     k = rows_cols(s.attn_in[1], "attn_in")[0]
     v = rows_cols(s.attn_in[2], "attn_in")[0]
     o = rows_cols(s.attn_out[0], "attn_out")[1]
-    attn = attention_unit_scores(q, k, v, o, shape.heads, shape.kv_heads, shape.head_dim)
+    attn = attention_unit_scores(q, k, v, o, shape.heads, shape.kv_heads, shape.head_dim, shape.rotary)
     mlp = sum(rows_cols(n, "mlp_in")[0] for n in s.mlp_in) + rows_cols(s.mlp_out[0], "mlp_out")[1]
     return attn, mlp
 

@@ -12,30 +12,30 @@ from .genome import Genome, Shape
 
 def shape_of(adapter: ModelAdapter) -> Shape:
     cfg = adapter.model.config
-    if adapter.family != "llama":
-        raise PrunekitError("width search supports the Llama layout (Llama, Mistral, SmolLM, ...) so far; "
-                            f"{adapter.family} is not supported yet")
-    if getattr(cfg, "model_type", None) not in ("llama", "mistral", "qwen2"):
-        raise PrunekitError(f"width search supports Llama, Mistral and Qwen2 checkpoints so far, not {cfg.model_type} "
-                            "(its norms, embeddings or attention differ from the shipped modeling code)")
+    if getattr(cfg, "model_type", None) not in ("llama", "mistral", "qwen2", "opt"):
+        raise PrunekitError(f"width search supports Llama, Mistral, Qwen2 and OPT checkpoints so far, not "
+                            f"{cfg.model_type} (its norms, embeddings or attention differ from the shipped modeling code)")
     if getattr(cfg, "sliding_window", None):
         raise PrunekitError("width search does not support sliding-window attention yet")
     block = adapter.layers[0]
-    if any(get_path(block, n).bias is not None for n in adapter.spec.mlp_in + adapter.spec.mlp_out):
-        raise PrunekitError("width search does not support MLP biases yet")
     if hasattr(block.self_attn, "q_norm"):
         raise PrunekitError("width search cannot slice heads under per-head q/k norms (Qwen3)")
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    return Shape(adapter.num_layers, cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, head_dim,
+    heads = cfg.num_attention_heads
+    if adapter.family == "opt":
+        return Shape(adapter.num_layers, cfg.hidden_size, heads, heads, cfg.hidden_size // heads, cfg.ffn_dim,
+                     rotary=False, mlp_matrices=2)
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    return Shape(adapter.num_layers, cfg.hidden_size, heads, cfg.num_key_value_heads, head_dim,
                  cfg.intermediate_size)
 
 
 def rope_index(genome: Genome, b: int, shape: Shape) -> torch.Tensor:
-    """[kv_heads, kept dims]: original dims kept by each KV head, first halves then partners."""
+    """[kv_heads, kept dims]: original dims kept by each KV head (with rotary pairs: the first
+    halves, then their partners, which is the layout rotate-half expects)."""
     rows = []
     for g in range(shape.kv_heads):
-        pairs = torch.nonzero(genome.attn[b][g]).flatten()
-        rows.append(torch.cat([pairs, pairs + shape.pairs]))
+        units = torch.nonzero(genome.attn[b][g]).flatten()
+        rows.append(torch.cat([units, units + shape.pairs]) if shape.rotary else units)
     return torch.stack(rows)
 
 
@@ -125,7 +125,7 @@ def sliced_model(model, genome: Genome, shape: Shape):
     spec = adapter.spec
     depth = genome.depth
     widths = [int(genome.mlp[b].sum()) for b in range(depth)]
-    dims = [2 * genome.pairs_kept(b) for b in range(depth)]
+    dims = [shape.unit_dims(genome.pairs_kept(b)) for b in range(depth)]
     base = model.config.to_dict()
     for k in ("architectures", "auto_map", "model_type", "transformers_version", "layer_types",
               "layer_intermediate_sizes", "layer_head_dims", "dtype", "torch_dtype"):
@@ -135,9 +135,16 @@ def sliced_model(model, genome: Genome, shape: Shape):
     first = adapter.layers[0]
     qkv_bias = get_path(first, spec.attn_in[0]).bias is not None
     o_bias = get_path(first, spec.attn_out[0]).bias is not None
+    width_key = "ffn_dim" if adapter.family == "opt" else "intermediate_size"
     if standard:
-        cfg = type(model.config)(**{**base, "intermediate_size": widths[0]})
+        cfg = type(model.config)(**{**base, width_key: widths[0]})
         small = AutoModelForCausalLM.from_config(cfg, dtype=next(model.parameters()).dtype)
+    elif adapter.family == "opt":
+        from ...export.modeling_prunekit_opt import PrunedOPTConfig, PrunedOPTForCausalLM
+        cfg = PrunedOPTConfig(**base, layer_ffn_dims=widths, layer_head_dims=dims)
+        small = PrunedOPTForCausalLM(cfg).to(next(model.parameters()).dtype)
+        PrunedOPTConfig.register_for_auto_class()
+        PrunedOPTForCausalLM.register_for_auto_class("AutoModelForCausalLM")
     else:
         from ...export.modeling_prunekit_llama import PrunedLlamaConfig, PrunedLlamaForCausalLM
         base.pop("attention_bias", None)
@@ -169,7 +176,7 @@ def sliced_model(model, genome: Genome, shape: Shape):
         elif name == spec.mlp_out[0] and kind == "weight":
             value = value[:, ch["mlp"]]
         state[key] = value
-        if name == spec.attn_out[0] and kind == "weight" and not standard:
+        if name == spec.attn_out[0] and kind == "weight" and not standard and shape.rotary:
             state[f"{prefix}{b}.self_attn.rope_index"] = ch["rope"]
     missing, unexpected = small.load_state_dict(state, strict=False)
     missing = [m for m in missing if not m.endswith("lm_head.weight") or not model.config.tie_word_embeddings]
