@@ -31,6 +31,7 @@ def main():
     ap.add_argument("--bench-only", action="store_true", help="only the speed measurements of existing runs")
     ap.add_argument("--bench-seqlen", type=int, default=512)
     ap.add_argument("--bench-reps", type=int, default=5)
+    ap.add_argument("--bench-new-tokens", type=int, default=32)
     args = ap.parse_args()
     work = Path(args.work)
     results = runner.HERE / "results"
@@ -57,7 +58,7 @@ def main():
 
 def bench(work: Path, args, tags):
     from prunekit.eval.speed import measure, ratios
-    kw = dict(seqlen=args.bench_seqlen, prompt_len=128, new_tokens=32, reps=args.bench_reps, warmup=1)
+    kw = dict(seqlen=args.bench_seqlen, prompt_len=128, new_tokens=args.bench_new_tokens, reps=args.bench_reps, warmup=1)
     out = {"dense": measure(args.model, **kw)}
     for tag, *_ in tags:
         out[tag] = measure(str(work / tag), **kw)

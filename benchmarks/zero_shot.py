@@ -36,7 +36,7 @@ def main():
         if args.reuse and zs and zs.get("limit") == (args.limit or None):
             continue
         runner.run(runner.PRUNEKIT + ["eval", "--model", run, "--eval", "none", "--tasks", "all", *limit,
-                                      "--save-to-model"])
+                                      "--trust-remote-code", "--save-to-model"])
     if args.page:
         runner.run(runner.PRUNEKIT + ["compare", str(dense), *args.runs, "--output", args.page])
 
