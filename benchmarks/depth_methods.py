@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 
 import runner
+from prunekit.cli import _update_model_report
 
 METHODS = [("slm-rdsc", ["--method", "slm", "--merge", "rdsc"]), ("slm-top", ["--method", "slm", "--merge", "top"]),
            ("laco", ["--method", "laco"]), ("shortgpt", ["--method", "shortgpt"]), ("sleb", ["--method", "sleb"]),

@@ -16,6 +16,7 @@ import argparse
 from pathlib import Path
 
 import runner
+from prunekit.cli import _update_model_report
 
 VARIANTS = [("search", []), ("search-noreform", ["--reform", "none"]), ("init", ["--generations", "0"]),
             ("magnitude", ["--generations", "0", "--score", "magnitude"])]
@@ -39,6 +40,9 @@ def main():
         for tag, *_ in tags:
             out[tag] = measure(str(work / tag), **kw)
             out[tag]["ratios"] = ratios(out[tag], out["dense"])
+            # also into the run's report, where `prunekit compare` reads it
+            _update_model_report(str(work / tag), {"bench": {"pruned": out[tag], "baseline": out["dense"],
+                                                             "ratios": out[tag]["ratios"]}})
             runner.save_results("width_bench", out)
             r = out[tag]["ratios"]
             print(f"{tag}: params {r['params']:.3f} prefill {r['prefill_latency']:.3f} disk {r.get('disk', 0):.3f}", flush=True)
