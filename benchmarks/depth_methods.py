@@ -64,6 +64,9 @@ def bench(work: Path, args, tags):
     for tag, *_ in tags:
         out[tag] = measure(str(work / tag), **kw)
         out[tag]["ratios"] = ratios(out[tag], out["dense"])
+        # also into the run's report, where `prunekit compare` reads it
+        _update_model_report(str(work / tag), {"bench": {"pruned": out[tag], "baseline": out["dense"],
+                                                         "ratios": out[tag]["ratios"]}})
         runner.save_results("depth_bench", out)
         r = out[tag]["ratios"]
         print(f"{tag}: layers {r['layers']:.3f} prefill {r['prefill_latency']:.3f} decode {r['decode_tokens_per_s']:.3f} "
