@@ -27,7 +27,8 @@ def main():
     runner.common_args(ap, nsamples=32, seqlen=512, eval_windows=16)
     ap.add_argument("--keeps", default="0.8,0.6")
     ap.add_argument("--variants", default=",".join(v for v, _ in VARIANTS))
-    ap.add_argument("--search-flags", default="", help="extra flags for every run, e.g. '--generations 8'")
+    ap.add_argument("--search-flags", default="",
+                    help="extra flags for every run, e.g. '--generations 8' (a variant's own flags still win)")
     ap.add_argument("--bench-only", action="store_true")
     args = ap.parse_args()
     work = Path(args.work)
@@ -51,7 +52,7 @@ def main():
     common = ["--calib", args.calib, "--nsamples", str(args.nsamples), "--seqlen", str(args.seqlen), "--seed", "0"]
     for tag, keep, flags in tags:
         reports[tag] = runner.prune(work, tag, args.model, args.eval_windows,
-                                    ["--method", "search", "--keep", keep, *flags, *common, *args.search_flags.split()],
+                                    ["--method", "search", "--keep", keep, *common, *args.search_flags.split(), *flags],
                                     reuse=args.reuse)
         runner.save_results("width_search", reports)
     print(table(reports))
