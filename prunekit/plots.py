@@ -81,6 +81,8 @@ def plot_search_history(history: list, path: str | Path, title: str) -> Path:
                 marker="s", ls="--", label="mean of the generation's candidates")
     if init:
         ax.axhline(init["best_ppl"], color="grey", ls=":", label="importance initialisation")
+    from matplotlib.ticker import MaxNLocator
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("generation")
     ax.set_ylabel("fitness perplexity")
     ax.set_title(title, fontsize=10)
