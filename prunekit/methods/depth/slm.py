@@ -61,35 +61,54 @@ def slide(state: DepthState, threshold: float, similarity, cap: int | None = Non
     return start - len(state)
 
 
-class SLM(DepthMethod):
+class _ThresholdMerging(DepthMethod):
+    """Shared driver of the threshold methods: run the procedure at the given threshold, or bisect
+    the threshold until exactly K blocks go (the final run capped at K)."""
     protects_last = True
-    default_threshold = 0.72
+    default_threshold = 0.0
+    cap_trials = False        # whether bisection trials already stop at K
 
-    def name(self):
-        return "slm"
+    def rule(self) -> str:
+        raise NotImplementedError
+
+    def procedure(self, state: DepthState, threshold: float, similarity, cap: int | None = None) -> int:
+        raise NotImplementedError
 
     def run(self, stack, state: DepthState, progress: bool = True) -> None:
-        state.rule = self.config.merge
+        state.rule = self.rule()
         sim = FinalStateSimilarity(stack)
         k = self.config.target(len(state))
         if k is None:
             t = self.default_threshold if self.config.threshold is None else self.config.threshold
-            slide(state, t, sim.of_merge)
+            self.procedure(state, t, sim.of_merge)
         else:
             bar = tqdm(total=17, desc=f"{self.name()} threshold bisection", unit="trial",
                        disable=None if progress else True)
 
             def trial(t):
-                n = slide(DepthState(self.adapter, self.config.merge), t, sim.of_merge)
+                n = self.procedure(DepthState(self.adapter, self.rule()), t, sim.of_merge,
+                                   cap=k if self.cap_trials else None)
                 bar.update(1)
                 bar.set_postfix(threshold=f"{t:.4f}", removed=n)
                 return n
             t, trail = bisect_threshold(trial, k)
             bar.close()
-            slide(state, t, sim.of_merge, cap=k)
+            self.procedure(state, t, sim.of_merge, cap=k)
             self.details["bisection"] = [{"threshold": a, "removed": b} for a, b in trail]
-        self.details.update(threshold=t, candidate_evaluations=sim.evaluations,
-                            windows=[e for e in state.log])
+        self.details.update(threshold=t, candidate_evaluations=sim.evaluations, windows=list(state.log))
+
+
+class SLM(_ThresholdMerging):
+    default_threshold = 0.72
+
+    def name(self):
+        return "slm"
+
+    def rule(self):
+        return self.config.merge
+
+    def procedure(self, state, threshold, similarity, cap=None):
+        return slide(state, threshold, similarity, cap)
 
 
 def collapse(state: DepthState, threshold: float, similarity, size: int = 4, interval: int = 2,
@@ -131,32 +150,16 @@ class LaCoConfig(DepthConfig):
             raise PrunekitError("give a threshold or a layer count (--remove-layers/--ratio), not both")
 
 
-class LaCo(DepthMethod):
+class LaCo(_ThresholdMerging):
     """LaCo (RDSC layer collapse) with the same protection and similarity as SLM."""
-    protects_last = True
     default_threshold = 0.65
+    cap_trials = True
 
     def name(self):
         return "laco"
 
-    def run(self, stack, state: DepthState, progress: bool = True) -> None:
-        state.rule = "rdsc"
-        sim = FinalStateSimilarity(stack)
-        c, i = self.config.merge_size, self.config.interval
-        k = self.config.target(len(state))
-        if k is None:
-            t = self.default_threshold if self.config.threshold is None else self.config.threshold
-            collapse(state, t, sim.of_merge, c, i)
-        else:
-            bar = tqdm(total=17, desc="laco threshold bisection", unit="trial", disable=None if progress else True)
+    def rule(self):
+        return "rdsc"
 
-            def trial(t):
-                n = collapse(DepthState(self.adapter, "rdsc"), t, sim.of_merge, c, i, cap=k)
-                bar.update(1)
-                bar.set_postfix(threshold=f"{t:.4f}", removed=n)
-                return n
-            t, trail = bisect_threshold(trial, k)
-            bar.close()
-            collapse(state, t, sim.of_merge, c, i, cap=k)
-            self.details["bisection"] = [{"threshold": a, "removed": b} for a, b in trail]
-        self.details.update(threshold=t, candidate_evaluations=sim.evaluations, windows=list(state.log))
+    def procedure(self, state, threshold, similarity, cap=None):
+        return collapse(state, threshold, similarity, self.config.merge_size, self.config.interval, cap)
