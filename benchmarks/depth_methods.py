@@ -17,7 +17,6 @@ import shutil
 from pathlib import Path
 
 import runner
-from prunekit.cli import _update_model_report
 
 METHODS = [("slm-rdsc", ["--method", "slm", "--merge", "rdsc"]), ("slm-top", ["--method", "slm", "--merge", "top"]),
            ("laco", ["--method", "laco"]), ("shortgpt", ["--method", "shortgpt"]), ("sleb", ["--method", "sleb"]),
@@ -58,19 +57,8 @@ def main():
 
 
 def bench(work: Path, args, tags):
-    from prunekit.eval.speed import measure, ratios
-    kw = dict(seqlen=args.bench_seqlen, prompt_len=128, new_tokens=args.bench_new_tokens, reps=args.bench_reps, warmup=1)
-    out = {"dense": measure(args.model, **kw)}
-    for tag, *_ in tags:
-        out[tag] = measure(str(work / tag), **kw)
-        out[tag]["ratios"] = ratios(out[tag], out["dense"])
-        # also into the run's report, where `prunekit compare` reads it
-        _update_model_report(str(work / tag), {"bench": {"pruned": out[tag], "baseline": out["dense"],
-                                                         "ratios": out[tag]["ratios"]}})
-        runner.save_results("depth_bench", out)
-        r = out[tag]["ratios"]
-        print(f"{tag}: layers {r['layers']:.3f} prefill {r['prefill_latency']:.3f} decode {r['decode_tokens_per_s']:.3f} "
-              f"disk {r.get('disk', float('nan')):.3f}", flush=True)
+    runner.bench(work, args.model, [t for t, *_ in tags], "depth_bench", seqlen=args.bench_seqlen, prompt_len=128,
+                 new_tokens=args.bench_new_tokens, reps=args.bench_reps, warmup=1)
 
 
 def table(reports: dict) -> str:

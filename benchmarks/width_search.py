@@ -16,7 +16,6 @@ import argparse
 from pathlib import Path
 
 import runner
-from prunekit.cli import _update_model_report
 
 VARIANTS = [("search", []), ("search-noreform", ["--reform", "none"]), ("init", ["--generations", "0"]),
             ("magnitude", ["--generations", "0", "--score", "magnitude"])]
@@ -35,18 +34,8 @@ def main():
     chosen = [(v, f) for v, f in VARIANTS if v in args.variants.split(",")]
     tags = [(f"width-{v}-{k}", k, f) for k in args.keeps.split(",") for v, f in chosen]
     if args.bench_only:
-        from prunekit.eval.speed import measure, ratios
-        kw = dict(seqlen=512, prompt_len=128, new_tokens=32, reps=5, warmup=1, trust_remote_code=True)
-        out = {"dense": measure(args.model, **kw)}
-        for tag, *_ in tags:
-            out[tag] = measure(str(work / tag), **kw)
-            out[tag]["ratios"] = ratios(out[tag], out["dense"])
-            # also into the run's report, where `prunekit compare` reads it
-            _update_model_report(str(work / tag), {"bench": {"pruned": out[tag], "baseline": out["dense"],
-                                                             "ratios": out[tag]["ratios"]}})
-            runner.save_results("width_bench", out)
-            r = out[tag]["ratios"]
-            print(f"{tag}: params {r['params']:.3f} prefill {r['prefill_latency']:.3f} disk {r.get('disk', 0):.3f}", flush=True)
+        runner.bench(work, args.model, [t for t, *_ in tags], "width_bench", seqlen=512, prompt_len=128,
+                     new_tokens=32, reps=5, warmup=1, trust_remote_code=True)
         return
     reports = {"dense": runner.dense(work, args.model, args.eval_windows)}
     common = ["--calib", args.calib, "--nsamples", str(args.nsamples), "--seqlen", str(args.seqlen), "--seed", "0"]
