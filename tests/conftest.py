@@ -37,11 +37,16 @@ def tiny_config(family: str):
 FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "opt"]
 
 
-def make_tiny_model(family: str, seed: int = 0):
+def make_tiny_model(family: str, seed: int = 0, layers: int | None = None):
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(tiny_config(family), dtype=torch.float32)
+    cfg = tiny_config(family)
+    if layers is not None:
+        cfg.num_hidden_layers = layers
+        if getattr(cfg, "layer_types", None) is not None:
+            cfg.layer_types = [cfg.layer_types[0]] * layers
+    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
     # larger-than-default init so that pruning visibly changes the outputs
     with torch.no_grad():
         for p in model.parameters():

@@ -19,23 +19,11 @@ from prunekit.methods.depth.stack import BlockStack
 from prunekit.models.adapter import ModelAdapter, get_path
 from prunekit.solvers.similarity import block_influence, cka_matrix, linear_cka, merge_tensors
 
-from .conftest import VOCAB, tiny_config
+from .conftest import VOCAB, make_tiny_model
 
 
 def deep_model(family="llama", layers=8, seed=0):
-    torch.manual_seed(seed)
-    cfg = tiny_config(family)
-    cfg.num_hidden_layers = layers
-    if getattr(cfg, "layer_types", None) is not None:
-        cfg.layer_types = ["full_attention"] * layers
-    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.normal_(0, 0.08)
-    model.eval()
-    model.config.use_cache = False
-    return model
+    return make_tiny_model(family, seed, layers)
 
 
 def _hsic_bruteforce(x, y):
