@@ -178,8 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="prefill latency, decode speed, parameters and peak memory, against a baseline",
                        description="Speed and memory of a model and (with --baseline) of the model it came from, "
-                                   "each measured in its own fresh process in the same run, reported with ratios. "
-                                   "Times are medians of --reps repetitions after --warmup.")
+                                   "each in its own fresh process, timed in interleaved rounds (one repetition of each "
+                                   "model per round, so a busy spell of the machine hits both alike), reported with "
+                                   "ratios. Times are medians of --reps rounds after --warmup.")
     b.add_argument("--model", required=True, help="model to measure: a folder written by prunekit prune, or any model spec")
     b.add_argument("--baseline", default=None,
                    help="dense model to compare with (default: the source named in the folder's prunekit_report.json)")
@@ -189,8 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--prompt-len", type=int, default=128, help="decode: prompt length (default 128)")
     b.add_argument("--new-tokens", type=int, default=64, help="decode: tokens generated greedily (default 64)")
     b.add_argument("--batch", type=int, default=1, help="decode: batch size (default 1)")
-    b.add_argument("--reps", type=int, default=5, help="measured repetitions (default 5)")
-    b.add_argument("--warmup", type=int, default=1, help="unmeasured warm-up repetitions (default 1)")
+    b.add_argument("--reps", type=int, default=5, help="measured rounds (default 5)")
+    b.add_argument("--warmup", type=int, default=1, help="unmeasured warm-up rounds (default 1)")
     b.add_argument("--trust-remote-code", action="store_true", help="allow checkpoints with their own modeling code")
     b.add_argument("--output", default=None, help="JSON file to write the measurements to")
     b.add_argument("--save-to-model", action="store_true",
@@ -443,7 +444,7 @@ def cmd_bench(args) -> int:
     import json
     import os
     from pathlib import Path
-    from .eval.speed import measure, ratios
+    from .eval.speed import measure_many, ratios
 
     device = _check_device(args.device)
     for flag in ("seqlen", "prompt_len", "reps", "batch"):
@@ -463,14 +464,15 @@ def cmd_bench(args) -> int:
     kw = dict(dtype=args.dtype, device=device, seqlen=args.seqlen, prompt_len=args.prompt_len,
               new_tokens=args.new_tokens, batch=args.batch, reps=args.reps, warmup=args.warmup,
               trust_remote_code=args.trust_remote_code)
-    result = {"command": "bench", "pruned": measure(args.model, **kw)}
+    measured = measure_many([args.model] + ([baseline] if baseline else []), **kw)
+    result = {"command": "bench", "pruned": measured[0]}
     if baseline:
-        result["baseline"] = measure(baseline, **kw)
+        result["baseline"] = measured[1]
         result["ratios"] = ratios(result["pruned"], result["baseline"])
     s = result["pruned"]["settings"]
     lines = [f"prunekit bench: {args.model}" + (f" against {baseline}" if baseline else "") + f" on {device}",
              f"  prefill batch 1 x {s['seqlen']}; decode batch {s['batch']}, prompt {s['prompt_len']}, "
-             f"{s['new_tokens']} new tokens; median of {s['reps']} after {s['warmup']} warm-up",
+             f"{s['new_tokens']} new tokens; median of {s['reps']} interleaved rounds after {s['warmup']} warm-up",
              f"  {'':22s}{'model':>14s}" + (f"{'baseline':>14s}{'ratio':>10s}" if baseline else "")]
     rows = [("layers", "layers", "{:d}", "layers"), ("parameters", "params_total", "{:,d}", "params"),
             ("size on disk (MB)", "disk_bytes", "{:.1f}", "disk"), ("prefill latency (ms)", "prefill_s", "{:.1f}", "prefill_latency"),

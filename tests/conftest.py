@@ -57,6 +57,22 @@ def make_tiny_model(family: str, seed: int = 0, layers: int | None = None):
     return model
 
 
+def generate_step_lengths(model, prompt_len: int = 5, new_tokens: int = 4) -> list[int]:
+    """Tokens fed to the model at each step of a default generate() call (no use_cache argument,
+    so the checkpoint's own settings decide): [prompt_len, 1, 1, ...] when it decodes with a KV
+    cache, growing lengths when it re-runs the whole sequence."""
+    seen = []
+    handle = model.get_input_embeddings().register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[1]))
+    x = torch.randint(3, model.config.vocab_size, (1, prompt_len), generator=torch.Generator().manual_seed(0))
+    try:
+        with torch.no_grad():
+            model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=new_tokens,
+                           min_new_tokens=new_tokens, do_sample=False, pad_token_id=0)
+    finally:
+        handle.remove()
+    return seen
+
+
 @pytest.fixture(params=FAMILIES)
 def family(request):
     return request.param

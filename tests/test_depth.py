@@ -19,7 +19,7 @@ from prunekit.methods.depth.stack import BlockStack
 from prunekit.models.adapter import ModelAdapter, get_path
 from prunekit.solvers.similarity import block_influence, cka_matrix, linear_cka, merge_tensors
 
-from .conftest import VOCAB, make_tiny_model
+from .conftest import VOCAB, generate_step_lengths, make_tiny_model
 
 
 def deep_model(family="llama", layers=8, seed=0):
@@ -253,6 +253,7 @@ def test_cli_depth_prune_writes_a_smaller_checkpoint(tiny_model_dir, tmp_path, d
     assert report["calibration"]["nsamples"] == 3 and report["method"]["depth"]["layers_after"] == 6
     reloaded = AutoModelForCausalLM.from_pretrained(out)
     assert reloaded.config.num_hidden_layers == 6
+    assert generate_step_lengths(reloaded) == [5, 1, 1, 1]    # decodes with the KV cache by default
     size = lambda d: (d / "model.safetensors").stat().st_size
     per_block = sum(p.numel() for p in ModelAdapter(reloaded).layers[0].parameters()) * 4
     assert size(src) - size(out) == pytest.approx(2 * per_block, rel=0.01)

@@ -12,7 +12,7 @@ from prunekit.methods import SearchConfig
 from prunekit.methods.width.genome import Shape, Space, crossover
 from prunekit.models.adapter import ModelAdapter
 
-from .conftest import VOCAB, make_tiny_model
+from .conftest import VOCAB, generate_step_lengths, make_tiny_model
 
 
 def _ids(n=4, length=64, seed=0):
@@ -107,6 +107,7 @@ def test_cli_search_saves_a_smaller_remote_code_checkpoint(tiny_model_dir, tmp_p
     reloaded = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True)
     assert sum(p.numel() for p in reloaded.parameters()) == report["model"]["params_total"]
     assert report["model"]["params_total"] < sum(p.numel() for p in make_tiny_model("llama").parameters())
+    assert generate_step_lengths(reloaded) == [5, 1, 1, 1]    # decodes with the KV cache by default
     assert main(["prune", "--model", str(tiny_model_dir), "--method", "search", "--keep", "1.5",
                  "--output", str(tmp_path / "bad")]) == 2
     assert "--keep 1.5 is outside" in capsys.readouterr().err

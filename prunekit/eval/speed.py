@@ -1,9 +1,11 @@
-"""Real speed and memory of a model: prefill latency (batch 1 x seqlen, logits of the last
+"""Real speed and memory of models: prefill latency (batch 1 x seqlen, logits of the last
 position only, as generate() computes them), decode tokens per second and peak memory.
 
-Each model is measured in a fresh spawned process, so that its peak memory is its own and not
-the maximum of everything measured before it. Times are medians of `reps` repetitions after
-`warmup` unmeasured ones."""
+Each model lives in its own spawned worker process, so that its peak memory is its own. The
+workers are timed in interleaved rounds (one repetition of every model, then the next round):
+a slow spell of a shared machine then falls on all models alike instead of on whichever model
+happened to run during it, which is what makes the ratios trustworthy on a busy CPU. Times are
+medians of `reps` rounds after `warmup` unmeasured ones."""
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -19,19 +21,6 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def _timed(fn, device, reps, warmup):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), times
-
-
 def disk_bytes(source) -> int | None:
     """Weight (and modeling code) bytes of the checkpoint folder a model was loaded from; for a
     GGUF, of the float32 checkpoint prunekit dequantised it into."""
@@ -42,66 +31,114 @@ def disk_bytes(source) -> int | None:
     return None
 
 
-def _measure(spec, dtype, device, settings, trust_remote_code, threads):
+def _worker(conn, spec, settings, device, trust_remote_code):
+    """Load one model, then answer timing requests until told to stop."""
     import resource
-    from transformers.utils import logging as hf_logging
-    from ..models.loading import load_model
-    from ..stats import param_counts
+    try:
+        from transformers.utils import logging as hf_logging
+        from ..models.loading import load_model
+        from ..stats import param_counts
 
-    hf_logging.disable_progress_bar()
-    torch.set_num_threads(threads)
-    model, _, source = load_model(spec, dtype, trust_remote_code)
-    model.to(device).eval()
-    vocab = model.config.vocab_size
-    g = torch.Generator().manual_seed(0)
-    seq = torch.randint(0, vocab, (1, settings["seqlen"]), generator=g).to(device)
-    prompt = torch.randint(0, vocab, (settings["batch"], settings["prompt_len"]), generator=g).to(device)
-    if str(device).startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
-    reps, warmup = settings["reps"], settings["warmup"]
-    with torch.inference_mode():
-        prefill, prefill_all = _timed(lambda: model(seq, use_cache=True, logits_to_keep=1), device, reps, warmup)
+        hf_logging.disable_progress_bar()
+        torch.set_num_threads(settings["threads"])
+        model, _, source = load_model(spec, settings["dtype"], trust_remote_code)
+        model.to(device).eval()
+        vocab = model.config.vocab_size
+        g = torch.Generator().manual_seed(0)
+        seq = torch.randint(0, vocab, (1, settings["seqlen"]), generator=g).to(device)
+        prompt = torch.randint(0, vocab, (settings["batch"], settings["prompt_len"]), generator=g).to(device)
+        if str(device).startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
 
         def gen(n):
-            return lambda: model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False,
-                                          max_new_tokens=n, min_new_tokens=n, pad_token_id=0)
-        t_full, _ = _timed(gen(settings["new_tokens"]), device, reps, warmup)
-        t_one, _ = _timed(gen(1), device, reps, warmup)
-    decode_tps = settings["batch"] * (settings["new_tokens"] - 1) / max(t_full - t_one, 1e-9)
-    out = {"model": spec, "source": source.spec, "layers": model.config.num_hidden_layers,
-           **param_counts(model), "disk_bytes": disk_bytes(source),
-           "prefill_s": prefill, "prefill_all_s": prefill_all, "decode_tokens_per_s": decode_tps,
-           "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2}
-    if str(device).startswith("cuda"):
-        out["peak_gpu_gb"] = torch.cuda.max_memory_allocated() / 1024 ** 3
-    return out
+            # use_cache=True explicitly: a checkpoint whose config disables the cache would
+            # otherwise re-run the whole sequence at every step
+            model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False, use_cache=True,
+                           max_new_tokens=n, min_new_tokens=n, pad_token_id=0)
 
-
-def _child(queue, *args):
-    try:
-        queue.put(("ok", _measure(*args)))
+        jobs = {"prefill": lambda: model(seq, use_cache=True, logits_to_keep=1),
+                "generate": lambda: gen(settings["new_tokens"]), "generate1": lambda: gen(1)}
+        conn.send(("ok", {"model": spec, "source": source.spec, "layers": model.config.num_hidden_layers,
+                          **param_counts(model), "disk_bytes": disk_bytes(source)}))
+        with torch.inference_mode():
+            while True:
+                job = conn.recv()
+                if job == "stop":
+                    break
+                _sync(device)
+                t0 = time.perf_counter()
+                jobs[job]()
+                _sync(device)
+                conn.send(("ok", time.perf_counter() - t0))
+        out = {"peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2}
+        if str(device).startswith("cuda"):
+            out["peak_gpu_gb"] = torch.cuda.max_memory_allocated() / 1024 ** 3
+        conn.send(("ok", out))
     except BaseException as e:  # report, do not hang the parent
-        queue.put(("error", f"{type(e).__name__}: {e}"))
+        conn.send(("error", f"{type(e).__name__}: {e}"))
 
 
-def measure(spec: str, dtype: str = "float32", device: str = "cpu", seqlen: int = 512, prompt_len: int = 128,
-            new_tokens: int = 64, batch: int = 1, reps: int = 5, warmup: int = 1,
-            trust_remote_code: bool = False) -> dict:
-    """Speed and memory of one model, measured in a fresh process."""
+def measure_many(specs: list[str], dtype: str = "float32", device: str = "cpu", seqlen: int = 512,
+                 prompt_len: int = 128, new_tokens: int = 64, batch: int = 1, reps: int = 5, warmup: int = 1,
+                 trust_remote_code: bool = False, progress: bool = False) -> list[dict]:
+    """Speed and memory of several models, each in its own process, timed in interleaved rounds."""
     from ..errors import PrunekitError
 
     settings = {"seqlen": seqlen, "prompt_len": prompt_len, "new_tokens": new_tokens, "batch": batch,
-                "reps": reps, "warmup": warmup, "dtype": dtype, "threads": torch.get_num_threads()}
+                "reps": reps, "warmup": warmup, "dtype": dtype, "threads": torch.get_num_threads(),
+                "interleaved": True}
     ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(queue, spec, dtype, device, settings, trust_remote_code,
-                                            torch.get_num_threads()))
-    proc.start()
-    status, value = queue.get()
-    proc.join()
-    if status != "ok":
-        raise PrunekitError(f"measuring {spec} failed: {value}")
-    return {**value, "settings": settings, "device": device}
+    workers = []
+    finished = False
+
+    def ask(i, job):
+        conn = workers[i][0]
+        if job is not None:
+            conn.send(job)
+        try:
+            status, value = conn.recv()
+        except EOFError:
+            status, value = "error", "the worker process died (out of memory?)"
+        if status != "ok":
+            raise PrunekitError(f"measuring {specs[i]} failed: {value}")
+        return value
+
+    try:
+        for spec in specs:
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_worker, args=(child, spec, settings, device, trust_remote_code), daemon=True)
+            proc.start()
+            workers.append((parent, proc))
+        results = [ask(i, None) for i in range(len(specs))]
+        times = [{"prefill": [], "generate": [], "generate1": []} for _ in specs]
+        rounds = warmup + reps
+        for job in ("prefill", "generate", "generate1"):
+            for r in range(rounds):
+                for i in range(len(specs)):
+                    t = ask(i, job)
+                    if r >= warmup:
+                        times[i][job].append(t)
+                if progress:
+                    print(f"  {job}: round {r + 1}/{rounds}", flush=True)
+        for i, res in enumerate(results):
+            res.update(ask(i, "stop"))
+            t = times[i]
+            t_full, t_one = statistics.median(t["generate"]), statistics.median(t["generate1"])
+            res.update(prefill_s=statistics.median(t["prefill"]), prefill_all_s=t["prefill"],
+                       decode_tokens_per_s=batch * (new_tokens - 1) / max(t_full - t_one, 1e-9),
+                       settings=settings, device=device)
+        finished = True
+        return results
+    finally:
+        for conn, proc in workers:  # after a failure the others still wait for work: end them
+            proc.join(timeout=30 if finished else 0)
+            if proc.is_alive():
+                proc.kill()
+
+
+def measure(spec: str, **kw) -> dict:
+    """Speed and memory of one model, measured in a fresh process."""
+    return measure_many([spec], **kw)[0]
 
 
 def ratios(pruned: dict, dense: dict) -> dict:

@@ -153,5 +153,4 @@ def load_model(spec: str, dtype: str | torch.dtype = "float32", trust_remote_cod
         path = str(cached)
     model, tok = _from_pretrained(path, dtype, trust_remote_code, source)
     model.eval()
-    model.config.use_cache = False
     return model, tok, source

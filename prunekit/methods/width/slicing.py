@@ -2,6 +2,8 @@
 used for fitness and reformation, and the physically smaller model that is saved."""
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn as nn
 
@@ -185,5 +187,9 @@ def sliced_model(model, genome: Genome, shape: Shape):
     if model.config.tie_word_embeddings:
         small.tie_weights()
     small.eval()
-    small.config.use_cache = False
+    # the dense model's cache setting and generation defaults, not the ones it had while it was
+    # being pruned: a checkpoint saved with use_cache=False would decode without a KV cache
+    small.config.use_cache = True
+    small.generation_config = copy.deepcopy(model.generation_config)
+    small.generation_config.use_cache = True
     return small
