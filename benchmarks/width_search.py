@@ -35,7 +35,7 @@ def main():
     tags = [(f"width-{v}-{k}", k, f) for k in args.keeps.split(",") for v, f in chosen]
     if args.bench_only:
         runner.bench(work, args.model, [t for t, *_ in tags], "width_bench", seqlen=512, prompt_len=128,
-                     new_tokens=32, reps=5, warmup=1, trust_remote_code=True)
+                     new_tokens=32, reps=9, warmup=1, trust_remote_code=True)
         return
     reports = {"dense": runner.dense(work, args.model, args.eval_windows)}
     common = ["--calib", args.calib, "--nsamples", str(args.nsamples), "--seqlen", str(args.seqlen), "--seed", "0"]

@@ -180,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Speed and memory of a model and (with --baseline) of the model it came from, "
                                    "each in its own fresh process, timed in interleaved rounds (one repetition of each "
                                    "model per round, so a busy spell of the machine hits both alike), reported with "
-                                   "ratios. Times are medians of --reps rounds after --warmup.")
+                                   "ratios. Times are medians of --reps rounds after --warmup; speed ratios are "
+                                   "medians of the per-round ratios.")
     b.add_argument("--model", required=True, help="model to measure: a folder written by prunekit prune, or any model spec")
     b.add_argument("--baseline", default=None,
                    help="dense model to compare with (default: the source named in the folder's prunekit_report.json)")

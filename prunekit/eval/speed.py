@@ -5,12 +5,15 @@ Each model lives in its own spawned worker process, so that its peak memory is i
 workers are timed in interleaved rounds (one repetition of every model, then the next round):
 a slow spell of a shared machine then falls on all models alike instead of on whichever model
 happened to run during it, which is what makes the ratios trustworthy on a busy CPU. Times are
-medians of `reps` rounds after `warmup` unmeasured ones."""
+medians of `reps` rounds after `warmup` unmeasured ones. Ratios of models measured together
+are medians of the per-round ratios (each round's pair ran back to back), which discounts a
+slow spell that hits one round."""
 from __future__ import annotations
 
 import multiprocessing as mp
 import statistics
 import time
+import uuid
 from pathlib import Path
 
 import torch
@@ -90,6 +93,7 @@ def measure_many(specs: list[str], dtype: str = "float32", device: str = "cpu", 
     ctx = mp.get_context("spawn")
     workers = []
     finished = False
+    session = uuid.uuid4().hex       # lets ratios() pair the rounds of models timed together
 
     def ask(i, job):
         conn = workers[i][0]
@@ -98,7 +102,8 @@ def measure_many(specs: list[str], dtype: str = "float32", device: str = "cpu", 
         try:
             status, value = conn.recv()
         except EOFError:
-            status, value = "error", "the worker process died (out of memory?)"
+            workers[i][1].join(timeout=5)
+            status, value = "error", f"its worker process ended early (exit code {workers[i][1].exitcode})"
         if status != "ok":
             raise PrunekitError(f"measuring {specs[i]} failed: {value}")
         return value
@@ -125,8 +130,10 @@ def measure_many(specs: list[str], dtype: str = "float32", device: str = "cpu", 
             t = times[i]
             t_full, t_one = statistics.median(t["generate"]), statistics.median(t["generate1"])
             res.update(prefill_s=statistics.median(t["prefill"]), prefill_all_s=t["prefill"],
-                       decode_tokens_per_s=batch * (new_tokens - 1) / max(t_full - t_one, 1e-9),
-                       settings=settings, device=device)
+                       decode_tokens_per_s=_tokens_per_s(batch, new_tokens, t_full, t_one),
+                       decode_all_tokens_per_s=[_tokens_per_s(batch, new_tokens, a, b)
+                                                for a, b in zip(t["generate"], t["generate1"])],
+                       settings=settings, device=device, session=session)
         finished = True
         return results
     finally:
@@ -136,17 +143,30 @@ def measure_many(specs: list[str], dtype: str = "float32", device: str = "cpu", 
                 proc.kill()
 
 
+def _tokens_per_s(batch, new_tokens, t_full, t_one):
+    return batch * (new_tokens - 1) / max(t_full - t_one, 1e-9)
+
+
 def measure(spec: str, **kw) -> dict:
     """Speed and memory of one model, measured in a fresh process."""
     return measure_many([spec], **kw)[0]
 
 
+def _ratio(pruned: dict, dense: dict, key: str, rounds_key: str, paired: bool) -> float:
+    if paired:
+        return statistics.median(a / b for a, b in zip(pruned[rounds_key], dense[rounds_key]))
+    return pruned[key] / dense[key]
+
+
 def ratios(pruned: dict, dense: dict) -> dict:
+    """pruned / dense. For models timed together (same session), speed ratios are medians of the
+    per-round ratios; otherwise ratios of the medians."""
+    paired = pruned.get("session") is not None and pruned.get("session") == dense.get("session")
     r = {"params": pruned["params_total"] / dense["params_total"],
          "layers": pruned["layers"] / dense["layers"],
-         "prefill_latency": pruned["prefill_s"] / dense["prefill_s"],
-         "decode_tokens_per_s": pruned["decode_tokens_per_s"] / dense["decode_tokens_per_s"],
-         "peak_rss": pruned["peak_rss_gb"] / dense["peak_rss_gb"]}
+         "prefill_latency": _ratio(pruned, dense, "prefill_s", "prefill_all_s", paired),
+         "decode_tokens_per_s": _ratio(pruned, dense, "decode_tokens_per_s", "decode_all_tokens_per_s", paired),
+         "peak_rss": pruned["peak_rss_gb"] / dense["peak_rss_gb"], "paired_rounds": paired}
     if pruned.get("disk_bytes") and dense.get("disk_bytes"):
         r["disk"] = pruned["disk_bytes"] / dense["disk_bytes"]
     if "peak_gpu_gb" in pruned and "peak_gpu_gb" in dense:
