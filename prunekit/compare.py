@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from .errors import PrunekitError
+from .eval.zeroshot import average_stderr
 
 
 def load_run(path: str) -> dict:
@@ -126,7 +127,7 @@ def table(runs: list[dict]) -> tuple[list[str], list[list[str]], list[str]]:
             row.append(f"{ev['ppl']:.2f}" if ev and ev["protocol"] == proto else "")
         zs = r.get("zero_shot")
         for k in cols["zero_shot"]:
-            row.append(f"{zs['average']:.4f}" if zs and _zs_key(zs) == k else "")
+            row.append(f"{zs['average']:.4f} ± {average_stderr(zs):.3f}" if zs and _zs_key(zs) == k else "")
         kl = r.get("kl")
         for k in cols["kl"]:
             match = kl and _kl_key(kl) == k
@@ -236,7 +237,8 @@ def write_page(paths: list[str], output: str) -> Path:
         sources = sorted({r["model"]["source"] for r in runs})
         lines += [f"Models pruned from: {', '.join(sources)}. Perplexity protocols are named in each column "
                   "header (`wt2-2048/16`: WikiText-2 test, 2048-token windows, first 16). Zero-shot average: acc for "
-                  "BoolQ, PIQA, WinoGrande, ARC-e; acc_norm for HellaSwag, ARC-c, OpenBookQA. KL: KL(dense || run) per "
+                  "BoolQ, PIQA, WinoGrande, ARC-e; acc_norm for HellaSwag, ARC-c, OpenBookQA; ± its standard error "
+                  "(averages closer than about twice that are not told apart). KL: KL(dense || run) per "
                   "token. Prefill ratio: run / dense latency, measured in the same `prunekit bench` call.", ""]
         lines += [f"> {n}" for n in notes] + ([""] if notes else [])
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

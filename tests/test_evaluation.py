@@ -122,3 +122,13 @@ def test_compare_flags_mixed_protocols_and_writes_plots(tiny_model_dir, tmp_path
     assert (tmp_path / "docs" / "cmp-quality.png").stat().st_size > 1000
     assert main(["compare", str(tmp_path / "nope"), "--output", str(tmp_path / "x.md")]) == 2
     assert not (tmp_path / "x.md").exists()
+
+
+def test_zero_shot_average_stderr_combines_lm_evals_per_task_errors():
+    from lm_eval.api.metrics import mean_stderr
+    from prunekit.eval.zeroshot import average_stderr
+    hits = {"boolq": [1, 0, 0, 1, 1], "hellaswag": [0, 0, 1, 0, 0, 0, 1, 1], "piqa": [1, 1, 1, 0]}
+    result = {"tasks": {t: {"acc": sum(h) / len(h), "acc_norm": sum(h) / len(h), "examples": len(h),
+                            "metric": "acc_norm" if t == "hellaswag" else "acc"} for t, h in hits.items()}}
+    per_task = [mean_stderr(h) for h in hits.values()]      # lm-eval's own standard error of each accuracy
+    assert average_stderr(result) == pytest.approx(sum(s * s for s in per_task) ** 0.5 / 3, rel=1e-12)
