@@ -113,6 +113,7 @@ def measure_many(specs: list[str], dtype: str = "float32", device: str = "cpu", 
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=_worker, args=(child, spec, settings, device, trust_remote_code), daemon=True)
             proc.start()
+            child.close()   # the worker holds its end now; a dead worker then reads as EOF, not a hang
             workers.append((parent, proc))
         results = [ask(i, None) for i in range(len(specs))]
         times = [{"prefill": [], "generate": [], "generate1": []} for _ in specs]
