@@ -38,15 +38,16 @@ def main():
         ev = report["eval"]["wikitext2"]
         seqlen, windows = ev["seqlen"], ev["windows"]
         row = {"groups": groups, "protocol": ev["protocol"], "merged": ev["ppl"]}
+        text = None
         for keep in ("base", "top"):
             model, tok, _ = load_model(args.model)
-            text = eval_tokens("wikitext2", tok, seqlen)
-            plan = [[g[0]] if keep == "base" else [g[-1]] for g in groups]
-            apply_plan(ModelAdapter(model), plan)
+            text = text or eval_tokens("wikitext2", tok, seqlen)
+            kept = [g[0] if keep == "base" else g[-1] for g in groups]
+            apply_plan(ModelAdapter(model), [[i] for i in kept])
             res = perplexity_of_ids(model, text.ids, seqlen, windows, "cpu", True, desc=f"{Path(run).name} {keep}")
             assert protocol_label(text.info["short"], seqlen, res["windows"], res["windows_total"]) == ev["protocol"]
             row[keep] = res["ppl"]
-            row[f"{keep}_removed"] = [i for g in groups for i in g if i != plan[groups.index(g)][0]]
+            row[f"{keep}_removed"] = [i for g in groups for i in g if i not in kept]
             print(f"{Path(run).name}: {keep} {res['ppl']:.2f} (merged {ev['ppl']:.2f}) [{ev['protocol']}]", flush=True)
         out[Path(run).name] = row
         runner.save_results(args.name, out)

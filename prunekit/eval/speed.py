@@ -83,7 +83,7 @@ def _worker(conn, spec, settings, device, trust_remote_code):
 
 def measure_many(specs: list[str], dtype: str = "float32", device: str = "cpu", seqlen: int = 512,
                  prompt_len: int = 128, new_tokens: int = 64, batch: int = 1, reps: int = 5, warmup: int = 1,
-                 trust_remote_code: bool = False, progress: bool = False) -> list[dict]:
+                 trust_remote_code: bool = False) -> list[dict]:
     """Speed and memory of several models, each in its own process, timed in interleaved rounds."""
     from ..errors import PrunekitError
 
@@ -124,8 +124,6 @@ def measure_many(specs: list[str], dtype: str = "float32", device: str = "cpu", 
                     t = ask(i, job)
                     if r >= warmup:
                         times[i][job].append(t)
-                if progress:
-                    print(f"  {job}: round {r + 1}/{rounds}", flush=True)
         for i, res in enumerate(results):
             res.update(ask(i, "stop"))
             t = times[i]
@@ -146,11 +144,6 @@ def measure_many(specs: list[str], dtype: str = "float32", device: str = "cpu", 
 
 def _tokens_per_s(batch, new_tokens, t_full, t_one):
     return batch * (new_tokens - 1) / max(t_full - t_one, 1e-9)
-
-
-def measure(spec: str, **kw) -> dict:
-    """Speed and memory of one model, measured in a fresh process."""
-    return measure_many([spec], **kw)[0]
 
 
 def _ratio(pruned: dict, dense: dict, key: str, rounds_key: str, paired: bool) -> float:

@@ -194,4 +194,3 @@ def average_stderr(result: dict) -> float:
     tasks = result["tasks"].values()
     var = sum(t[t["metric"]] * (1 - t[t["metric"]]) / max(t["examples"] - 1, 1) for t in tasks)
     return var ** 0.5 / len(result["tasks"])
-

@@ -187,8 +187,8 @@ def sliced_model(model, genome: Genome, shape: Shape):
     if model.config.tie_word_embeddings:
         small.tie_weights()
     small.eval()
-    # the dense model's cache setting and generation defaults, not the ones it had while it was
-    # being pruned: a checkpoint saved with use_cache=False would decode without a KV cache
+    # cache on and the dense model's generation defaults: a checkpoint saved with use_cache=False
+    # (as the model is set while being pruned) would decode without a KV cache
     small.config.use_cache = True
     small.generation_config = copy.deepcopy(model.generation_config)
     small.generation_config.use_cache = True
