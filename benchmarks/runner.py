@@ -66,14 +66,14 @@ def bench(work: Path, model: str, tags: list[str], name: str, **kw) -> dict:
     """Speed of each run folder against the dense model, the pair timed in interleaved rounds in
     two fresh processes (so every ratio has its own dense measurement); saved to
     results/<name>.json and into each run's report, where `prunekit compare` reads it."""
-    from prunekit.cli import _update_model_report
+    from prunekit.export.save import update_report
     from prunekit.eval.speed import measure_many, ratios
     out = {}
     for tag in tags:
         pruned, dense = measure_many([str(work / tag), model], **kw)
         pruned["ratios"] = r = ratios(pruned, dense)
         out[tag], out[f"{tag}:dense"] = pruned, dense
-        _update_model_report(str(work / tag), {"bench": {"pruned": pruned, "baseline": dense, "ratios": r}})
+        update_report(str(work / tag), {"bench": {"pruned": pruned, "baseline": dense, "ratios": r}})
         save_results(name, out)
         print(f"{tag}: layers {r['layers']:.3f} params {r['params']:.3f} prefill {r['prefill_latency']:.3f} "
               f"decode {r['decode_tokens_per_s']:.3f} disk {r.get('disk', float('nan')):.3f}", flush=True)

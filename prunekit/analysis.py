@@ -1,4 +1,5 @@
-"""Layer-similarity analysis that motivates depth pruning (algorithms.md 7.1, 8): the linear CKA
+"""Layer-similarity analysis that motivates depth pruning (the SLM paper, arXiv 2502.19159; ShortGPT,
+arXiv 2403.03853; docs/methods.md): the linear CKA
 of every pair of decoder-block outputs (token-level examples, float64), the cosine similarity of
 adjacent blocks' outputs, and ShortGPT's block influence of every block."""
 from __future__ import annotations
@@ -9,6 +10,7 @@ from .data.calibration import Calibration
 from .errors import PrunekitError
 from .methods.depth.stack import BlockStack
 from .models.adapter import ModelAdapter
+from .models.plumbing import cache_disabled
 from .solvers.similarity import block_influence, cka_matrix, mean_token_cosine
 
 
@@ -19,12 +21,8 @@ def analyze_layers(model, calibration: Calibration | torch.Tensor, device: str =
     dominate a linear CKA."""
     ids = calibration.input_ids if isinstance(calibration, Calibration) else calibration
     adapter = ModelAdapter(model)
-    use_cache = getattr(model.config, "use_cache", None)
-    model.config.use_cache = False
-    try:
+    with cache_disabled(model):
         states = BlockStack(adapter, ids, device).all_inputs(list(adapter.layers))
-    finally:
-        model.config.use_cache = use_cache
     if not 0 <= skip_first < ids.shape[1]:
         raise PrunekitError(f"--skip-first {skip_first} must be in [0, {ids.shape[1]})")
     states = [s[:, skip_first:] for s in states]

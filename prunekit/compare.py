@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .errors import PrunekitError
 from .eval.zeroshot import average_stderr
+from .report import method_class
 
 
 def load_run(path: str) -> dict:
@@ -28,24 +29,12 @@ def load_run(path: str) -> dict:
 
 def describe(r: dict) -> dict:
     """Method, what was removed, and the x of the quality plot."""
-    meth = r.get("method") or {}
-    cfg = meth.get("config") or {}
-    if "depth" in meth:
-        d = meth["depth"]
-        return {"method": meth["name"] + (f"-{cfg['merge']}" if cfg.get("merge") else ""),
-                "what": f"{d['layers_removed']}/{d['layers_before']} layers", "x": d["layers_removed"] / d["layers_before"]}
-    if meth and meth.get("name") == "search":
-        return {"method": "search" + ("" if cfg.get("generations") else "-init") +
-                          ("-magnitude" if cfg.get("score") == "magnitude" else "") +
-                          ("-noreform" if cfg.get("reform") == "none" else ""),
-                "what": f"keep {meth['kept_fraction']:.3f} of block weights", "x": 1.0 - meth["kept_fraction"]}
-    if meth:
-        sp = (r.get("sparsity") or {}).get("overall", 0.0)
-        what = cfg.get("pattern") or f"{cfg.get('sparsity', 0):.0%}"
-        if cfg.get("layers", "all") != "all":
-            what += f" ({cfg['layers']})"
-        return {"method": meth["name"], "what": what, "x": sp}
-    return {"method": "dense", "what": "-", "x": 0.0}
+    if not r.get("method"):
+        return {"method": "dense", "what": "-", "x": 0.0}
+    cls = method_class(r)
+    if cls is None:
+        return {"method": r["method"].get("name", "?"), "what": "-", "x": (r.get("sparsity") or {}).get("overall", 0.0)}
+    return cls.describe(r)
 
 
 def _zs_key(zs: dict) -> tuple:

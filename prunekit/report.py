@@ -31,39 +31,23 @@ def model_section(model, source) -> dict:
             "family": adapter.family, "num_layers": adapter.num_layers, **param_counts(model)}
 
 
+def method_class(report: dict):
+    """The registered class of the method a report names, or None (a method not installed here)."""
+    from .methods.registry import all_methods
+    meth = report.get("method") or {}
+    return all_methods().get(meth.get("name"))
+
+
+def method_lines(report: dict) -> list[str]:
+    cls = method_class(report)
+    return cls.summary_lines(report) if cls else [f"  method        {report['method'].get('name')}"]
+
+
 def format_summary(report: dict) -> str:
     m = report["model"]
     lines = [f"prunekit {report.get('command', '')}: {m['source']} ({m['architecture']}, {m['num_layers']} layers)"]
-    meth = report.get("method")
-    if meth:
-        cfg = meth["config"]
-        if meth.get("name") == "search":
-            g = meth["genome"]
-            lines.append(f"  method        search keep {cfg['keep']} (kept {meth['kept_fraction']:.4f} of block projections; "
-                         f"score {cfg['score']}, reform {cfg['reform']}, {cfg['generations']} generations)")
-            lines.append(f"  fitness       ppl {meth['initial_fitness_ppl']:.3f} (initialisation) -> {meth['fitness_ppl']:.3f} "
-                         f"(best; {meth['evaluations']} candidates, {meth['fitness_protocol']})")
-            lines.append(f"  ratios        attention {min(g['attn']):.3f}-{max(g['attn']):.3f}, "
-                         f"MLP {min(g['mlp']):.3f}-{max(g['mlp']):.3f}, depth {g['depth']}")
-        elif "depth" in meth:
-            d = meth["depth"]
-            lines.append(f"  method        {meth['name']}" + (f" threshold {meth['threshold']:.4g}" if "threshold" in meth else ""))
-            merged = ", ".join(f"{g[0]}-{g[-1]}" for g in d["groups"] if len(g) > 1)
-            kept = {i for g in d["groups"] for i in g}
-            gone = [i for i in range(d["layers_before"]) if i not in kept]
-            lines.append(f"  layers        {d['layers_before']} -> {d['layers_after']}"
-                         + (f"; merged {merged}" if merged else "") + (f"; removed {gone}" if gone else ""))
-        else:
-            pat = f" pattern {cfg['pattern']}" if cfg.get("pattern") else ""
-            layers = f" layers {cfg['layers']}" if cfg.get("layers", "all") != "all" else ""
-            lines.append(f"  method        {meth['name']} sparsity {cfg.get('sparsity', 0):.4g}{pat}{layers}")
-        hist = meth.get("ffn_relative_error")
-        if hist:
-            first = sum(v[0] for v in hist.values()) / len(hist)
-            last = sum(v[-1] for v in hist.values()) / len(hist)
-            lines.append(f"  FFN error     mean relative error {first:.4g} after iteration 1 -> {last:.4g} after the last")
-        if meth.get("cholesky_retries"):
-            lines.append(f"  warnings      {meth['cholesky_retries']} Cholesky retries with more dampening (see report events)")
+    if report.get("method"):
+        lines += method_lines(report)
     cal = report.get("calibration")
     if cal:
         split = f":{cal['split']}" if cal.get("split") else ""

@@ -1,4 +1,4 @@
-"""Calibration windows: N random windows of L tokens, fixed by the seed (algorithms.md 1.1),
+"""Calibration windows: N random windows of L tokens, fixed by the seed (the SparseGPT and Wanda convention; docs/methods.md),
 or text the model generates itself when the user has no data (self-calibration)."""
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 A source is a list of documents plus how they are joined: "stream" sources (WikiText-2, PTB,
 a .txt file) are joined and tokenised once; "documents" sources (C4, a .jsonl file) keep
-their documents apart because calibration samples whole documents (algorithms.md 1.1).
+their documents apart because calibration samples whole documents (docs/methods.md).
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The sequential layer-wise engine (algorithms.md 1.2).
+"""The sequential layer-wise engine of SparseGPT (arXiv 2301.00774) and Wanda (arXiv 2306.11695);
+docs/methods.md.
 
 Calibration windows are embedded once; block 0's inputs and *every* keyword argument it is
 called with (position_embeddings, attention_mask, cache_position, ...) are recorded by a
@@ -19,6 +20,7 @@ from tqdm.auto import tqdm
 
 from ..errors import PrunekitError
 from ..models.adapter import ModelAdapter
+from ..models.plumbing import on_device
 
 Hook = Callable[[torch.Tensor, torch.Tensor], None]
 
@@ -89,22 +91,18 @@ class LayerwiseEngine:
     def capture(self, input_ids: torch.Tensor) -> BlockInputs:
         """Run the embedding stage for every window and record block 0's inputs and kwargs."""
         model, layers = self.adapter.model, self.adapter.layers
-        pre = self.adapter.pre_block_modules()
-        for m in pre:
-            m.to(self.device)
         store, kwargs_store = [], []
         first = layers[0]
         layers[0] = _Catcher(first, store, kwargs_store)
         try:
-            for row in input_ids:
-                try:
-                    model(row.unsqueeze(0).to(self.device), use_cache=False)
-                except _Stop:
-                    pass
+            with on_device(self.adapter.pre_block_modules(), self.device, self.offload):
+                for row in input_ids:
+                    try:
+                        model(row.unsqueeze(0).to(self.device), use_cache=False)
+                    except _Stop:
+                        pass
         finally:
             layers[0] = first
-            for m in pre:
-                m.to(self.offload)
         if len(store) != len(input_ids):
             raise PrunekitError("the model never reached its first decoder block")
         hidden = torch.cat([h.to(self.offload) for h in store])
@@ -154,11 +152,7 @@ class LayerwiseEngine:
     def head(self, hidden: torch.Tensor) -> torch.Tensor:
         """Final norm (and projection) and lm_head applied to block outputs: the logits."""
         mods = self.adapter.post_block_modules()
-        try:
+        with on_device(mods, self.device, self.offload):
             for m in mods:
-                m.to(self.device)
                 hidden = m(hidden.to(self.device))
-        finally:
-            for m in mods:
-                m.to(self.offload)
         return hidden

@@ -1,4 +1,4 @@
-"""Perplexity under a stated protocol (algorithms.md 1.3, the "2048 protocol").
+"""Perplexity under a stated protocol (the "2048 protocol" of GPTQ and SparseGPT, arXiv 2210.17323; docs/methods.md).
 
 The test text is tokenised once, cut into non-overlapping windows of `seqlen` (tail dropped),
 each window scored on its positions 1..L-1, and PPL = exp(mean of the per-window mean NLL).

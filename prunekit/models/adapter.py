@@ -1,26 +1,27 @@
-"""Where an architecture keeps its decoder blocks, norms and linears.
+"""What prunekit knows about each architecture, as data, and the structural view built on it.
 
-The one place that knows module names. Methods and the engine ask the adapter; they never
-spell `model.model.layers` or `mlp.down_proj` themselves. Families are recognised by
-structure, so any model built like Llama (Mistral, Qwen2, Qwen3, ...) works unlisted.
+The one place that knows module names and config keys. A family description says where the
+blocks, norms and linears are, what role each linear plays (q, k, v, o, gate, up, down; several
+roles in one matrix for fused projections), the FFN form and its activation, per-head q/k norms,
+the config keys that hold widths, per-family defaults of the methods, and which modeling code a
+per-layer-width model needs. Methods and the engine ask the adapter; they never spell
+`model.model.layers` or `mlp.down_proj`, nor test a family's name. A model whose `model_type` is
+not described is refused before any work.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 
 import torch.nn as nn
 
 from ..errors import PrunekitError
 
-SUPPORTED_ARCHITECTURES = (
-    "llama-like (Llama, Mistral, Qwen2, Qwen3 and models with the same module layout)",
-    "opt",
-)
 
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class FamilySpec:
     name: str
+    model_types: tuple          # config.model_type values described by this entry
     layers_path: str            # attribute path from the CausalLM to the ModuleList of blocks
     pre_block_paths: tuple      # modules run before block 0 (embeddings, rotary, positions)
     post_block_paths: tuple     # modules run after the last block (final norm, projection, head)
@@ -29,10 +30,20 @@ class FamilySpec:
     mlp_in: tuple               # linears that read the MLP input
     mlp_out: tuple              # linear that writes the MLP output
     norms: tuple                # per-block norm modules
+    roles: dict                 # role (q, k, v, o, gate, up, down) -> linear name inside a block
+    ffn: str                    # "gated": down(act(gate) * up); "plain": down(act(up))
+    activation_key: str         # config key naming the FFN activation
+    dims: dict                  # width -> config key: hidden, heads, kv_heads, head_dim, mlp
+    rotary: bool                # rotary position embeddings (attention dims come in pairs)
+    variable_width: str | None  # modeling code for per-layer widths ("llama", "opt"), None: none yet
+    fused: dict = field(default_factory=dict)      # fused linear name -> the roles it stacks, in row order
+    qk_norms: tuple = ()        # per-head norms applied to q and k
+    defaults: dict = field(default_factory=dict)   # per-family defaults of method options
 
 
 LLAMA = FamilySpec(
     name="llama",
+    model_types=("llama", "mistral", "qwen2", "prunekit_llama"),
     layers_path="model.layers",
     pre_block_paths=("model.embed_tokens", "model.rotary_emb"),
     post_block_paths=("model.norm", "lm_head"),
@@ -41,10 +52,22 @@ LLAMA = FamilySpec(
     mlp_in=("mlp.gate_proj", "mlp.up_proj"),
     mlp_out=("mlp.down_proj",),
     norms=("input_layernorm", "post_attention_layernorm"),
+    roles={"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.o_proj",
+           "gate": "mlp.gate_proj", "up": "mlp.up_proj", "down": "mlp.down_proj"},
+    ffn="gated",
+    activation_key="hidden_act",
+    dims={"hidden": "hidden_size", "heads": "num_attention_heads", "kv_heads": "num_key_value_heads",
+          "head_dim": "head_dim", "mlp": "intermediate_size"},
+    rotary=True,
+    variable_width="llama",
+    defaults={"sparsellm_penalty": 5.0},    # the SparseLLM reference code's, for gated FFNs
 )
+
+QWEN3 = dataclasses.replace(LLAMA, name="qwen3", model_types=("qwen3",), qk_norms=("self_attn.q_norm", "self_attn.k_norm"))
 
 OPT = FamilySpec(
     name="opt",
+    model_types=("opt", "prunekit_opt"),
     layers_path="model.decoder.layers",
     pre_block_paths=("model.decoder.embed_tokens", "model.decoder.embed_positions", "model.decoder.project_in"),
     post_block_paths=("model.decoder.final_layer_norm", "model.decoder.project_out", "lm_head"),
@@ -53,9 +76,27 @@ OPT = FamilySpec(
     mlp_in=("fc1",),
     mlp_out=("fc2",),
     norms=("self_attn_layer_norm", "final_layer_norm"),
+    roles={"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.out_proj",
+           "up": "fc1", "down": "fc2"},
+    ffn="plain",
+    activation_key="activation_function",
+    dims={"hidden": "hidden_size", "heads": "num_attention_heads", "kv_heads": "num_attention_heads",
+          "head_dim": None, "mlp": "ffn_dim"},
+    rotary=False,
+    variable_width="opt",
+    defaults={"sparsellm_penalty": 0.1},    # the SparseLLM reference code's, for ReLU FFNs
 )
 
-FAMILIES = (LLAMA, OPT)
+FAMILIES = (LLAMA, QWEN3, OPT)
+SUPPORTED_ARCHITECTURES = (
+    "llama-like (" + ", ".join(t for f in FAMILIES if f.rotary for t in f.model_types if not t.startswith("prunekit")) + ")",
+    "opt",
+)
+
+
+def penalty_default_text() -> str:
+    """How SparseLLM's penalties default, stated from the family table (for --help)."""
+    return "per family: " + ", ".join(f"{f.name} {f.defaults['sparsellm_penalty']:g}" for f in FAMILIES)
 
 
 def get_path(root: nn.Module, path: str):
@@ -67,13 +108,14 @@ def get_path(root: nn.Module, path: str):
     return obj
 
 
-def _matches(model: nn.Module, spec: FamilySpec) -> bool:
-    layers = get_path(model, spec.layers_path)
-    if not isinstance(layers, nn.ModuleList) or len(layers) == 0:
-        return False
-    block = layers[0]
-    names = spec.attn_in + spec.attn_out + spec.mlp_in + spec.mlp_out
-    return all(isinstance(get_path(block, n), nn.Linear) for n in names)
+def family_of(model: nn.Module) -> FamilySpec:
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    for spec in FAMILIES:
+        if model_type in spec.model_types:
+            return spec
+    arch = getattr(getattr(model, "config", None), "architectures", None) or [type(model).__name__]
+    raise PrunekitError(f"unsupported architecture {arch[0]} (model_type {model_type}): prunekit supports "
+                        + "; ".join(SUPPORTED_ARCHITECTURES))
 
 
 class ModelAdapter:
@@ -81,20 +123,18 @@ class ModelAdapter:
 
     def __init__(self, model: nn.Module):
         self.model = model
-        for spec in FAMILIES:
-            if _matches(model, spec):
-                self.spec = spec
-                break
-        else:
-            arch = getattr(getattr(model, "config", None), "architectures", None) or [type(model).__name__]
-            raise PrunekitError(
-                f"unsupported architecture {arch[0]}: prunekit supports "
-                + "; ".join(SUPPORTED_ARCHITECTURES)
-            )
+        self.spec = family_of(model)
+        layers = get_path(model, self.spec.layers_path)
+        if not isinstance(layers, nn.ModuleList):
+            raise PrunekitError(f"{type(model).__name__} has no decoder blocks at {self.spec.layers_path}")
 
     @property
     def family(self) -> str:
         return self.spec.name
+
+    @property
+    def config(self):
+        return self.model.config
 
     @property
     def layers(self) -> nn.ModuleList:
@@ -109,6 +149,37 @@ class ModelAdapter:
         """The module whose forward runs the blocks (LlamaModel, OPTDecoder)."""
         return get_path(self.model, self.spec.layers_path.rsplit(".", 1)[0])
 
+    def replace_layers(self, blocks: list[nn.Module]) -> None:
+        """Make the decoder's block list exactly `blocks` (the same ModuleList object)."""
+        layers = self.layers
+        while len(layers):
+            del layers[len(layers) - 1]
+        for block in blocks:
+            layers.append(block)
+
+    # ---- what the config says
+    @property
+    def activation(self) -> str | None:
+        return getattr(self.config, self.spec.activation_key, None)
+
+    def dim(self, name: str) -> int:
+        """A width of the dense model: hidden, heads, kv_heads, head_dim, mlp."""
+        key = self.spec.dims[name]
+        value = getattr(self.config, key, None) if key else None
+        if name == "head_dim" and not value:
+            value = self.dim("hidden") // self.dim("heads")
+        return value
+
+    @property
+    def sliding_window(self) -> int | None:
+        return getattr(self.config, "sliding_window", None)
+
+    def require(self, what: str, ok: bool, method: str) -> None:
+        """Refuse, in one line naming the method and the family, what a method cannot handle."""
+        if not ok:
+            raise PrunekitError(f"method {method} does not support {self.config.model_type} models: {what}")
+
+    # ---- modules
     def pre_block_modules(self) -> list[nn.Module]:
         mods = (get_path(self.model, p) for p in self.spec.pre_block_paths)
         return [m for m in mods if m is not None]
@@ -126,6 +197,9 @@ class ModelAdapter:
     def linear_names(self) -> tuple:
         s = self.spec
         return s.attn_in + s.attn_out + s.mlp_in + s.mlp_out
+
+    def role(self, block: nn.Module, role: str) -> nn.Linear:
+        return get_path(block, self.spec.roles[role])
 
     def block_linears(self, block: nn.Module) -> dict[str, nn.Linear]:
         """The prunable linears of one block, in forward order, by their name inside the block."""

@@ -1,4 +1,4 @@
-"""SparseGPT's approximate OBS solver (Frantar & Alistarh 2023; algorithms.md 4).
+"""SparseGPT's approximate OBS solver (Frantar & Alistarh 2023, arXiv 2301.00774; docs/methods.md).
 
 Pure tensor math on (W, H): minimise ||W X - W' X||^2 under a sparsity pattern, pruning columns
 left to right and compensating the not-yet-processed ones through the upper Cholesky factor of

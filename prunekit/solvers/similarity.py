@@ -1,7 +1,7 @@
 """Similarity of representations and the depth methods' merge rule: pure tensor math.
 
 Rows of X and Y are examples (tokens), columns features. CKA is accumulated in float64
-(algorithms.md 7.1): the feature form ||Y_cᵀX_c||²_F / (||X_cᵀX_c||_F ||Y_cᵀY_c||_F) when
+(Kornblith et al. 2019, "Similarity of Neural Network Representations Revisited", arXiv 1905.00414): the feature form ||Y_cᵀX_c||²_F / (||X_cᵀX_c||_F ||Y_cᵀY_c||_F) when
 there are more examples than features, the equal kernel form <K_c, L_c>_F / (||K_c|| ||L_c||)
 with K_c = X_c X_cᵀ otherwise, whichever is cheaper.
 """

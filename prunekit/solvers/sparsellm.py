@@ -1,4 +1,4 @@
-"""SparseLLM's FFN updates (Bai et al. 2024; algorithms.md 5), as pure tensor math.
+"""SparseLLM's FFN updates (Bai et al. 2024, arXiv 2402.17946; docs/methods.md), as pure tensor math.
 
 Row layout throughout: every matrix of activations is [tokens, features]; weights are
 nn.Linear's [out, in]. The FFN objective for the SwiGLU form is

@@ -1,4 +1,4 @@
-"""Structured-width solver math for the search method (algorithms.md 6): importance scores,
+"""Structured-width solver math for the search method (search-llm, Shen et al. 2024, arXiv 2409.17372; docs/methods.md): importance scores,
 mask mutation and crossover, and the ADMM reformation with its closed form. Pure tensors."""
 from __future__ import annotations
 

@@ -1,46 +1,45 @@
-"""What the depth methods share: how many blocks to remove, the evolving block list, and the
-threshold bisection that turns a similarity-threshold method into an exact layer count."""
+"""What the depth methods share: how many blocks to remove, the evolving block list, the
+threshold bisection that turns a similarity-threshold method into an exact layer count, and the
+depth run: calibration forwards through a block stack, then the decoder replaced by the
+resulting (fewer) blocks."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, asdict
+from dataclasses import dataclass
 from typing import Callable, ClassVar
 
 import torch.nn as nn
 
 from ...errors import PrunekitError
 from ...models.adapter import ModelAdapter
+from ..base import CalibrationDefaults, Job, Method
+from ..options import MethodConfig, option, require
 from .rebuild import merged_block, reindex
 
 
 @dataclass
-class DepthConfig:
+class DepthConfig(MethodConfig):
     """Remove `remove_layers` decoder blocks, or the fraction `ratio` of them (rounded down:
     0.35 of 30 is 10). Threshold methods may instead take a threshold and remove what it gives."""
-    remove_layers: int | None = None
-    ratio: float | None = None
-    method: ClassVar[str] = ""
+    remove_layers: int | None = option(None, "number of decoder blocks to remove")
+    ratio: float | None = option(None, "fraction of decoder blocks to remove, rounded down (0.2 of 30 = 6, "
+                                       "0.35 of 30 = 10)")
 
     def __post_init__(self):
-        if self.remove_layers is not None and self.ratio is not None:
-            raise PrunekitError("give --remove-layers or --ratio, not both")
-        if self.remove_layers is not None and self.remove_layers < 1:
-            raise PrunekitError(f"--remove-layers must be at least 1 (got {self.remove_layers})")
-        if self.ratio is not None and not (0.0 < self.ratio < 1.0):
-            raise PrunekitError(f"--ratio {self.ratio:g} is outside (0, 1)")
+        require(self.remove_layers is None or self.ratio is None, "give {remove_layers} or {ratio}, not both")
+        require(self.remove_layers is None or self.remove_layers >= 1,
+                f"{{remove_layers}} must be at least 1 (got {self.remove_layers})")
+        if self.ratio is not None:
+            require(0.0 < self.ratio < 1.0, f"{{ratio}} {self.ratio:g} is outside (0, 1)")
 
     def target(self, num_layers: int) -> int | None:
         if self.remove_layers is not None:
             return self.remove_layers
         if self.ratio is not None:
             k = math.floor(self.ratio * num_layers + 1e-9)
-            if k < 1:
-                raise PrunekitError(f"--ratio {self.ratio:g} of {num_layers} layers removes no layer")
+            require(k >= 1, f"{{ratio}} {self.ratio:g} of {num_layers} layers removes no layer")
             return k
         return None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class DepthState:
@@ -80,11 +79,7 @@ class DepthState:
 
     def install(self) -> None:
         """Make the model's decoder exactly the current block list (physically smaller)."""
-        layers = self.adapter.layers
-        while len(layers):
-            del layers[len(layers) - 1]
-        for b in self.blocks:
-            layers.append(b)
+        self.adapter.replace_layers(self.blocks)
         reindex(self.adapter, [g[0] for g in self.groups])
 
 
@@ -109,33 +104,53 @@ def bisect_threshold(removed_at: Callable[[float], int], k: int, steps: int = 16
     return lo, trail
 
 
-class DepthMethod:
-    """A whole-model method: it edits a DepthState using calibration forwards."""
-    needs_calibration: ClassVar[bool] = True
-    kind: ClassVar[str] = "depth"
+class DepthMethod(Method):
+    """A whole-model method: it edits a DepthState using calibration forwards through a
+    BlockStack (`search`), then the decoder becomes the state's blocks."""
+    calibration = CalibrationDefaults(nsamples=10, seqlen=128)
     protects_last: ClassVar[bool] = False
-
-    def __init__(self, config: DepthConfig, adapter: ModelAdapter):
-        self.config = config
-        self.adapter = adapter
-        self.events: list[str] = []
-        self.details: dict = {}
 
     def check(self) -> None:
         n = self.adapter.num_layers
         k = self.config.target(n)
         most = self.most_removable(n)
         if k is not None and k > most:
-            raise PrunekitError(f"cannot remove {k} of {n} layers with {self.name()}: at most {most}")
+            raise PrunekitError(f"cannot remove {k} of {n} layers with {self.name}: at most {most}")
 
     def most_removable(self, n: int) -> int:
         return n - 1 - int(self.protects_last)
 
-    def name(self) -> str:
-        return type(self).__name__
+    def run(self, job: Job) -> nn.Module:
+        from .stack import BlockStack
+        before = self.adapter.num_layers
+        state = DepthState(self.adapter)
+        stack = BlockStack(self.adapter, job.input_ids, job.device)
+        self.search(stack, state, job.progress)
+        state.install()
+        self.details["depth"] = {"layers_before": before, "layers_after": self.adapter.num_layers,
+                                 "layers_removed": before - self.adapter.num_layers, "groups": state.groups,
+                                 "block_forwards": stack.forwards}
+        return self.adapter.model
 
-    def run(self, stack, state: DepthState, progress: bool = True) -> None:
+    def search(self, stack, state: DepthState, progress: bool = True) -> None:
+        """Edit `state` (remove or merge blocks) from calibration forwards through `stack`."""
         raise NotImplementedError
 
-    def summary(self) -> dict:
-        return self.details
+    @classmethod
+    def summary_lines(cls, report: dict) -> list[str]:
+        meth = report["method"]
+        d = meth["depth"]
+        lines = [f"  method        {meth['name']}" + (f" threshold {meth['threshold']:.4g}" if "threshold" in meth else "")]
+        merged = ", ".join(f"{g[0]}-{g[-1]}" for g in d["groups"] if len(g) > 1)
+        kept = {i for g in d["groups"] for i in g}
+        gone = [i for i in range(d["layers_before"]) if i not in kept]
+        lines.append(f"  layers        {d['layers_before']} -> {d['layers_after']}"
+                     + (f"; merged {merged}" if merged else "") + (f"; removed {gone}" if gone else ""))
+        return lines
+
+    @classmethod
+    def describe(cls, report: dict) -> dict:
+        meth = report["method"]
+        cfg, d = meth["config"], meth["depth"]
+        return {"method": meth["name"] + (f"-{cfg['merge']}" if cfg.get("merge") else ""),
+                "what": f"{d['layers_removed']}/{d['layers_before']} layers", "x": d["layers_removed"] / d["layers_before"]}

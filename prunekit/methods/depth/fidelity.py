@@ -1,6 +1,6 @@
 """How close a candidate block list stays to the dense model: the cosine similarity of final
 hidden states (after the final norm) on the calibration windows, each window's [L, d] tensor
-flattened whole, averaged over windows (algorithms.md 7.3). The reference is always the
+flattened whole, averaged over windows (the SLM paper, arXiv 2502.19159). The reference is always the
 original model. Candidate scores are memoised by (current groups, window), so the repeated
 trials of a threshold bisection re-use them."""
 from __future__ import annotations

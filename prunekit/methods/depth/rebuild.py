@@ -61,12 +61,8 @@ def apply_plan(adapter: ModelAdapter, groups: list[list[int]], rule: str = "rdsc
     """Replace the decoder blocks by the plan's blocks, in place."""
     check_plan(groups, adapter.num_layers)
     old = list(adapter.layers)
-    new = [old[g[0]] if len(g) == 1 else merged_block(adapter, [old[i] for i in g], rule) for g in groups]
-    layers = adapter.layers
-    while len(layers):
-        del layers[len(layers) - 1]
-    for block in new:
-        layers.append(block)
+    adapter.replace_layers([old[g[0]] if len(g) == 1 else merged_block(adapter, [old[i] for i in g], rule)
+                            for g in groups])
     reindex(adapter, [g[0] for g in groups])
 
 

@@ -1,38 +1,41 @@
-"""Depth baselines that remove whole blocks (algorithms.md 8): ShortGPT's block influence,
-SLEB's greedy calibration-NLL removal and Shortened-LLM's one-shot perplexity criterion."""
+"""Depth baselines that remove whole blocks: ShortGPT's block influence (Men et al. 2024,
+"ShortGPT: Layers in Large Language Models are More Redundant Than You Expect", arXiv 2403.03853),
+SLEB's greedy calibration-NLL removal (Song et al. 2024, "SLEB: Streamlining LLMs through
+Redundancy Verification and Elimination of Transformer Blocks", arXiv 2402.09025) and
+Shortened-LLM's one-shot perplexity criterion (Kim et al. 2024, "Shortened LLaMA: Depth Pruning
+for Large Language Models", arXiv 2402.02834); see docs/methods.md."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
 
 from tqdm.auto import tqdm
 
 from ...errors import PrunekitError
 from ...solvers.similarity import block_influence
+from ..options import option, require
+from ..registry import register_method
 from .base import DepthConfig, DepthMethod, DepthState
 
 
 class _CountedRemoval(DepthMethod):
     def check(self) -> None:
-        if self.config.target(self.adapter.num_layers) is None:
-            raise PrunekitError(f"{self.name()} needs --remove-layers or --ratio")
+        require(self.config.target(self.adapter.num_layers) is not None,
+                f"{self.name} needs {{remove_layers}} or {{ratio}}")
         super().check()
 
 
 @dataclass
 class ShortGPTConfig(DepthConfig):
-    method: ClassVar[str] = "shortgpt"
+    pass
 
 
+@register_method("shortgpt", ShortGPTConfig)
 class ShortGPT(_CountedRemoval):
     """Remove the k blocks of lowest block influence 1 - cos(input, output), measured once on
     the dense model over calibration tokens (the raw last-block output, not the normed one)."""
 
-    def name(self):
-        return "shortgpt"
-
-    def run(self, stack, state: DepthState, progress: bool = True) -> None:
+    def search(self, stack, state: DepthState, progress: bool = True) -> None:
         k = self.config.target(len(state))
         states = stack.all_inputs(state.blocks)
         bi = [block_influence(states[i], states[i + 1]) for i in range(len(state))]
@@ -44,20 +47,18 @@ class ShortGPT(_CountedRemoval):
 
 @dataclass
 class SLEBConfig(DepthConfig):
-    method: ClassVar[str] = "sleb"
+    pass
 
 
+@register_method("sleb", SLEBConfig)
 class SLEB(_CountedRemoval):
     """Greedy: k times, skip each alive block except the first and the last alive one, keep the
     removal with the lowest calibration NLL. Only the blocks after the candidate are re-run."""
 
-    def name(self):
-        return "sleb"
-
     def most_removable(self, n):
         return n - 2
 
-    def run(self, stack, state: DepthState, progress: bool = True) -> None:
+    def search(self, stack, state: DepthState, progress: bool = True) -> None:
         k = self.config.target(len(state))
         inputs = stack.all_inputs(state.blocks)
         rounds = []
@@ -83,16 +84,13 @@ class SLEB(_CountedRemoval):
 
 @dataclass
 class PPLConfig(DepthConfig):
-    plus_heuristic: bool = True   # never remove blocks 0-3 and the last two (the reference script's default)
-    method: ClassVar[str] = "ppl"
+    plus_heuristic: bool = option(True, "never remove blocks 0-3 and the last two (the reference script's default)")
 
 
+@register_method("ppl", PPLConfig)
 class PPL(_CountedRemoval):
     """Shortened-LLM's PPL criterion: delete each block alone, measure calibration perplexity,
     remove the k blocks whose deletion hurts least, all at once."""
-
-    def name(self):
-        return "ppl"
 
     def protected(self, n: int) -> set[int]:
         return {0, 1, 2, 3, n - 2, n - 1} if self.config.plus_heuristic else set()
@@ -100,7 +98,7 @@ class PPL(_CountedRemoval):
     def most_removable(self, n):
         return n - max(1, len(self.protected(n)))
 
-    def run(self, stack, state: DepthState, progress: bool = True) -> None:
+    def search(self, stack, state: DepthState, progress: bool = True) -> None:
         k = self.config.target(len(state))
         n = len(state)
         inputs = stack.all_inputs(state.blocks)

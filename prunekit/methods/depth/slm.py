@@ -1,4 +1,5 @@
-"""Sliding Layer Merging (algorithms.md 7.2-7.3): grow a window of consecutive blocks downward
+"""Sliding Layer Merging (Ding et al. 2025, "Sliding Layer Merging Method for Efficient Depth-Wise
+Pruning in LLMs", arXiv 2502.19159; docs/methods.md): grow a window of consecutive blocks downward
 from just below the protected last block while merging it keeps the final hidden states
 cosine-similar to the dense model above a threshold; commit the last passing window, continue
 below it. With a layer count instead of a threshold, the threshold is bisected.
@@ -8,28 +9,38 @@ is committed (the released loop drops it)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 from tqdm.auto import tqdm
 
-from ...errors import PrunekitError
 from ...solvers.similarity import MERGE_RULES
+from ..options import option, require
+from ..registry import register_method
 from .base import DepthConfig, DepthMethod, DepthState, bisect_threshold
 from .fidelity import FinalStateSimilarity
 
 
 @dataclass
-class SLMConfig(DepthConfig):
-    threshold: float | None = None   # default 0.72 (the released code's) when no layer count is given
-    merge: str = "rdsc"              # rdsc: base + summed differences (paper); top: the top layer (released code)
-    method: ClassVar[str] = "slm"
+class ThresholdConfig(DepthConfig):
+    """Merging methods driven by a similarity threshold of the final hidden states."""
+    threshold: float | None = option(
+        None, "similarity threshold of the final hidden states; with --remove-layers/--ratio it is bisected "
+              "until exactly that many blocks go", default_text="0.72 slm, 0.65 laco")
 
     def __post_init__(self):
         super().__post_init__()
-        if self.merge not in MERGE_RULES:
-            raise PrunekitError(f"unknown merge rule '{self.merge}': choose from {', '.join(MERGE_RULES)}")
-        if self.threshold is not None and (self.remove_layers is not None or self.ratio is not None):
-            raise PrunekitError("give a threshold or a layer count (--remove-layers/--ratio), not both")
+        require(self.threshold is None or (self.remove_layers is None and self.ratio is None),
+                "give a {threshold} or a layer count ({remove_layers}/{ratio}), not both")
+
+
+@dataclass
+class SLMConfig(ThresholdConfig):
+    merge: str = option("rdsc", "merge rule: rdsc = base block + summed differences of the others (the paper); "
+                                "top = the top block's projections with the base's norms (what the released code "
+                                "computes)", choices=tuple(MERGE_RULES))
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(self.merge in MERGE_RULES, f"unknown {{merge}} rule '{self.merge}': choose from {', '.join(MERGE_RULES)}")
 
 
 def slide(state: DepthState, threshold: float, similarity, cap: int | None = None) -> int:
@@ -74,7 +85,7 @@ class _ThresholdMerging(DepthMethod):
     def procedure(self, state: DepthState, threshold: float, similarity, cap: int | None = None) -> int:
         raise NotImplementedError
 
-    def run(self, stack, state: DepthState, progress: bool = True) -> None:
+    def search(self, stack, state: DepthState, progress: bool = True) -> None:
         state.rule = self.rule()
         sim = FinalStateSimilarity(stack)
         k = self.config.target(len(state))
@@ -82,7 +93,7 @@ class _ThresholdMerging(DepthMethod):
             t = self.default_threshold if self.config.threshold is None else self.config.threshold
             self.procedure(state, t, sim.of_merge)
         else:
-            bar = tqdm(total=17, desc=f"{self.name()} threshold bisection", unit="trial",
+            bar = tqdm(total=17, desc=f"{self.name} threshold bisection", unit="trial",
                        disable=None if progress else True)
 
             def trial(t):
@@ -98,11 +109,9 @@ class _ThresholdMerging(DepthMethod):
         self.details.update(threshold=t, candidate_evaluations=sim.evaluations, windows=list(state.log))
 
 
+@register_method("slm", SLMConfig)
 class SLM(_ThresholdMerging):
     default_threshold = 0.72
-
-    def name(self):
-        return "slm"
 
     def rule(self):
         return self.config.merge
@@ -136,27 +145,21 @@ def collapse(state: DepthState, threshold: float, similarity, size: int = 4, int
 
 
 @dataclass
-class LaCoConfig(DepthConfig):
-    threshold: float | None = None   # default 0.65 when no layer count is given
-    merge_size: int = 4              # C: blocks merged at once
-    interval: int = 2                # I: how far to jump down after a merge
-    method: ClassVar[str] = "laco"
+class LaCoConfig(ThresholdConfig):
+    merge_size: int = option(4, "blocks merged at once, C")
+    interval: int = option(2, "blocks to jump down after a merge, I")
 
     def __post_init__(self):
         super().__post_init__()
-        if self.merge_size < 2 or self.interval < 1:
-            raise PrunekitError("laco needs --merge-size >= 2 and --interval >= 1")
-        if self.threshold is not None and (self.remove_layers is not None or self.ratio is not None):
-            raise PrunekitError("give a threshold or a layer count (--remove-layers/--ratio), not both")
+        require(self.merge_size >= 2 and self.interval >= 1, "laco needs {merge_size} >= 2 and {interval} >= 1")
 
 
+@register_method("laco", LaCoConfig)
 class LaCo(_ThresholdMerging):
-    """LaCo (RDSC layer collapse) with the same protection and similarity as SLM."""
+    """LaCo (Yang et al. 2024, "LaCo: Large Language Model Pruning via Layer Collapse",
+    arXiv 2402.11187): RDSC layer collapse, with the same protection and similarity as SLM."""
     default_threshold = 0.65
     cap_trials = True
-
-    def name(self):
-        return "laco"
 
     def rule(self):
         return "rdsc"

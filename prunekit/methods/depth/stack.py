@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from ...engine.sequential import BlockInputs, LayerwiseEngine
 from ...models.adapter import ModelAdapter
+from ...models.plumbing import on_device
 
 
 class BlockStack:
@@ -27,9 +28,8 @@ class BlockStack:
         """Run `hidden` ([n, L, d] on the offload device) through `blocks` in order."""
         inputs = BlockInputs(hidden, self.start.kwargs)
         for block in blocks:
-            block.to(self.engine.device)
-            inputs = BlockInputs(self.engine.forward_block(block, inputs, batch=self.batch), self.start.kwargs)
-            block.to(self.engine.offload)
+            with on_device(block, self.engine.device, self.engine.offload):
+                inputs = BlockInputs(self.engine.forward_block(block, inputs, batch=self.batch), self.start.kwargs)
             self.forwards += 1
         return inputs.hidden
 
@@ -45,15 +45,8 @@ class BlockStack:
     def final_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
         """Final norm (and projection) applied to the last block's output."""
         mods = self.adapter.final_modules()
-        out = hidden
-        for m in mods:
-            m.to(self.engine.device)
-        try:
-            out = torch.cat([self._apply(mods, hidden[j:j + 1]) for j in range(hidden.shape[0])])
-        finally:
-            for m in mods:
-                m.to(self.engine.offload)
-        return out
+        with on_device(mods, self.engine.device, self.engine.offload):
+            return torch.cat([self._apply(mods, hidden[j:j + 1]) for j in range(hidden.shape[0])])
 
     def _apply(self, mods, h):
         h = h.to(self.engine.device)
@@ -66,15 +59,10 @@ class BlockStack:
         """Mean next-token NLL of the calibration windows given the last block's output."""
         total, count = 0.0, 0
         mods = self.adapter.post_block_modules()
-        for m in mods:
-            m.to(self.engine.device)
-        try:
+        with on_device(mods, self.engine.device, self.engine.offload):
             for j in range(hidden.shape[0]):  # one window at a time: logits are vocab-sized
                 logits = self._apply(mods, hidden[j:j + 1])[0, :-1]
                 target = self.input_ids[j, 1:].to(logits.device)
                 total += F.cross_entropy(logits, target, reduction="sum").item()
                 count += target.numel()
-        finally:
-            for m in mods:
-                m.to(self.engine.offload)
         return total / count

@@ -1,21 +1,25 @@
-"""Magnitude pruning: per layer, keep the largest |W| (no data, no update)."""
+"""Magnitude pruning: per layer, keep the largest |W| (no data, no update). The baseline of
+Wanda (Sun et al. 2023, "A Simple and Effective Pruning Approach for Large Language Models",
+arXiv 2306.11695) and SparseGPT; see docs/methods.md."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 from ...solvers.masks import sparsity_mask
 from ...solvers.scores import magnitude_score
-from ..base import LayerwiseMethod, SparsityConfig, apply_mask
+from ..base import apply_mask
+from ..registry import register_method
+from .base import LayerwiseMethod, SparsityConfig
 
 
 @dataclass
 class MagnitudeConfig(SparsityConfig):
-    method: ClassVar[str] = "magnitude"
+    pass
 
 
+@register_method("magnitude", MagnitudeConfig)
 class MagnitudePruner(LayerwiseMethod):
-    needs_calibration = False
+    calibration = None
 
     def edit(self, index, block):
         for lin in self.linears(block).values():

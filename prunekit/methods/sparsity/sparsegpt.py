@@ -1,30 +1,36 @@
-"""SparseGPT: every linear of a block pruned by the OBS solver from its input Hessian,
-statistics from one pass over the unpruned block (algorithms.md 4)."""
+"""SparseGPT (Frantar & Alistarh 2023, "SparseGPT: Massive Language Models Can Be Accurately Pruned
+in One-Shot", arXiv 2301.00774): every linear of a block pruned by the OBS solver from its input
+Hessian, statistics from one pass over the unpruned block; see docs/methods.md."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
-
 import torch
 
 from ...errors import PrunekitError
 from ...solvers.obs import sparsegpt_prune
 from ...solvers.stats import InputHessian
-from ..base import LayerwiseMethod, SparsityConfig
+from ..options import MethodConfig, option, require
+from ..registry import register_method
+from .base import LayerwiseMethod, SparsityConfig
 
 
 @dataclass
-class SparseGPTConfig(SparsityConfig):
-    blocksize: int = 128
-    percdamp: float = 0.01
-    method: ClassVar[str] = "sparsegpt"
+class DampedConfig(MethodConfig):
+    """Hessian dampening, shared by every method that inverts an input Hessian."""
+    percdamp: float = option(0.01, "dampening added to the Hessian diagonal, relative to its mean")
 
     def __post_init__(self):
-        super().__post_init__()
-        if self.blocksize < 1:
-            raise PrunekitError("blocksize must be at least 1")
-        if not self.percdamp > 0:
-            raise PrunekitError("percdamp must be positive")
+        require(self.percdamp > 0, "{percdamp} must be positive")
+
+
+@dataclass
+class SparseGPTConfig(DampedConfig, SparsityConfig):
+    blocksize: int = option(128, "OBS column block: columns pruned and updated together")
+
+    def __post_init__(self):
+        SparsityConfig.__post_init__(self)
+        DampedConfig.__post_init__(self)
+        require(self.blocksize >= 1, "{blocksize} must be at least 1")
 
 
 def collect_hessians(method: LayerwiseMethod, names_linears: dict) -> dict:
@@ -56,6 +62,7 @@ def prune_linear_obs(method: LayerwiseMethod, index: int, name: str, lin, H: tor
     lin.weight.copy_(obs_logged(method, index, name, lin.weight, H, config).to(lin.weight.dtype))
 
 
+@register_method("sparsegpt", SparseGPTConfig)
 class SparseGPTPruner(LayerwiseMethod):
     def observe(self, index, block):
         return collect_hessians(self, self.linears(block))

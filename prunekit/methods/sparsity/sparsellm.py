@@ -1,7 +1,8 @@
-"""SparseLLM (Bai et al. 2024): attention pruned locally with SparseGPT; each FFN pruned jointly
+"""SparseLLM (Bai et al. 2024, "SparseLLM: Towards Global Pruning of Pre-trained Language Models",
+NeurIPS 2024, arXiv 2402.17946): attention pruned locally with SparseGPT; each FFN pruned jointly
 through auxiliary activations, alternating least-squares weight fits, SparseGPT re-pruning and
 the closed-form / gradient updates of solvers/sparsellm.py, so the pruned FFN fits the dense FFN
-output rather than each matrix's own output (algorithms.md 5).
+output rather than each matrix's own output (docs/methods.md).
 
 Deliberate deviations from the reference code, all stated in the docs: weights are fitted by a
 ridge solve rather than an explicit pseudo-inverse; all solves stay in float32 (the reference
@@ -14,58 +15,61 @@ massive activations (`s_step="reference"` restores it).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from ...errors import PrunekitError
+from ...models.adapter import penalty_default_text
 from ...solvers import sparsellm as S
-from ..base import LayerwiseMethod
+from ..options import option, require
+from ..registry import register_method
+from .base import LayerwiseMethod
 from .sparsegpt import SparseGPTConfig, collect_hessians, obs_logged, prune_linear_obs
 
-# the reference code's penalties per FFN form
-DEFAULT_PENALTY = {"llama": 5.0, "opt": 0.1}
+# the activation each FFN form's closed forms are derived for
+ACTIVATIONS = {"gated": ("silu", "swish"), "plain": ("relu",)}
 
 
 @dataclass
 class SparseLLMConfig(SparseGPTConfig):
-    alpha: float | None = None        # penalty on the pre-activation(s); default per family
-    beta: float | None = None         # penalty on the FFN output
-    gamma: float | None = None        # penalty on the post-activation
-    iterations: int = 4               # outer iterations T (1 = plain SparseGPT)
-    ridge: float = 1e-3               # relative ridge of the weight fits
-    plain_blocks: str = "none"        # "edges": T=1 on the second and the last two blocks
-    s_step: str = "safe"              # "reference": the plain fixed-lr gradient step on s (can diverge)
-    method: ClassVar[str] = "sparsellm"
+    alpha: float | None = option(None, "penalty on the FFN pre-activation(s)", default_text=penalty_default_text())
+    beta: float | None = option(None, "penalty on the FFN output", default_text="as alpha")
+    gamma: float | None = option(None, "penalty on the post-activation", default_text="as alpha")
+    iterations: int = option(4, "outer iterations T (1 = SparseGPT)")
+    ridge: float = option(1e-3, "relative ridge of the weight fits")
+    plain_blocks: str = option(
+        "none", "'edges' runs one iteration (plain SparseGPT) on the second and last two blocks, the reference "
+                "code's rule for 32-block models stated by depth", choices=("none", "edges"))
+    s_step: str = option(
+        "safe", "gradient step on the gate pre-activation: 'safe' (capped by curvature, kept only where it lowers "
+                "the objective) or 'reference' (plain lr 0.01, diverges on massive activations)",
+        choices=("safe", "reference"))
 
     def __post_init__(self):
         super().__post_init__()
-        if self.iterations < 1:
-            raise PrunekitError("iterations must be at least 1")
-        if self.plain_blocks not in ("none", "edges"):
-            raise PrunekitError("plain_blocks is 'none' or 'edges'")
-        if self.s_step not in ("safe", "reference"):
-            raise PrunekitError("s_step is 'safe' or 'reference'")
+        require(self.iterations >= 1, "{iterations} must be at least 1")
+        require(self.plain_blocks in ("none", "edges"), "{plain_blocks} is 'none' or 'edges'")
+        require(self.s_step in ("safe", "reference"), "{s_step} is 'safe' or 'reference'")
         for name in ("alpha", "beta", "gamma"):
             v = getattr(self, name)
-            if v is not None and not v > 0:
-                raise PrunekitError(f"{name} must be positive")
+            require(v is None or v > 0, f"{{{name}}} must be positive")
 
 
+@register_method("sparsellm", SparseLLMConfig)
 class SparseLLMPruner(LayerwiseMethod):
     def __init__(self, config, adapter):
         super().__init__(config, adapter)
-        fam = adapter.family
-        d = DEFAULT_PENALTY[fam]
+        d = adapter.spec.defaults["sparsellm_penalty"]
         self.alpha = config.alpha or d
         self.beta = config.beta or d
         self.gamma = config.gamma or d
         self.history = {}            # block index -> relative FFN reconstruction error per iteration
-        act = getattr(adapter.model.config, "hidden_act", None) or getattr(adapter.model.config, "activation_function", None)
-        expected = "relu" if fam == "opt" else "silu"
-        if act not in (expected, "swish" if expected == "silu" else expected):
-            raise PrunekitError(f"sparsellm's closed forms assume a {expected} FFN; this model uses {act}")
+        ffn, act = adapter.spec.ffn, adapter.activation
+        if act not in ACTIVATIONS[ffn]:
+            raise PrunekitError(f"sparsellm's closed forms assume a {ACTIVATIONS[ffn][0]} FFN; "
+                                f"this {adapter.family} model uses {act}")
 
     def observe(self, index, block):
         lin = self.linears(block)
@@ -109,8 +113,8 @@ class SparseLLMPruner(LayerwiseMethod):
         self.rec = None
         H_in = self.hessians[spec.mlp_in[0]].H
         H_out0 = self.hessians[spec.mlp_out[0]].H
-        if self.adapter.family == "opt":
-            weights, errs = self._relu_ffn(index, lin, X, Y, pre["fc1"], H_in, H_out0)
+        if self.adapter.spec.ffn == "plain":
+            weights, errs = self._relu_ffn(index, lin, X, Y, pre[spec.roles["up"]], H_in, H_out0)
         else:
             weights, errs = self._swiglu_ffn(index, lin, X, Y, pre, H_in, H_out0)
         for name, W in weights.items():
@@ -126,10 +130,11 @@ class SparseLLMPruner(LayerwiseMethod):
         return linear.bias.float() if linear.bias is not None else torch.zeros(like, device=linear.weight.device)
 
     def _swiglu_ffn(self, index, lin, X, Y, pre, H_in, H_out0):
-        gate, up, down = (lin[n] for n in ("mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"))
+        names = [self.adapter.spec.roles[r] for r in ("gate", "up", "down")]
+        gate, up, down = (lin[n] for n in names)
         bg, bu, bd = self._bias(gate, gate.out_features), self._bias(up, up.out_features), self._bias(down, down.out_features)
         a, b, g = self.alpha, self.beta, self.gamma
-        s, z = pre["mlp.gate_proj"], pre["mlp.up_proj"]
+        s, z = pre[names[0]], pre[names[1]]
         p = F.silu(s) * z
         Wg, Wu, Wd = gate.weight.float(), up.weight.float(), down.weight.float()
         errs = []
@@ -140,9 +145,9 @@ class SparseLLMPruner(LayerwiseMethod):
                 Wg = S.ridge_fit(X, s - bg, self.config.ridge)
                 Wd = S.ridge_fit(p, Y - bd, self.config.ridge)
             H_p = H_out0 if t == 0 else S.hessian_of(p)
-            Wg = self._prune(index, "mlp.gate_proj", Wg, H_in)
-            Wu = self._prune(index, "mlp.up_proj", Wu, H_in)
-            Wd = self._prune(index, "mlp.down_proj", Wd, H_p)
+            Wg = self._prune(index, names[0], Wg, H_in)
+            Wu = self._prune(index, names[1], Wu, H_in)
+            Wd = self._prune(index, names[2], Wd, H_p)
             m_g, m_u = X @ Wg.T + bg, X @ Wu.T + bu
             errs.append(S.relative_error(Y, (F.silu(m_g) * m_u) @ Wd.T + bd))
             if t == T - 1:
@@ -150,10 +155,11 @@ class SparseLLMPruner(LayerwiseMethod):
             p = S.update_p(Wd, Y - bd, F.silu(s) * z, b, g)
             z = S.update_z_swiglu(p, m_u, s, a, g)
             s = S.update_s_swiglu(s, m_g, z, p, a, g, safeguard=self.config.s_step == "safe")
-        return {"mlp.gate_proj": Wg, "mlp.up_proj": Wu, "mlp.down_proj": Wd}, errs
+        return dict(zip(names, (Wg, Wu, Wd))), errs
 
     def _relu_ffn(self, index, lin, X, Y, z, H_in, H_out0):
-        fc1, fc2 = lin["fc1"], lin["fc2"]
+        names = [self.adapter.spec.roles[r] for r in ("up", "down")]
+        fc1, fc2 = (lin[n] for n in names)
         b1, b2 = self._bias(fc1, fc1.out_features), self._bias(fc2, fc2.out_features)
         a, b, g = self.alpha, self.beta, self.gamma
         p = F.relu(z)
@@ -165,17 +171,39 @@ class SparseLLMPruner(LayerwiseMethod):
                 W1 = S.ridge_fit(X, z - b1, self.config.ridge)
                 W2 = S.ridge_fit(p, Y - b2, self.config.ridge)
             H_p = H_out0 if t == 0 else S.hessian_of(p)
-            W1 = self._prune(index, "fc1", W1, H_in)
-            W2 = self._prune(index, "fc2", W2, H_p)
+            W1 = self._prune(index, names[0], W1, H_in)
+            W2 = self._prune(index, names[1], W2, H_p)
             m = X @ W1.T + b1
             errs.append(S.relative_error(Y, F.relu(m) @ W2.T + b2))
             if t == T - 1:
                 break
             p = S.update_p(W2, Y - b2, F.relu(z), b, g)
             z = S.update_z_relu(p, m, a, g)
-        return {"fc1": W1, "fc2": W2}, errs
+        return dict(zip(names, (W1, W2))), errs
 
     def summary(self) -> dict:
         return {"cholesky_retries": getattr(self, "cholesky_retries", 0),
                 "penalties": {"alpha": self.alpha, "beta": self.beta, "gamma": self.gamma},
                 "ffn_relative_error": {str(k): v for k, v in self.history.items()}}
+
+    @classmethod
+    def summary_lines(cls, report: dict) -> list[str]:
+        lines = super().summary_lines(report)
+        hist = report["method"].get("ffn_relative_error")
+        if hist:
+            first = sum(v[0] for v in hist.values()) / len(hist)
+            last = sum(v[-1] for v in hist.values()) / len(hist)
+            lines.insert(1, f"  FFN error     mean relative error {first:.4g} after iteration 1 -> {last:.4g} after the last")
+        return lines
+
+    @classmethod
+    def figures(cls, report: dict, folder: Path) -> list[str]:
+        from ...plots import plot_convergence
+        meth = report["method"]
+        if not meth.get("ffn_relative_error"):
+            return []
+        cfg = meth["config"]
+        what = cfg["pattern"] or f"{cfg['sparsity']:.0%}"
+        plot_convergence(meth["ffn_relative_error"], Path(folder) / "sparsellm_convergence.png",
+                         f"SparseLLM FFN convergence, {report['model']['source']}, {what}")
+        return ["sparsellm_convergence.png"]

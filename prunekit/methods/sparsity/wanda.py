@@ -1,21 +1,24 @@
-"""Wanda (Sun et al. 2023): score |W_ij| * ||X_j||, compared within each output row, no update.
-All linears of a block take their statistics from one pass over the unpruned block."""
+"""Wanda (Sun et al. 2023, "A Simple and Effective Pruning Approach for Large Language Models",
+arXiv 2306.11695): score |W_ij| * ||X_j||, compared within each output row, no update. All
+linears of a block take their statistics from one pass over the unpruned block."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 from ...solvers.masks import sparsity_mask
 from ...solvers.scores import wanda_score
 from ...solvers.stats import InputSquaredNorm
-from ..base import LayerwiseMethod, SparsityConfig, apply_mask
+from ..base import apply_mask
+from ..registry import register_method
+from .base import LayerwiseMethod, SparsityConfig
 
 
 @dataclass
 class WandaConfig(SparsityConfig):
-    method: ClassVar[str] = "wanda"
+    pass
 
 
+@register_method("wanda", WandaConfig)
 class WandaPruner(LayerwiseMethod):
     def observe(self, index, block):
         self.stats = {}

@@ -79,7 +79,7 @@ SEARCH_SPACE = ((0.9, 0.9, 0.6, 1.0), (0.8, 0.8, 0.4, 1.0), (0.7, 0.7, 0.2, 0.93
 
 def search_space(keep: float) -> tuple[float, float, float]:
     """(min attention ratio, min MLP ratio, min depth fraction) for a target; the 70% row's
-    attention bound is printed as 0.3 in the paper, read as 0.7 (algorithms.md 6.2)."""
+    attention bound is printed as 0.3 in the paper, read as 0.7 (docs/methods.md)."""
     for target, attn, mlp, depth in SEARCH_SPACE:
         if keep >= target - 1e-9:
             return attn, mlp, depth

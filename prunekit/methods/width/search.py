@@ -1,4 +1,5 @@
-"""search-llm (algorithms.md 6): importance-initialised structured sub-network, evolutionary
+"""search-llm (Shen et al. 2024, "Search for Efficient Large Language Models", NeurIPS 2024,
+arXiv 2409.17372; docs/methods.md): importance-initialised structured sub-network, evolutionary
 search under a parameter band, ADMM reformation of the output-side projections, and a
 physically smaller model.
 
@@ -13,20 +14,26 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
-from typing import ClassVar
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ...engine import BlockVisitor, LayerwiseEngine
 from ...errors import PrunekitError
 from ...models.adapter import ModelAdapter
+from ...models.plumbing import on_device
 from ...solvers.stats import InputHessian
 from ...solvers.width import admm_reform, attention_unit_scores, importance
+from ..base import Job, Method
+from ..options import option, require
+from ..registry import register_method
+from ..sparsity.sparsegpt import DampedConfig
 from .genome import Genome, Space, Shape, crossover
-from .slicing import DenseWeights, block_channels, shape_of, sliced_model
+from .slicing import DenseWeights, block_channels, keep_cols, keep_rows, shape_of, sliced_model
 
 # the paper's mutation probabilities: generation 0 / large-randomness, and ordinary mutants
 P_RATIO0, P_MASK0 = 0.3, 0.6
@@ -34,46 +41,38 @@ P_DEPTH, P_RATIO, P_MASK = 0.1, 0.1, 0.3
 
 
 @dataclass
-class SearchConfig:
-    keep: float = 0.8                 # kept fraction of decoder-block projection parameters
-    generations: int = 5              # 0: the importance initialisation alone
-    population: int = 16              # generation-0 candidates (paper 100)
-    mutants: int = 8                  # per generation (paper 50)
-    crossovers: int = 4               # per generation (paper 30)
-    randoms: int = 4                  # large-randomness mutants per generation (paper 20)
-    top_k: int = 4                    # survivors (paper 10)
-    band: float = 0.01                # legal: kept fraction within keep ± band
-    search_depth: bool = False        # also search the number of leading blocks kept
-    score: str = "importance"         # importance (the paper) or magnitude (weight-norm baseline)
-    reform: str = "admm"              # admm or none
-    rho: float = 1.0
-    admm_iters: int = 30
-    fitness_windows: int = 2
-    fitness_seqlen: int = 256
-    seed: int = 0
-    percdamp: float = 0.01
-    method: ClassVar[str] = "search"
+class SearchConfig(DampedConfig):
+    keep: float = option(0.8, "kept fraction of the decoder-block projection parameters")
+    generations: int = option(5, "evolution rounds after generation 0 (0 = importance initialisation alone)")
+    population: int = option(16, "generation-0 candidates (paper 100)")
+    mutants: int = option(8, "mutants per generation (paper 50)")
+    crossovers: int = option(4, "crossovers per generation (paper 30)")
+    randoms: int = option(4, "large-randomness mutants per generation (paper 20)")
+    top_k: int = option(4, "survivors per generation (paper 10)")
+    band: float = option(0.01, "candidates must keep keep ± band of the block parameters")
+    search_depth: bool = option(False, "also search how many leading blocks to keep (paper table 1 bounds)")
+    score: str = option("importance", "unit scores: importance (the paper's W²/[(2XXᵀ)⁻¹]_jj) or magnitude "
+                                      "(weight norms: the structured-magnitude baseline)",
+                        choices=("importance", "magnitude"))
+    reform: str = option("admm", "ADMM reformation of the attention and MLP output projections from the "
+                                 "calibration data", choices=("admm", "none"))
+    rho: float = option(1.0, "ADMM penalty, relative to a unit-diagonal XXᵀ")
+    admm_iters: int = option(30, "ADMM iterations")
+    fitness_windows: int = option(2, "calibration windows the fitness perplexity uses")
+    fitness_seqlen: int = option(256, "their length in tokens")
+    seed: int = option(0, "seed of the evolutionary search", flag="--search-seed")
 
     def __post_init__(self):
-        if not (0.0 < self.keep <= 1.0):
-            raise PrunekitError(f"--keep {self.keep:g} is outside (0, 1]")
+        super().__post_init__()
+        require(0.0 < self.keep <= 1.0, f"{{keep}} {self.keep:g} is outside (0, 1]")
         for name in ("generations", "mutants", "crossovers", "randoms"):
-            if getattr(self, name) < 0:
-                raise PrunekitError(f"--{name} must be at least 0")
+            require(getattr(self, name) >= 0, f"{{{name}}} must be at least 0")
         for name in ("population", "top_k", "fitness_windows", "admm_iters"):
-            if getattr(self, name) < 1:
-                raise PrunekitError(f"--{name.replace('_', '-')} must be at least 1")
-        if self.fitness_seqlen < 2:
-            raise PrunekitError("--fitness-seqlen must be at least 2")
-        if self.score not in ("importance", "magnitude"):
-            raise PrunekitError(f"--score {self.score}: choose importance or magnitude")
-        if self.reform not in ("admm", "none"):
-            raise PrunekitError(f"--reform {self.reform}: choose admm or none")
-        if self.rho <= 0 or self.band <= 0:
-            raise PrunekitError("--rho and --band must be positive")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+            require(getattr(self, name) >= 1, f"{{{name}}} must be at least 1")
+        require(self.fitness_seqlen >= 2, "{fitness_seqlen} must be at least 2")
+        require(self.score in ("importance", "magnitude"), f"{{score}} {self.score}: choose importance or magnitude")
+        require(self.reform in ("admm", "none"), f"{{reform}} {self.reform}: choose admm or none")
+        require(self.rho > 0 and self.band > 0, "{rho} and {band} must be positive")
 
 
 class _ImportanceScores(BlockVisitor):
@@ -86,9 +85,9 @@ class _ImportanceScores(BlockVisitor):
         self.attn, self.mlp = {}, {}
 
     def observe(self, index, block):
-        s = self.adapter.spec
+        r = self.adapter.spec.roles
         lins = self.adapter.block_linears(block)
-        names = {"attn_in": s.attn_in[0], "attn_out": s.attn_out[0], "mlp_in": s.mlp_in[0], "mlp_out": s.mlp_out[0]}
+        names = {"attn_in": r["q"], "attn_out": r["o"], "mlp_in": self.adapter.spec.mlp_in[0], "mlp_out": r["down"]}
         self.stats = {k: InputHessian(lins[n].in_features, lins[n].weight.device) for k, n in names.items()}
         return {lins[n]: _input_only(self.stats[k]) for k, n in names.items()}
 
@@ -107,7 +106,7 @@ def block_unit_scores(adapter: ModelAdapter, block, shape: Shape, score: str, pe
     """(attention unit scores [kv_heads, pairs], MLP channel scores [intermediate]) of one block:
     summed importance (or squared weight norms) over the rows of the producers and the columns
     of the consumer of each unit."""
-    s = adapter.spec
+    s, r = adapter.spec, adapter.spec.roles
     lins = adapter.block_linears(block)
 
     def rows_cols(name, key):
@@ -115,12 +114,10 @@ def block_unit_scores(adapter: ModelAdapter, block, shape: Shape, score: str, pe
         if score == "magnitude":
             return w.double().square().sum(1), w.double().square().sum(0)
         return importance(w, stats[key].H.cpu(), percdamp)
-    q = rows_cols(s.attn_in[0], "attn_in")[0]
-    k = rows_cols(s.attn_in[1], "attn_in")[0]
-    v = rows_cols(s.attn_in[2], "attn_in")[0]
-    o = rows_cols(s.attn_out[0], "attn_out")[1]
+    q, k, v = (rows_cols(r[role], "attn_in")[0] for role in ("q", "k", "v"))
+    o = rows_cols(r["o"], "attn_out")[1]
     attn = attention_unit_scores(q, k, v, o, shape.heads, shape.kv_heads, shape.head_dim, shape.rotary)
-    mlp = sum(rows_cols(n, "mlp_in")[0] for n in s.mlp_in) + rows_cols(s.mlp_out[0], "mlp_out")[1]
+    mlp = sum(rows_cols(n, "mlp_in")[0] for n in s.mlp_in) + rows_cols(r["down"], "mlp_out")[1]
     return attn, mlp
 
 
@@ -133,24 +130,23 @@ class _Reformer(BlockVisitor):
         self.residuals = {}
 
     def observe(self, index, block):
-        s = self.adapter.spec
+        r = self.adapter.spec.roles
         lins = self.adapter.block_linears(block)
-        self.h = {n: InputHessian(lins[n].in_features, lins[n].weight.device) for n in (s.attn_out[0], s.mlp_out[0])}
+        self.h = {n: InputHessian(lins[n].in_features, lins[n].weight.device) for n in (r["o"], r["down"])}
         return {lins[n]: _input_only(h) for n, h in self.h.items()}
 
     @torch.no_grad()
     def edit(self, index, block):
-        s = self.adapter.spec
+        s, r = self.adapter.spec, self.adapter.spec.roles
         lins = self.adapter.block_linears(block)
         ch = block_channels(self.genome, index, self.shape)
         dense = {n: lins[n].weight.detach().clone() for n in self.h}
-        from .slicing import _keep_cols, _keep_rows
-        _keep_rows(lins[s.attn_in[0]], ch["q"])
-        for n in s.attn_in[1:]:
-            _keep_rows(lins[n], ch["kv"])
+        keep_rows(lins[r["q"]], ch["q"])
+        for role in ("k", "v"):
+            keep_rows(lins[r[role]], ch["kv"])
         for n in s.mlp_in:
-            _keep_rows(lins[n], ch["mlp"])
-        for name, keep in ((s.attn_out[0], ch["q"]), (s.mlp_out[0], ch["mlp"])):
+            keep_rows(lins[n], ch["mlp"])
+        for name, keep in ((r["o"], ch["q"]), (r["down"], ch["mlp"])):
             omit = torch.ones(lins[name].in_features, dtype=torch.bool)
             omit[keep] = False
             w, res = admm_reform(dense[name].float().cpu(), self.h[name].H.cpu(), omit, self.config.rho,
@@ -159,24 +155,21 @@ class _Reformer(BlockVisitor):
             self.residuals[f"{index}.{name}"] = res[-1]
 
 
-class SearchMethod:
-    needs_calibration: ClassVar[bool] = True
-    kind: ClassVar[str] = "width"
-
-    def __init__(self, config: SearchConfig, adapter: ModelAdapter):
-        self.config, self.adapter = config, adapter
-        self.events: list[str] = []
-        self.details: dict = {}
+@register_method("search", SearchConfig)
+class SearchMethod(Method):
+    """Searches and reforms on the dense model (left masked in `masked_model`), then returns a new,
+    physically smaller model."""
+    returns_new_model = True
 
     def check(self) -> None:
-        shape_of(self.adapter)
+        shape_of(self.adapter, self.name)
 
-    def summary(self) -> dict:
-        return self.details
+    def run(self, job: Job) -> nn.Module:
+        return self._run(job.input_ids, job.device, job.progress)
 
-    def run(self, ids: torch.Tensor, device: str = "cpu", progress: bool = True):
+    def _run(self, ids: torch.Tensor, device: str, progress: bool) -> nn.Module:
         cfg, adapter, model = self.config, self.adapter, self.adapter.model
-        shape = shape_of(adapter)
+        shape = shape_of(adapter, self.name)
         if ids.shape[0] < cfg.fitness_windows or ids.shape[1] < cfg.fitness_seqlen:
             raise PrunekitError(f"fitness needs {cfg.fitness_windows} calibration windows of at least "
                                 f"{cfg.fitness_seqlen} tokens; calibration has {ids.shape[0]} x {ids.shape[1]}")
@@ -202,10 +195,10 @@ class SearchMethod:
                 k = g.key()
                 if k not in cache:
                     dense_weights.apply(g, shape)
-                    model.to(device)
-                    logits = model(fit_ids.to(device), use_cache=False).logits[:, :-1].float()
-                    nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), fit_ids[:, 1:].reshape(-1).to(device))
-                    model.to("cpu")
+                    with on_device(model, device):
+                        logits = model(fit_ids.to(device), use_cache=False).logits[:, :-1].float()
+                        nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                              fit_ids[:, 1:].reshape(-1).to(device))
                     cache[k] = math.exp(nll.item())
                 out.append(cache[k])
             return out
@@ -290,3 +283,31 @@ class SearchMethod:
             tqdm.write(f"generation {g}: best fitness ppl {pscores[0]:.4f}, mean of {len(children)} children "
                        f"{row['mean_ppl'] or float('nan'):.4f}") if progress else None
         return parents[0], history
+
+    @classmethod
+    def summary_lines(cls, report: dict) -> list[str]:
+        meth = report["method"]
+        cfg, g = meth["config"], meth["genome"]
+        return [f"  method        search keep {cfg['keep']} (kept {meth['kept_fraction']:.4f} of block projections; "
+                f"score {cfg['score']}, reform {cfg['reform']}, {cfg['generations']} generations)",
+                f"  fitness       ppl {meth['initial_fitness_ppl']:.3f} (initialisation) -> {meth['fitness_ppl']:.3f} "
+                f"(best; {meth['evaluations']} candidates, {meth['fitness_protocol']})",
+                f"  ratios        attention {min(g['attn']):.3f}-{max(g['attn']):.3f}, "
+                f"MLP {min(g['mlp']):.3f}-{max(g['mlp']):.3f}, depth {g['depth']}"]
+
+    @classmethod
+    def figures(cls, report: dict, folder: Path) -> list[str]:
+        from ...plots import plot_search_history
+        meth = report["method"]
+        plot_search_history(meth["history"], Path(folder) / "search_history.png",
+                            f"search-llm, keep {meth['config']['keep']}, {report['model']['source']}")
+        return ["search_history.png"]
+
+    @classmethod
+    def describe(cls, report: dict) -> dict:
+        meth = report["method"]
+        cfg = meth["config"]
+        return {"method": "search" + ("" if cfg.get("generations") else "-init") +
+                          ("-magnitude" if cfg.get("score") == "magnitude" else "") +
+                          ("-noreform" if cfg.get("reform") == "none" else ""),
+                "what": f"keep {meth['kept_fraction']:.3f} of block weights", "x": 1.0 - meth["kept_fraction"]}

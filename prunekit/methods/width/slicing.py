@@ -8,27 +8,26 @@ import torch
 import torch.nn as nn
 
 from ...errors import PrunekitError
-from ...models.adapter import ModelAdapter, get_path
+from ...models.adapter import FAMILIES, ModelAdapter
+from ...models.variable_width import empty_model
 from .genome import Genome, Shape
 
 
-def shape_of(adapter: ModelAdapter) -> Shape:
-    cfg = adapter.model.config
-    if getattr(cfg, "model_type", None) not in ("llama", "mistral", "qwen2", "opt"):
-        raise PrunekitError(f"width search supports Llama, Mistral, Qwen2 and OPT checkpoints so far, not "
-                            f"{cfg.model_type} (its norms, embeddings or attention differ from the shipped modeling code)")
-    if getattr(cfg, "sliding_window", None):
-        raise PrunekitError("width search does not support sliding-window attention yet")
-    block = adapter.layers[0]
-    if hasattr(block.self_attn, "q_norm"):
-        raise PrunekitError("width search cannot slice heads under per-head q/k norms (Qwen3)")
-    heads = cfg.num_attention_heads
-    if adapter.family == "opt":
-        return Shape(adapter.num_layers, cfg.hidden_size, heads, heads, cfg.hidden_size // heads, cfg.ffn_dim,
-                     rotary=False, mlp_matrices=2)
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
-    return Shape(adapter.num_layers, cfg.hidden_size, heads, cfg.num_key_value_heads, head_dim,
-                 cfg.intermediate_size)
+def _sliceable(spec) -> bool:
+    return spec.variable_width is not None and not spec.fused and not spec.qk_norms
+
+
+def shape_of(adapter: ModelAdapter, method: str = "search") -> Shape:
+    spec = adapter.spec
+    known = ", ".join(t for f in FAMILIES if _sliceable(f) for t in f.model_types if not t.startswith("prunekit"))
+    why = f" (width search supports {known} so far)"
+    adapter.require("no per-layer-width modeling code for this family yet" + why, spec.variable_width is not None, method)
+    adapter.require("fused projections cannot be sliced yet" + why, not spec.fused, method)
+    adapter.require("sliding-window attention is not supported yet", not adapter.sliding_window, method)
+    adapter.require("per-head q/k norms cannot be sliced yet" + why, not spec.qk_norms, method)
+    return Shape(adapter.num_layers, adapter.dim("hidden"), adapter.dim("heads"), adapter.dim("kv_heads"),
+                 adapter.dim("head_dim"), adapter.dim("mlp"), rotary=spec.rotary,
+                 mlp_matrices=len(spec.mlp_in) + len(spec.mlp_out))
 
 
 def rope_index(genome: Genome, b: int, shape: Shape) -> torch.Tensor:
@@ -63,28 +62,24 @@ class DenseWeights:
     def apply(self, genome: Genome, shape: Shape) -> None:
         """Write the genome's masked weights (zeros for removed rows and columns) and keep only
         the first `depth` blocks in the decoder."""
-        spec = self.adapter.spec
+        spec, r = self.adapter.spec, self.adapter.spec.roles
         for b in range(genome.depth):
             block, dense = self.layers[b], self.weights[b]
             ch = block_channels(genome, b, shape)
             lins = self.adapter.block_linears(block)
             for name, lin in lins.items():
                 _copy(lin, dense[name])
-            _keep_rows(lins[spec.attn_in[0]], ch["q"])
-            for name in spec.attn_in[1:]:
-                _keep_rows(lins[name], ch["kv"])
-            _keep_cols(lins[spec.attn_out[0]], ch["q"])
+            keep_rows(lins[r["q"]], ch["q"])
+            for role in ("k", "v"):
+                keep_rows(lins[r[role]], ch["kv"])
+            keep_cols(lins[r["o"]], ch["q"])
             for name in spec.mlp_in:
-                _keep_rows(lins[name], ch["mlp"])
-            _keep_cols(lins[spec.mlp_out[0]], ch["mlp"])
+                keep_rows(lins[name], ch["mlp"])
+            keep_cols(lins[r["down"]], ch["mlp"])
         self.set_depth(genome.depth)
 
     def set_depth(self, depth: int) -> None:
-        layers = self.adapter.layers
-        while len(layers):
-            del layers[len(layers) - 1]
-        for block in self.layers[:depth]:
-            layers.append(block)
+        self.adapter.replace_layers(self.layers[:depth])
 
     def restore(self) -> None:
         with torch.no_grad():
@@ -100,7 +95,7 @@ def _copy(lin: nn.Linear, dense: tuple) -> None:
         lin.bias.copy_(dense[1])
 
 
-def _keep_rows(lin: nn.Linear, keep: torch.Tensor) -> None:
+def keep_rows(lin: nn.Linear, keep: torch.Tensor) -> None:
     """Zero the removed output rows, biases included (a bias left on a removed q/k row would
     still add to the attention logits)."""
     mask = torch.ones(lin.out_features, dtype=torch.bool)
@@ -110,7 +105,7 @@ def _keep_rows(lin: nn.Linear, keep: torch.Tensor) -> None:
         lin.bias[mask] = 0
 
 
-def _keep_cols(lin: nn.Linear, keep: torch.Tensor) -> None:
+def keep_cols(lin: nn.Linear, keep: torch.Tensor) -> None:
     mask = torch.ones(lin.in_features, dtype=torch.bool)
     mask[keep] = False
     lin.weight[:, mask] = 0
@@ -118,43 +113,17 @@ def _keep_cols(lin: nn.Linear, keep: torch.Tensor) -> None:
 
 @torch.no_grad()
 def sliced_model(model, genome: Genome, shape: Shape):
-    """The physically smaller model computing what the masked model computes. A standard config
-    when attention is untouched and every MLP has one width; otherwise prunekit's small modeling
-    code (per-block widths, original rotary frequencies and softmax scale)."""
-    from transformers import AutoModelForCausalLM
-
+    """The physically smaller model computing what the masked model computes: the family's
+    standard class when attention is untouched and every MLP has one width, otherwise its
+    variable-width modeling code (per-block widths, original rotary frequencies and softmax scale)."""
     adapter = ModelAdapter(model)
-    spec = adapter.spec
+    spec, r = adapter.spec, adapter.spec.roles
     depth = genome.depth
     widths = [int(genome.mlp[b].sum()) for b in range(depth)]
     dims = [shape.unit_dims(genome.pairs_kept(b)) for b in range(depth)]
-    base = model.config.to_dict()
-    for k in ("architectures", "auto_map", "model_type", "transformers_version", "layer_types",
-              "layer_intermediate_sizes", "layer_head_dims", "dtype", "torch_dtype"):
-        base.pop(k, None)
-    base["num_hidden_layers"] = depth
-    standard = all(d == shape.head_dim for d in dims) and len(set(widths)) == 1
-    first = adapter.layers[0]
-    qkv_bias = get_path(first, spec.attn_in[0]).bias is not None
-    o_bias = get_path(first, spec.attn_out[0]).bias is not None
-    width_key = "ffn_dim" if adapter.family == "opt" else "intermediate_size"
-    if standard:
-        cfg = type(model.config)(**{**base, width_key: widths[0]})
-        small = AutoModelForCausalLM.from_config(cfg, dtype=next(model.parameters()).dtype)
-    elif adapter.family == "opt":
-        from ...export.modeling_prunekit_opt import PrunedOPTConfig, PrunedOPTForCausalLM
-        cfg = PrunedOPTConfig(**base, layer_ffn_dims=widths, layer_head_dims=dims)
-        small = PrunedOPTForCausalLM(cfg).to(next(model.parameters()).dtype)
-        PrunedOPTConfig.register_for_auto_class()
-        PrunedOPTForCausalLM.register_for_auto_class("AutoModelForCausalLM")
-    else:
-        from ...export.modeling_prunekit_llama import PrunedLlamaConfig, PrunedLlamaForCausalLM
-        base.pop("attention_bias", None)
-        cfg = PrunedLlamaConfig(**base, layer_intermediate_sizes=widths, layer_head_dims=dims,
-                                attention_qkv_bias=qkv_bias, attention_o_bias=o_bias)
-        small = PrunedLlamaForCausalLM(cfg).to(next(model.parameters()).dtype)
-        PrunedLlamaConfig.register_for_auto_class()
-        PrunedLlamaForCausalLM.register_for_auto_class("AutoModelForCausalLM")
+    small = empty_model(adapter, depth, widths, dims)
+    standard = not hasattr(small.config, "layer_head_dims")
+    attention = r["q"].rsplit(".", 1)[0]       # the module holding the kept dims' rotary index
     state = {}
     prefix = spec.layers_path + "."
     for key, value in model.state_dict().items():
@@ -167,19 +136,19 @@ def sliced_model(model, genome: Genome, shape: Shape):
             continue
         ch = block_channels(genome, b, shape)
         name, kind = rest.rsplit(".", 1)
-        if name == spec.attn_in[0]:
+        if name == r["q"]:
             value = value[ch["q"]]
-        elif name in spec.attn_in[1:]:
+        elif name in (r["k"], r["v"]):
             value = value[ch["kv"]]
-        elif name == spec.attn_out[0] and kind == "weight":
+        elif name == r["o"] and kind == "weight":
             value = value[:, ch["q"]]
         elif name in spec.mlp_in:
             value = value[ch["mlp"]]
-        elif name == spec.mlp_out[0] and kind == "weight":
+        elif name == r["down"] and kind == "weight":
             value = value[:, ch["mlp"]]
         state[key] = value
-        if name == spec.attn_out[0] and kind == "weight" and not standard and shape.rotary:
-            state[f"{prefix}{b}.self_attn.rope_index"] = ch["rope"]
+        if name == r["o"] and kind == "weight" and not standard and shape.rotary:
+            state[f"{prefix}{b}.{attention}.rope_index"] = ch["rope"]
     missing, unexpected = small.load_state_dict(state, strict=False)
     missing = [m for m in missing if not m.endswith("lm_head.weight") or not model.config.tie_word_embeddings]
     if missing or unexpected:

@@ -1,0 +1,56 @@
+"""Empty models of a family with per-block widths, for width-pruned weights to be loaded into.
+
+One MLP width everywhere and untouched attention give the family's own standard class;
+otherwise the family's variable-width modeling code (`modeling_prunekit_<name>.py`), which is
+registered for the auto classes so that `save_pretrained` writes that file next to the weights
+and `from_pretrained(..., trust_remote_code=True)` loads it anywhere."""
+from __future__ import annotations
+
+import torch.nn as nn
+
+from ..errors import PrunekitError
+from .adapter import ModelAdapter
+
+# config keys that describe the dense model or its saved form, not the new one
+_DROP_KEYS = ("architectures", "auto_map", "model_type", "transformers_version", "layer_types",
+              "layer_intermediate_sizes", "layer_head_dims", "layer_ffn_dims", "dtype", "torch_dtype")
+
+
+def _variable_classes(kind: str):
+    if kind == "llama":
+        from .modeling_prunekit_llama import PrunedLlamaConfig, PrunedLlamaForCausalLM
+        return PrunedLlamaConfig, PrunedLlamaForCausalLM
+    if kind == "opt":
+        from .modeling_prunekit_opt import PrunedOPTConfig, PrunedOPTForCausalLM
+        return PrunedOPTConfig, PrunedOPTForCausalLM
+    raise PrunekitError(f"no variable-width modeling code for {kind} models")
+
+
+def empty_model(adapter: ModelAdapter, depth: int, mlp_widths: list[int], head_dims: list[int]) -> nn.Module:
+    """An untrained model like `adapter.model` with `depth` blocks of the given MLP widths and
+    attention head dims (same dtype)."""
+    from transformers import AutoModelForCausalLM
+
+    model = adapter.model
+    dtype = next(model.parameters()).dtype
+    base = model.config.to_dict()
+    for k in _DROP_KEYS:
+        base.pop(k, None)
+    base["num_hidden_layers"] = depth
+    mlp_key = adapter.spec.dims["mlp"]
+    if all(d == adapter.dim("head_dim") for d in head_dims) and len(set(mlp_widths)) == 1:
+        cfg = type(model.config)(**{**base, mlp_key: mlp_widths[0]})
+        return AutoModelForCausalLM.from_config(cfg, dtype=dtype)
+    config_cls, model_cls = _variable_classes(adapter.spec.variable_width)
+    first = adapter.layers[0]
+    if adapter.spec.variable_width == "opt":
+        cfg = config_cls(**base, layer_ffn_dims=mlp_widths, layer_head_dims=head_dims)
+    else:
+        base.pop("attention_bias", None)
+        cfg = config_cls(**base, layer_intermediate_sizes=mlp_widths, layer_head_dims=head_dims,
+                         attention_qkv_bias=adapter.role(first, "q").bias is not None,
+                         attention_o_bias=adapter.role(first, "o").bias is not None)
+    small = model_cls(cfg).to(dtype)
+    config_cls.register_for_auto_class()
+    model_cls.register_for_auto_class("AutoModelForCausalLM")
+    return small

@@ -1,0 +1,42 @@
+"""Checks and evaluation steps the workflows share."""
+from __future__ import annotations
+
+import torch
+
+from ..errors import ConfigError, PrunekitError
+
+
+def check_device(device: str) -> str:
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise PrunekitError(f"device {device} requested but CUDA is not available")
+    if not (device == "cpu" or device.startswith("cuda")):
+        raise PrunekitError(f"unknown device '{device}': use cpu or cuda[:N]")
+    return device
+
+
+def at_least(name: str, value, least: int = 1) -> None:
+    """`name` is an argument of the workflow (the CLI shows its flag)."""
+    if value is not None and value < least:
+        raise ConfigError(f"{{{name}}} must be at least {least} (got {value})")
+
+
+def eval_names(spec) -> list[str]:
+    """'wikitext2,ptb' or ['wikitext2', 'ptb'] -> names; None, '' and 'none' -> []."""
+    if not spec or spec == "none":
+        return []
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    return [s.strip() for s in items if s.strip() and s.strip() != "none"]
+
+
+def prepare_evals(names: list[str], tokenizer, seqlen: int, windows: int | None, data_dir) -> dict:
+    """Tokenised evaluation texts, loaded before any pruning so a missing file fails early."""
+    from ..eval.ppl import eval_tokens
+    at_least("eval_seqlen", seqlen)
+    at_least("eval_windows", windows)
+    return {name: eval_tokens(name, tokenizer, seqlen, data_dir) for name in names}
+
+
+def run_evals(model, texts: dict, seqlen: int, windows: int | None, device: str) -> dict:
+    from ..eval.ppl import perplexity
+    return {name: perplexity(model, None, seqlen=seqlen, windows=windows, device=device, text=t)
+            for name, t in texts.items()}

@@ -1,0 +1,85 @@
+"""`prunekit eval` as a function: perplexity, KL to the dense model and zero-shot accuracy of any
+model, written to a report (and, on request, merged into a prunekit output folder's report)."""
+from __future__ import annotations
+
+from .. import report as rep
+from ..atomic import atomic_dir, write_json
+from ..errors import PrunekitError
+from ..export.save import REPORT_NAME, check_output_dir, read_report, update_report
+from ..models.adapter import ModelAdapter
+from ..models.loading import load_model
+from ..stats import sparsity_stats
+from .common import at_least, check_device, eval_names, prepare_evals, run_evals
+
+
+def evaluate_model(model: str, *, evals="wikitext2", eval_seqlen: int = 2048, eval_windows: int | None = None,
+                   tasks=None, limit: int | None = None, batch_size: int = 8, dense: str | None = None,
+                   kl_data: str = "wikitext2:test", kl_nsamples: int = 16, kl_seqlen: int = 512,
+                   data_dir: str | None = None, dtype: str = "float32", device: str = "cpu",
+                   trust_remote_code: bool = False, save_to_model: bool = False, output: str | None = None,
+                   overwrite: bool = False) -> dict:
+    """Evaluate `model`: perplexity on `evals` (add 'kl' for the KL divergence from `dense`, by
+    default the source named in the folder's report), zero-shot `tasks` (a list, a comma list or
+    'all') through lm-eval. Returns the report."""
+    device = check_device(device)
+    if output:
+        check_output_dir(output, overwrite)
+    names = eval_names(evals)
+    want_kl = "kl" in names
+    names = [n for n in names if n != "kl"]
+    task_list = _task_list(tasks, limit, batch_size)
+    prior = read_report(model)
+    if save_to_model and prior is None:
+        raise PrunekitError(f"--save-to-model needs a prunekit output folder; {model} has no {REPORT_NAME}")
+    dense_spec = dense or (prior or {}).get("model", {}).get("source")
+    if want_kl:
+        at_least("kl_nsamples", kl_nsamples)
+        at_least("kl_seqlen", kl_seqlen, 2)
+        if not dense_spec:
+            raise PrunekitError("--eval kl needs --dense (the model is not a prunekit output folder)")
+    loaded, tok, source = load_model(model, dtype, trust_remote_code)
+    texts = prepare_evals(names, tok, eval_seqlen, eval_windows, data_dir)
+    if not texts and not task_list and not want_kl:
+        raise PrunekitError("nothing to evaluate: give --eval and/or --tasks")
+    report = {"command": "eval", "model": rep.model_section(loaded, source), "method": None, "calibration": None,
+              "sparsity": sparsity_stats(ModelAdapter(loaded))}
+    if prior and prior.get("method"):   # evaluating a prunekit output: keep what was done to it
+        report.update(method=prior["method"], calibration=prior.get("calibration"), pruned_from=prior["model"]["source"])
+    results = {}
+    if texts:
+        results["eval"] = run_evals(loaded, texts, eval_seqlen, eval_windows, device)
+    if want_kl:
+        results["kl"] = _kl(loaded, tok, dense_spec, kl_data, kl_nsamples, kl_seqlen, data_dir, dtype, device,
+                            trust_remote_code)
+    if task_list:
+        from ..eval.zeroshot import zero_shot
+        results["zero_shot"] = zero_shot(loaded, tok, task_list, data_dir, limit, batch_size, device)
+    report.update(results)
+    report["timing"] = {"peak_rss_gb": rep.peak_rss_gb()}
+    report["environment"] = rep.environment(device)
+    if output:
+        report["output"] = output
+        with atomic_dir(output, overwrite) as tmp:
+            write_json(tmp / REPORT_NAME, report)
+    if save_to_model:
+        update_report(model, results)
+    return report
+
+
+def _task_list(tasks, limit, batch_size) -> list[str] | None:
+    if not tasks:
+        return None
+    from ..eval.zeroshot import DEFAULT_TASKS, parse_tasks
+    at_least("limit", limit)
+    at_least("batch_size", batch_size)
+    if tasks == "all":
+        return list(DEFAULT_TASKS)
+    return parse_tasks(tasks if isinstance(tasks, str) else ",".join(tasks))
+
+
+def _kl(model, tok, dense_spec, kl_data, nsamples, seqlen, data_dir, dtype, device, trust_remote_code) -> dict:
+    from ..data.calibration import build_calibration
+    from ..eval.kl import kl_to_dense
+    dense, _, _ = load_model(dense_spec, dtype, trust_remote_code)
+    windows = build_calibration(kl_data, dense, tok, nsamples, seqlen, 0, data_dir, device)
+    return {**kl_to_dense(model, dense, windows.input_ids, device), "dense": dense_spec, "data": windows.describe()}
