@@ -1,8 +1,8 @@
 """Where an architecture keeps its decoder blocks, norms and linears.
 
 The one place that knows module names. Methods and the engine ask the adapter; they never
-spell `model.model.layers` or `mlp.down_proj` themselves. Families are recognised by
-structure, so any model built like Llama (Mistral, Qwen2, Qwen3, ...) works unlisted.
+spell `model.model.layers` or `mlp.down_proj` themselves. Only the listed model types are
+accepted (a Llama-like module layout alone is not enough); their specs are matched by structure.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch.nn as nn
 from ..errors import PrunekitError
 
 SUPPORTED_ARCHITECTURES = (
-    "llama-like (Llama, Mistral, Qwen2, Qwen3 and models with the same module layout)",
+    "llama-like (Llama, Mistral, Qwen2, Qwen3)",
     "opt",
 )
 
@@ -57,6 +57,10 @@ OPT = FamilySpec(
 
 FAMILIES = (LLAMA, OPT)
 
+# model_type values whose layout the specs above describe exactly (prunekit_* are width outputs).
+# Checked before the module names: Gemma 2/3 have Llama-like names but other norms and embeddings.
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "opt", "prunekit_llama", "prunekit_opt")
+
 
 def get_path(root: nn.Module, path: str):
     obj = root
@@ -81,6 +85,10 @@ class ModelAdapter:
 
     def __init__(self, model: nn.Module):
         self.model = model
+        model_type = getattr(getattr(model, "config", None), "model_type", None)
+        if model_type not in SUPPORTED_MODEL_TYPES:
+            raise PrunekitError(f"unsupported model_type {model_type}: prunekit supports "
+                                + ", ".join(SUPPORTED_MODEL_TYPES))
         for spec in FAMILIES:
             if _matches(model, spec):
                 self.spec = spec
