@@ -188,3 +188,16 @@ def test_unknown_families_are_refused_before_any_work(family):
     line = str(err.value)
     assert "\n" not in line and f"unsupported model_type {model_type}:" in line
     assert all(t in line for t in ("llama", "mistral", "qwen2", "qwen3", "opt"))
+
+
+def test_cli_refuses_an_unknown_family_in_one_line(tmp_path, tokenizer, data_dir, capsys):
+    from prunekit.cli import main
+    from .test_cli import _prune_args
+    src, out = tmp_path / "tiny-gemma3", tmp_path / "out"
+    structured_model("gemma3").save_pretrained(src)
+    tokenizer.save_pretrained(src)
+    capsys.readouterr()         # saving writes progress bars to stderr
+    assert main(_prune_args(src, out, data_dir)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unsupported model_type gemma3_text" in err[0], err
+    assert not out.exists()

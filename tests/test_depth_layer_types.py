@@ -1,7 +1,7 @@
 """Depth pruning of models whose blocks differ by layer type (sliding-window and full attention,
 other rotary bases): a candidate scored by the depth stack is what the rebuilt model computes,
 and the rebuilt model keeps each block's layer type, reloads and generates with the KV cache.
-Gemma 3 goes through the stack directly (the adapter refuses it for now, see test_block_kwargs)."""
+Gemma 2 and 3 go through the stack directly (the adapter refuses it for now, see test_block_kwargs)."""
 import copy
 
 import pytest
@@ -19,7 +19,7 @@ from prunekit.methods.depth.stack import BlockStack
 from .test_block_kwargs import _ids, adapter_for, rel_err
 from .tiny_models import SLIDING, structured_model
 
-MIXED = ["qwen2", "qwen3", "gemma3"]
+MIXED = ["qwen2", "qwen3", "gemma2", "gemma3"]
 
 
 def _final_hidden(model, ids):
@@ -55,7 +55,7 @@ def test_stack_candidates_compute_what_the_rebuilt_model_computes(family):
     assert rel_err(_final_hidden(wrong, ids), own) > 1e-3
 
 
-def _prune_gemma3(model, ids):
+def _prune_gemma(model, ids):
     """What prunekit.prune does for depth methods, without the adapter's family check: SLM
     merges two blocks, then ShortGPT removes one."""
     for method, config in ((SLM, SLMConfig(remove_layers=2)), (ShortGPT, ShortGPTConfig(remove_layers=1))):
@@ -70,8 +70,8 @@ def test_depth_pruned_mixed_model_reloads_and_generates_with_the_kv_cache(family
     model = structured_model(family, layers=6)
     types = list(model.config.layer_types)
     ids = _ids(3, seed=1)
-    if family == "gemma3":
-        _prune_gemma3(model, ids)
+    if family.startswith("gemma"):
+        _prune_gemma(model, ids)
     else:
         prune(model, SLMConfig(remove_layers=2), ids, progress=False)
         prune(model, ShortGPTConfig(remove_layers=1), ids, progress=False)
