@@ -1,7 +1,7 @@
 """Depth pruning of models whose blocks differ by layer type (sliding-window and full attention,
 other rotary bases): a candidate scored by the depth stack is what the rebuilt model computes,
 and the rebuilt model keeps each block's layer type, reloads and generates with the KV cache.
-Gemma 2 and 3 go through the stack directly (the adapter refuses it for now, see test_block_kwargs)."""
+Gemma 2 and 3 go through the stack directly (the adapter refuses them for now, see test_block_kwargs)."""
 import copy
 
 import pytest

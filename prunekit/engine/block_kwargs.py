@@ -24,8 +24,8 @@ class _Stop(Exception):
 
 
 class _Recorder:
-    def __init__(self, count: int):
-        self.count = count
+    def __init__(self, count: int, offload: torch.device):
+        self.count, self.offload = count, offload
         self.hidden: list[torch.Tensor] = []
         self.kwargs: list[dict | None] = [None] * count
         self.first_window = True
@@ -35,7 +35,7 @@ class _Recorder:
             if args:  # decoders pass everything but the hidden state by keyword; refuse to guess
                 raise PrunekitError("decoder block called with positional arguments; cannot record them")
             if index == 0:
-                self.hidden.append(hidden_states)
+                self.hidden.append(hidden_states.to(self.offload))
             if not self.first_window:
                 raise _Stop
             self.kwargs[index] = kwargs
@@ -96,7 +96,7 @@ def record_block_inputs(model: nn.Module, layers: nn.ModuleList, input_ids: torc
                         device: torch.device, offload: torch.device) -> tuple[torch.Tensor, list[dict]]:
     """(block 0's input for every window [n, L, d] on `offload`, one kwargs dict per block on
     `device`). The modules before block 0 must already be on `device`."""
-    rec = _Recorder(len(layers))
+    rec = _Recorder(len(layers), offload)
     undo = [_patch_forward(block, rec.at(i)) for i, block in enumerate(layers)]
     try:
         for row in input_ids:
@@ -110,7 +110,7 @@ def record_block_inputs(model: nn.Module, layers: nn.ModuleList, input_ids: torc
             u()
     if len(rec.hidden) != len(input_ids) or any(k is None for k in rec.kwargs):
         raise PrunekitError("the model's forward did not call every decoder block once per window")
-    hidden = torch.cat([h.to(offload) for h in rec.hidden])
+    hidden = torch.cat(rec.hidden)
     move = _SharedCopies(device)
     kwargs = []
     for k in rec.kwargs:
