@@ -27,9 +27,9 @@ def test_captured_kwargs_are_the_decoders(family):
     inputs = engine.capture(torch.randint(3, VOCAB, (2, 16)))
     assert inputs.hidden.shape == (2, 16, 64)
     if family != "opt":   # rotary models pass the (cos, sin) pair from the model level
-        cos, sin = inputs.kwargs["position_embeddings"]
+        cos, sin = inputs.kwargs[0]["position_embeddings"]
         assert cos.shape[-2] == 16
-    assert inputs.kwargs["use_cache"] is False
+    assert len(inputs.kwargs) == 3 and all(k["use_cache"] is False for k in inputs.kwargs)
 
 
 class _Recorder(BlockVisitor):
@@ -81,5 +81,5 @@ def test_unsupported_architecture_is_named():
     from transformers import GPT2Config, GPT2LMHeadModel
 
     model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=50))
-    with pytest.raises(PrunekitError, match="unsupported architecture GPT2LMHeadModel.*llama-like.*opt"):
+    with pytest.raises(PrunekitError, match="unsupported model_type gpt2: prunekit supports llama, mistral.*opt"):
         ModelAdapter(model)

@@ -1,13 +1,15 @@
 """The sequential layer-wise engine of SparseGPT (arXiv 2301.00774) and Wanda (arXiv 2306.11695);
 docs/methods.md.
 
-Calibration windows are embedded once; block 0's inputs and *every* keyword argument it is
-called with (position_embeddings, attention_mask, cache_position, ...) are recorded by a
-catcher, so nothing about the decoder's calling convention is hard-coded. Then, block by
-block: move the block to the compute device, let a visitor hook it and collect statistics
-over all windows, let the visitor edit it, forward all windows again through the edited
-block to make the next block's inputs, move the block back. Only one block is ever on the
-compute device; activations wait on the offload device.
+Calibration windows are embedded once and block 0's inputs recorded. Every block's keyword
+arguments (position_embeddings, attention_mask, position_ids, ...) are recorded from the model's
+own forward, per block: models whose layers differ (sliding-window and full attention with
+their own masks and rotary bases, `layer_types`) call each block with the arguments of its
+kind, so replaying block 0's arguments for all blocks would silently compute wrong activations.
+Then, block by block: move the block to the compute device, let a visitor hook it and collect
+statistics over all windows, let the visitor edit it, forward all windows again through the
+edited block to make the next block's inputs, move the block back. Only one block is ever on
+the compute device; activations wait on the offload device.
 """
 from __future__ import annotations
 
@@ -18,9 +20,9 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from ..errors import PrunekitError
 from ..models.adapter import ModelAdapter
 from ..models.plumbing import on_device
+from .block_kwargs import record_block_inputs
 
 Hook = Callable[[torch.Tensor, torch.Tensor], None]
 
@@ -40,38 +42,8 @@ class BlockVisitor:
 @dataclass
 class BlockInputs:
     hidden: torch.Tensor      # [n, L, d] on the offload device, model dtype
-    kwargs: dict              # what the decoder passes every block, on the compute device
-
-
-class _Stop(Exception):
-    pass
-
-
-class _Catcher(nn.Module):
-    def __init__(self, block: nn.Module, store: list, kwargs_store: list):
-        super().__init__()
-        self.block = block
-        self.store, self.kwargs_store = store, kwargs_store
-
-    def forward(self, hidden_states, *args, **kwargs):
-        if args:  # decoders pass everything but the hidden state by keyword; refuse to guess
-            raise PrunekitError("decoder block called with positional arguments; cannot capture them")
-        self.store.append(hidden_states)
-        if not self.kwargs_store:
-            self.kwargs_store.append(kwargs)
-        raise _Stop
-
-
-def _to(obj, device):
-    if torch.is_tensor(obj):
-        return obj.to(device)
-    if isinstance(obj, tuple):
-        return tuple(_to(o, device) for o in obj)
-    if isinstance(obj, list):
-        return [_to(o, device) for o in obj]
-    if isinstance(obj, dict):
-        return {k: _to(v, device) for k, v in obj.items()}
-    return obj
+    kwargs: list              # per block index at capture: what the model's forward passes that block
+                              # (batch 1, on the compute device; blocks of one kind share tensors)
 
 
 def _hidden(out):
@@ -89,36 +61,22 @@ class LayerwiseEngine:
 
     @torch.no_grad()
     def capture(self, input_ids: torch.Tensor) -> BlockInputs:
-        """Run the embedding stage for every window and record block 0's inputs and kwargs."""
-        model, layers = self.adapter.model, self.adapter.layers
-        store, kwargs_store = [], []
-        first = layers[0]
-        layers[0] = _Catcher(first, store, kwargs_store)
-        try:
-            with on_device(self.adapter.pre_block_modules(), self.device, self.offload):
-                for row in input_ids:
-                    try:
-                        model(row.unsqueeze(0).to(self.device), use_cache=False)
-                    except _Stop:
-                        pass
-        finally:
-            layers[0] = first
-        if len(store) != len(input_ids):
-            raise PrunekitError("the model never reached its first decoder block")
-        hidden = torch.cat([h.to(self.offload) for h in store])
-        kwargs = {k: v for k, v in kwargs_store[0].items() if k not in ("past_key_values", "past_key_value")}
-        kwargs["use_cache"] = False
-        return BlockInputs(hidden, _to(kwargs, self.device))
+        """Run the embedding stage for every window; record block 0's inputs and every block's kwargs."""
+        with on_device(self.adapter.pre_block_modules(), self.device, self.offload):
+            hidden, kwargs = record_block_inputs(self.adapter.model, self.adapter.layers, input_ids,
+                                                 self.device, self.offload)
+        return BlockInputs(hidden, kwargs)
 
     @torch.no_grad()
     def forward_block(self, block: nn.Module, inputs: BlockInputs, out: torch.Tensor | None = None,
-                      batch: int = 1) -> torch.Tensor:
-        """All windows through one block (already on the device), `batch` windows per call (the
-        captured kwargs have batch 1 and broadcast)."""
+                      batch: int = 1, *, index: int) -> torch.Tensor:
+        """All windows through one block (already on the device), `batch` windows per call, with
+        the kwargs recorded for block `index` (batch 1: they broadcast)."""
+        kwargs = inputs.kwargs[index]
         out = torch.empty_like(inputs.hidden) if out is None else out
         for j in range(0, inputs.hidden.shape[0], batch):
             h = inputs.hidden[j:j + batch].to(self.device)
-            out[j:j + batch] = _hidden(block(h, **inputs.kwargs)).to(self.offload)
+            out[j:j + batch] = _hidden(block(h, **kwargs)).to(self.offload)
         return out
 
     @torch.no_grad()
@@ -135,7 +93,7 @@ class LayerwiseEngine:
                 handles = [m.register_forward_hook(lambda mod, inp, out, fn=fn: fn(inp[0], out))
                            for m, fn in hooks.items()]
                 try:
-                    self.forward_block(block, inputs, spare)
+                    self.forward_block(block, inputs, spare, index=i)
                 finally:
                     for h in handles:
                         h.remove()
@@ -143,7 +101,7 @@ class LayerwiseEngine:
             if hooks and not visitor.modifies:
                 outs = spare     # the statistics pass already produced this block's outputs
             else:
-                outs = self.forward_block(block, inputs, spare)
+                outs = self.forward_block(block, inputs, spare, index=i)
             layers[i] = block.to(self.offload)
             inputs.hidden, spare = outs, inputs.hidden
         return inputs

@@ -88,10 +88,7 @@ OPT = FamilySpec(
 )
 
 FAMILIES = (LLAMA, QWEN3, OPT)
-SUPPORTED_ARCHITECTURES = (
-    "llama-like (" + ", ".join(t for f in FAMILIES if f.rotary for t in f.model_types if not t.startswith("prunekit")) + ")",
-    "opt",
-)
+SUPPORTED_MODEL_TYPES = tuple(t for f in FAMILIES for t in f.model_types if not t.startswith("prunekit"))
 
 
 def penalty_default_text() -> str:
@@ -114,8 +111,8 @@ def family_of(model: nn.Module) -> FamilySpec:
         if model_type in spec.model_types:
             return spec
     arch = getattr(getattr(model, "config", None), "architectures", None) or [type(model).__name__]
-    raise PrunekitError(f"unsupported architecture {arch[0]} (model_type {model_type}): prunekit supports "
-                        + "; ".join(SUPPORTED_ARCHITECTURES))
+    raise PrunekitError(f"unsupported model_type {model_type}: prunekit supports {', '.join(SUPPORTED_MODEL_TYPES)} "
+                        f"(this model is a {arch[0]})")
 
 
 class ModelAdapter:

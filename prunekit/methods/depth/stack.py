@@ -1,7 +1,13 @@
 """Calibration forwards through any list of decoder blocks: the whole-model evaluation helper
 that depth methods use to score candidates (final hidden states, NLL) without rebuilding a
-model per candidate. Built on the layer-wise engine: block 0's inputs and kwargs are captured
-once; a candidate is then run from a cached intermediate hidden state onward."""
+model per candidate. Built on the layer-wise engine: block 0's inputs and every block's kwargs
+are captured once; a candidate is then run from a cached intermediate hidden state onward.
+
+A candidate runs blocks at new positions (after a removal) and merged copies of blocks. Each
+block keeps the kwargs of its original position, i.e. of its own layer type: that is what the
+rebuilt model gives it too, since `rebuild.reindex` makes the per-layer settings (`layer_types`)
+follow the kept blocks, a merged block standing for its base (lowest) block. The stack tags every
+block with its original index; a merged block is a deep copy of its base and inherits the tag."""
 from __future__ import annotations
 
 import torch
@@ -9,8 +15,19 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ...engine.sequential import BlockInputs, LayerwiseEngine
+from ...errors import PrunekitError
 from ...models.adapter import ModelAdapter
 from ...models.plumbing import on_device
+
+
+ORIGIN = "_prunekit_origin"     # instance attribute: the block's index when the stack captured
+
+
+def origin_of(block: nn.Module) -> int:
+    index = getattr(block, ORIGIN, None)
+    if index is None:
+        raise PrunekitError("a block the depth stack never captured cannot be run (no recorded kwargs)")
+    return index
 
 
 class BlockStack:
@@ -21,17 +38,20 @@ class BlockStack:
         self.input_ids = input_ids
         self.engine = LayerwiseEngine(adapter, device, progress=False)
         self.start = self.engine.capture(input_ids)
+        for i, block in enumerate(adapter.layers):
+            setattr(block, ORIGIN, i)
         self.forwards = 0           # block forwards run, for the report
 
     @torch.no_grad()
     def through(self, blocks: list[nn.Module], hidden: torch.Tensor) -> torch.Tensor:
         """Run `hidden` ([n, L, d] on the offload device) through `blocks` in order."""
-        inputs = BlockInputs(hidden, self.start.kwargs)
+        kwargs = self.start.kwargs
         for block in blocks:
+            index = origin_of(block)
             with on_device(block, self.engine.device, self.engine.offload):
-                inputs = BlockInputs(self.engine.forward_block(block, inputs, batch=self.batch), self.start.kwargs)
+                hidden = self.engine.forward_block(block, BlockInputs(hidden, kwargs), batch=self.batch, index=index)
             self.forwards += 1
-        return inputs.hidden
+        return hidden
 
     @torch.no_grad()
     def all_inputs(self, blocks: list[nn.Module]) -> list[torch.Tensor]:
