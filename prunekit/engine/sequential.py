@@ -108,7 +108,7 @@ class LayerwiseEngine:
         if len(store) != len(input_ids):
             raise PrunekitError("the model never reached its first decoder block")
         hidden = torch.cat([h.to(self.offload) for h in store])
-        kwargs = {k: v for k, v in kwargs_store[0].items() if k not in ("past_key_values", "past_key_value")}
+        kwargs = {k: v for k, v in kwargs_store[0].items() if k not in ("cache", "past_key_values", "past_key_value")}
         kwargs["use_cache"] = False
         return BlockInputs(hidden, _to(kwargs, self.device))
 
