@@ -4,7 +4,9 @@ A Llama-layout model whose blocks may each have their own MLP width and their ow
 head width. A pruned attention keeps, for every KV head, a set of rotary pairs (dims p and
 p + head_dim/2 of the original head); `rope_index` stores those original dims so that each kept
 pair keeps its original rotary frequency, and the softmax scale stays 1/sqrt(original head_dim):
-the sliced model computes exactly what the masked dense model computed.
+the sliced model computes exactly what the masked dense model computed. The attention is
+transformers' LlamaAttention with only that rotary gather overridden; its forward takes the KV
+cache under whichever keyword the installed transformers passes it (see CACHE_KEYWORDS).
 
 Load with AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True).
 """
