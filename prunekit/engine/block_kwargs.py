@@ -16,7 +16,7 @@ import torch.nn as nn
 from ..errors import PrunekitError
 
 # never replayed: the engine runs blocks without a KV cache
-_DROPPED = ("past_key_values", "past_key_value")
+_DROPPED = ("past_key_values", "past_key_value", "cache")   # the cache under its old and new (5.24) names
 
 
 class _Stop(Exception):

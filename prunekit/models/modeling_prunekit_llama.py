@@ -4,7 +4,9 @@ A Llama-layout model whose blocks may each have their own MLP width and their ow
 head width. A pruned attention keeps, for every KV head, a set of rotary pairs (dims p and
 p + head_dim/2 of the original head); `rope_index` stores those original dims so that each kept
 pair keeps its original rotary frequency, and the softmax scale stays 1/sqrt(original head_dim):
-the sliced model computes exactly what the masked dense model computed.
+the sliced model computes exactly what the masked dense model computed. The attention is
+transformers' LlamaAttention with only that rotary gather overridden; its forward takes the KV
+cache under whichever keyword the installed transformers passes it (see CACHE_KEYWORDS).
 
 Load with AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True).
 """
@@ -13,12 +15,34 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 from transformers import LlamaConfig, LlamaForCausalLM
-from transformers.models.llama.modeling_llama import eager_attention_forward, rotate_half
+from transformers.cache_utils import Cache
+from transformers.models.llama.modeling_llama import LlamaAttention, eager_attention_forward, rotate_half
 
 try:
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 except ImportError:  # older layouts
     from transformers.integrations import ALL_ATTENTION_FUNCTIONS
+
+# Keywords transformers has passed the KV cache to attention under: `past_key_value` (4.x),
+# `past_key_values` (5.0-5.23), `cache` (5.24 on). A cache under a keyword missing here is never
+# dropped silently: take_cache raises instead.
+CACHE_KEYWORDS = ("cache", "past_key_values", "past_key_value")
+
+
+def take_cache(cache, kwargs: dict):
+    """The KV cache, under whichever keyword the caller used (removed from kwargs)."""
+    given = [] if cache is None else [cache]
+    for name in CACHE_KEYWORDS[1:]:
+        value = kwargs.pop(name, None)
+        if value is not None:
+            given.append(value)
+    stray = sorted(name for name, value in kwargs.items() if isinstance(value, Cache))
+    if stray:
+        raise TypeError(f"prunekit attention got a KV cache under an unknown keyword {stray}: "
+                        f"this transformers release needs a newer prunekit")
+    if any(c is not given[0] for c in given[1:]):
+        raise TypeError("prunekit attention got two different KV caches")
+    return given[0] if given else None
 
 
 class PrunedLlamaConfig(LlamaConfig):
@@ -36,19 +60,15 @@ class PrunedLlamaConfig(LlamaConfig):
         self.layer_head_dims = list(layer_head_dims or [full] * n)
 
 
-class PrunedLlamaAttention(nn.Module):
+class PrunedLlamaAttention(LlamaAttention):
+    """transformers' LlamaAttention with this layer's head width, the kept dims' original rotary
+    frequencies (`rope_index`) and the original softmax scale."""
+
     def __init__(self, config: PrunedLlamaConfig, layer_idx: int):
-        super().__init__()
-        self.config = config
-        self.layer_idx = layer_idx
-        full = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        self.head_dim = config.layer_head_dims[layer_idx]
-        self.num_key_value_groups = config.num_attention_heads // config.num_key_value_heads
-        self.scaling = full ** -0.5          # the original scale: kept logits are unchanged
-        self.attention_dropout = config.attention_dropout
-        self.is_causal = True
+        super().__init__(config, layer_idx)   # self.scaling: 1/sqrt(original head_dim), kept as is
+        self.head_dim = d = config.layer_head_dims[layer_idx]
+        h, kv = config.num_attention_heads, config.num_key_value_heads
         bias, o_bias = config.attention_qkv_bias, config.attention_o_bias
-        h, kv, d = config.num_attention_heads, config.num_key_value_heads, self.head_dim
         self.q_proj = nn.Linear(config.hidden_size, h * d, bias=bias)
         self.k_proj = nn.Linear(config.hidden_size, kv * d, bias=bias)
         self.v_proj = nn.Linear(config.hidden_size, kv * d, bias=bias)
@@ -56,21 +76,16 @@ class PrunedLlamaAttention(nn.Module):
         # original dims kept by each KV head: its kept pairs' first halves, then their partners
         self.register_buffer("rope_index", torch.zeros(kv, d, dtype=torch.long))
 
-    def forward(self, hidden_states, position_embeddings=None, attention_mask=None, past_key_values=None, **kwargs):
+    def forward(self, hidden_states, position_embeddings=None, attention_mask=None, cache=None, **kwargs):
+        cache = take_cache(cache, kwargs)
         input_shape = hidden_states.shape[:-1]
         hidden_shape = (*input_shape, -1, self.head_dim)
         q = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
         k = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
         v = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
-        cos, sin = position_embeddings                               # [B, T, original head_dim]
-        cos_kv = cos[:, :, self.rope_index].permute(0, 2, 1, 3)      # [B, KV, T, d]
-        sin_kv = sin[:, :, self.rope_index].permute(0, 2, 1, 3)
-        cos_q = cos_kv.repeat_interleave(self.num_key_value_groups, dim=1)
-        sin_q = sin_kv.repeat_interleave(self.num_key_value_groups, dim=1)
-        q = q * cos_q + rotate_half(q) * sin_q
-        k = k * cos_kv + rotate_half(k) * sin_kv
-        if past_key_values is not None:
-            k, v = past_key_values.update(k, v, self.layer_idx)
+        q, k = self.apply_rope(q, k, *position_embeddings)
+        if cache is not None:
+            k, v = cache.update(k, v, self.layer_idx)
         interface = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward) \
             if hasattr(ALL_ATTENTION_FUNCTIONS, "get_interface") else \
             ALL_ATTENTION_FUNCTIONS.get(self.config._attn_implementation, eager_attention_forward)
@@ -79,6 +94,15 @@ class PrunedLlamaAttention(nn.Module):
                                  scaling=self.scaling, **kwargs)
         out = out.reshape(*input_shape, -1).contiguous()
         return self.o_proj(out), weights
+
+    def apply_rope(self, q, k, cos, sin):
+        """Rotate every kept pair by its original frequency; KV heads keep different pairs, so
+        cos/sin ([B, T, original head_dim]) are gathered per KV head."""
+        cos_kv = cos[:, :, self.rope_index].permute(0, 2, 1, 3)      # [B, KV, T, d]
+        sin_kv = sin[:, :, self.rope_index].permute(0, 2, 1, 3)
+        cos_q = cos_kv.repeat_interleave(self.num_key_value_groups, dim=1)
+        sin_q = sin_kv.repeat_interleave(self.num_key_value_groups, dim=1)
+        return q * cos_q + rotate_half(q) * sin_q, k * cos_kv + rotate_half(k) * sin_kv
 
 
 class PrunedLlamaForCausalLM(LlamaForCausalLM):

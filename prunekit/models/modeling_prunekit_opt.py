@@ -2,7 +2,9 @@
 
 An OPT model whose blocks may each have their own FFN width and attention head width. The
 attention keeps the original scale 1/sqrt(original head_dim), so the sliced model computes exactly
-what the masked dense model computed. Load with trust_remote_code=True.
+what the masked dense model computed. Attention stays transformers' own OPTAttention (only its
+head width and projections change), so it follows the installed release's calling convention
+(the KV cache keyword included). Load with trust_remote_code=True.
 """
 from __future__ import annotations
 
