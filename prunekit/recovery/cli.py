@@ -94,6 +94,7 @@ def run(args) -> int:
     from ..cli import _check_device, _prepare_evals, _run_evals
     from ..data.sources import default_data_dir
     from ..export.save import check_output_dir
+    from ..models.adapter import ModelAdapter
     from ..models.loading import load_model
     from .api import recover
     from .data import refuse_evaluation_data
@@ -105,6 +106,7 @@ def run(args) -> int:
         check_output_dir(args.output, args.overwrite)
     refuse_evaluation_data(args.data, args.data_dir or default_data_dir())
     model, tok, source = load_model(args.model, args.dtype, args.trust_remote_code)
+    config.target_names(ModelAdapter(model).linear_names())      # a bad --targets fails before any work
     texts = _prepare_evals(args, tok)
     result = recover(model, config, data=args.data, output=args.output, tokenizer=tok, data_dir=args.data_dir,
                      overwrite=args.overwrite, measure=lambda m: {"eval": _run_evals(m, texts, args, device)},
