@@ -233,7 +233,9 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(tokenizer, data_dir, tm
                 output=str(out), progress=False)
     resumed = recover(make_tiny_model("llama"), RecoveryConfig(**cfg, resume=True), data=DATA, tokenizer=tokenizer,
                       data_dir=data_dir, output=str(out), progress=False)
-    assert resumed.report["recovery"]["resumed_from"] == "checkpoint-2"
+    rec = resumed.report["recovery"]
+    assert rec["resumed_from"] == "checkpoint-2"
+    assert rec["tokens_seen"] == full.tokens_seen == 5 * 2 * 2 * 32 and rec["tokens_this_run"] == 3 * 2 * 2 * 32
     a, b = full.model.state_dict(), resumed.model.state_dict()
     assert a.keys() == b.keys()
     for k in a:
@@ -265,3 +267,23 @@ def test_cli_recover_writes_report_and_refuses_evaluation_data(tiny_model_dir, d
     assert main(["recover", "--model", str(tiny_model_dir), "--targets", "nope", "--data", DATA, "--eval", "none",
                  "--data-dir", data_dir, "--output", str(tmp_path / "bad2")]) == 2
     assert "target 'nope'" in capsys.readouterr().err
+
+
+def test_keep_adapter_saves_the_adapter_alone_and_it_reloads_on_the_base(tiny_model_dir, data_dir, tmp_path):
+    from peft import PeftModel
+
+    out = tmp_path / "adapter"
+    res = recover(str(tiny_model_dir), RecoveryConfig(steps=2, lr=5e-3, keep_adapter=True, **TINY), data=DATA,
+                  output=str(out), data_dir=data_dir, progress=False)
+    assert res.merge == "adapter kept" and res.validation_loss_merged is None
+    assert (out / "adapter_config.json").is_file() and not (out / "model.safetensors").exists()
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    plain = copy.deepcopy(base)
+    reloaded = PeftModel.from_pretrained(base, out).eval()
+    ids = _ids()
+    with torch.no_grad():
+        assert torch.allclose(reloaded(ids).logits, res.model(ids).logits, atol=1e-6)
+        assert not torch.allclose(reloaded(ids).logits, plain(ids).logits, atol=1e-4)
+    report = json.loads((out / "prunekit_report.json").read_text())
+    assert report["recovery"]["merge"] == "adapter kept"
+    assert report["model"]["params_total"] == sum(p.numel() for p in plain.parameters())

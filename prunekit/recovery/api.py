@@ -3,6 +3,7 @@ model, merged so that it is saved and loaded like any prunekit output."""
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from .data import build_training_data, refuse_evaluation_data
 from .lora import attach_lora, merge_lora, zero_patterns
 from .output import CHECKPOINTS, open_work_dir, publish
 from .sparsity import nm_validity
-from .train import Examples, pad_collator, train_lora, training_arguments
+from .train import Examples, last_checkpoint, pad_collator, train_lora, training_arguments
 
 LOSS_PLOT = "recovery_loss.png"
 
@@ -117,6 +118,10 @@ def recover(model_or_path, config: RecoveryConfig | None = None, data: str = "c4
             result.report["output"] = str(output)
             _write_outputs(result, tok, work)
             result.output = str(publish(work, output))
+    except BaseException:
+        if work and not last_checkpoint(work / CHECKPOINTS):
+            shutil.rmtree(work, ignore_errors=True)      # nothing to resume: leave no folder behind
+        raise
     finally:
         if scratch:
             scratch.cleanup()
@@ -131,6 +136,7 @@ def _recover_loaded(model, tok, config, data_spec, data_dir, folder: Path, progr
     data = build_training_data(data_spec, tok, config, data_dir)
     masks = zero_patterns(model, targets) if config.keep_zeros else {}
     sparsity_before, nm_before = sparsity_stats(adapter), nm_validity(adapter)
+    section = _model_section(model, source, spec)
     use_cache = getattr(model.config, "use_cache", None)
     model.config.use_cache = False
     torch.manual_seed(config.seed)           # the adapters' initialisation
@@ -145,29 +151,37 @@ def _recover_loaded(model, tok, config, data_spec, data_dir, folder: Path, progr
         merge = "masked" if masks else "dense"
         merged_loss = _merged_validation_loss(recovered, data, config, tok)
     recovered.config.use_cache = use_cache
-    base = recovered.get_base_model() if config.keep_adapter else recovered
-    after = ModelAdapter(base)
+    if config.keep_adapter:      # the base weights are untouched: the adapter is applied at load time
+        sparsity_after, nm_after = sparsity_before, nm_before
+    else:
+        section = _model_section(recovered, source, spec)
+        sparsity_after, nm_after = sparsity_stats(ModelAdapter(recovered)), nm_validity(ModelAdapter(recovered))
     result = RecoveryResult(
         model=recovered, config=config.to_dict(), data=data.info, history=run["history"], steps=run["steps"],
         tokens_seen=run["tokens_seen"], seconds=time.perf_counter() - start,
         peak_memory_gb=_peak_memory_gb(config.device), merge=merge, validation_loss_merged=merged_loss,
-        sparsity_before=sparsity_before, sparsity_after=sparsity_stats(after),
-        nm_valid={p: {"before": nm_before[p], "after": v} for p, v in nm_validity(after).items()})
-    result.report = _report(result, run, targets, trainable, len(masks), base, source, prior, spec)
+        sparsity_before=sparsity_before, sparsity_after=sparsity_after,
+        nm_valid={p: {"before": nm_before[p], "after": v} for p, v in nm_after.items()})
+    result.report = _report(result, run, targets, trainable, len(masks), section, prior, spec)
     if measure is not None:
-        result.report.update(measure(base))
+        result.report.update(measure(recovered))
     return result
 
 
-def _report(result: RecoveryResult, run: dict, targets, trainable, masked, model, source, prior, spec) -> dict:
+def _model_section(model, source, spec) -> dict:
+    from .. import report as rep
+    return rep.model_section(model, source) if source else {"source": spec}
+
+
+def _report(result: RecoveryResult, run: dict, targets, trainable, masked, section, prior, spec) -> dict:
     from .. import report as rep
 
-    section = rep.model_section(model, source) if source else {"source": spec}
     if prior:   # keep the dense origin as the model's source (bench and kl compare against it)
         section["source"] = prior.get("model", {}).get("source", section["source"])
     recovery = {
         "config": result.config, "data": result.data, "targets": targets, "trainable_params": trainable,
         "steps": result.steps, "epochs": run["epochs"], "tokens_seen": result.tokens_seen,
+        "tokens_this_run": run["tokens_this_run"],
         "wall_s": result.seconds, "train_s": run["train_s"], "resumed_from": run["resumed_from"],
         "peak_memory_gb": result.peak_memory_gb,
         "peak_memory_kind": "cuda allocated" if result.config["device"].startswith("cuda") else "process RSS",

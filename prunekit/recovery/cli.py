@@ -70,7 +70,7 @@ def summary(report: dict) -> str:
              f"  data          {data['dataset']}{split} ({data['format']}, {data['train_examples']} train / "
              f"{data['validation_examples']} held-out examples of <= {data['seqlen']} tokens)",
              f"  training      {r['steps']} steps, {r['tokens_seen']:,} tokens, {r['train_s']:.1f} s "
-             f"({r['tokens_seen'] / max(r['train_s'], 1e-9):.0f} tokens/s), peak {r['peak_memory_kind']} "
+             f"({r['tokens_this_run'] / max(r['train_s'], 1e-9):.0f} tokens/s), peak {r['peak_memory_kind']} "
              f"{r['peak_memory_gb']:.2f} GB" + (f", resumed from {r['resumed_from']}" if r['resumed_from'] else "")]
     if val:
         lines.append(f"  validation    loss {val[0]['loss']:.4f} (step {val[0]['step']}) -> {val[-1]['loss']:.4f} "

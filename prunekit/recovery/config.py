@@ -40,7 +40,7 @@ class RecoveryConfig:
     seed: int = _opt(0, "seed of the adapters' initialisation, the data order and the held-out slice (default 0)",
                      "--seed")
     val_fraction: float = _opt(0.05, "fraction of the training examples held out for the validation loss "
-                                     "(default 0.05)", "--val-fraction")
+                                     "(default 0.05; at least 4 and at most 64 examples)", "--val-fraction")
     val_windows: int | None = _opt(None, "hold out exactly this many examples instead of --val-fraction",
                                    "--val-windows")
     max_examples: int | None = _opt(None, "training examples to prepare (default: what --steps needs, all for "

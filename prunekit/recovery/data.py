@@ -161,10 +161,18 @@ def _packed_windows(tokenizer, documents: list[str], seqlen: int, want: int | No
     return [{"input_ids": w, "labels": list(w)} for w in windows]
 
 
+VAL_MIN, VAL_MAX = 4, 64     # a validation loss of one window is noise; of thousands, a slow evaluation
+
+
+def held_out_count(total: int, fraction: float) -> int:
+    """round(fraction x total), at least VAL_MIN (never over a quarter of the data), at most VAL_MAX."""
+    return max(1, min(VAL_MAX, max(min(VAL_MIN, total // 4), round(fraction * total))))
+
+
 def _split(examples: list, config, rng: random.Random) -> tuple[list, list]:
     if len(examples) < 2:
         raise PrunekitError(f"{len(examples)} training example(s): need at least 2 (one is held out for validation)")
-    held = config.val_windows or max(1, round(config.val_fraction * len(examples)))
+    held = config.val_windows or held_out_count(len(examples), config.val_fraction)
     if held >= len(examples):
         raise PrunekitError(f"--val-windows {held} leaves no training example of {len(examples)}")
     order = list(range(len(examples)))
@@ -181,7 +189,8 @@ def examples_wanted(config) -> int | None:
     train = config.steps * config.examples_per_step
     if config.val_windows:
         return train + config.val_windows
-    return math.ceil(train / (1 - config.val_fraction)) + 1
+    held = min(VAL_MAX, max(VAL_MIN, math.ceil(train * config.val_fraction / (1 - config.val_fraction))))
+    return train + held + 1
 
 
 def build_training_data(spec: str, tokenizer, config, data_dir: str | None = None) -> TrainingData:

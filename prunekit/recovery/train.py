@@ -96,6 +96,7 @@ def train_lora(peft_model, tokenizer, data: TrainingData, config, checkpoints: P
     trainer = Trainer(model=peft_model, args=args, train_dataset=Examples(data.train),
                       eval_dataset=Examples(data.validation), data_collator=pad_collator(pad_id),
                       callbacks=list(callbacks))
+    earlier = _tokens_at(checkpoint)        # read now: the checkpoint is rotated away during training
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.perf_counter() - start
@@ -104,5 +105,14 @@ def train_lora(peft_model, tokenizer, data: TrainingData, config, checkpoints: P
     if not val or val[-1]["step"] != state.global_step:
         trainer.evaluate()                       # the validation loss after the last step (logged like the others)
     return {"history": history_of(state.log_history), "steps": state.global_step, "epochs": state.epoch,
-            "tokens_seen": int(state.num_input_tokens_seen), "train_s": seconds,
-            "resumed_from": Path(checkpoint).name if checkpoint else None}
+            "tokens_seen": int(state.num_input_tokens_seen), "tokens_this_run": int(state.num_input_tokens_seen) - earlier,
+            "train_s": seconds, "resumed_from": Path(checkpoint).name if checkpoint else None}
+
+
+def _tokens_at(checkpoint: str | None) -> int:
+    """Tokens the interrupted run had seen when it saved `checkpoint` (0 for a fresh run)."""
+    if checkpoint is None:
+        return 0
+    import json
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+    return int(state.get("num_input_tokens_seen", 0))
