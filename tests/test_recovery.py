@@ -287,3 +287,21 @@ def test_keep_adapter_saves_the_adapter_alone_and_it_reloads_on_the_base(tiny_mo
     report = json.loads((out / "prunekit_report.json").read_text())
     assert report["recovery"]["merge"] == "adapter kept"
     assert report["model"]["params_total"] == sum(p.numel() for p in plain.parameters())
+
+
+def test_recovered_depth_output_of_opt_saves_and_reloads(tokenizer, data_dir, tmp_path):
+    from prunekit.export.save import save_checkpoint
+    from prunekit.methods import ShortGPTConfig
+
+    model = make_tiny_model("opt", layers=4)
+    res = prune(model, ShortGPTConfig(remove_layers=1), _ids(4, 32, seed=0), progress=False)
+    depth = tmp_path / "depth"
+    save_checkpoint(res.model, tokenizer, {"model": {"source": "tiny-opt"}, "method": {"name": "shortgpt"}}, depth)
+    out = tmp_path / "recovered"
+    rec = recover(str(depth), RecoveryConfig(steps=2, lr=5e-3, **TINY), data=DATA, output=str(out),
+                  data_dir=data_dir, progress=False)
+    reloaded = AutoModelForCausalLM.from_pretrained(out).eval()
+    assert reloaded.config.num_hidden_layers == 3 and rec.report["model"]["num_layers"] == 3
+    assert rec.report["recovery"]["targets"] == list(ModelAdapter(reloaded).linear_names())
+    with torch.no_grad():
+        assert torch.allclose(reloaded(_ids()).logits, rec.model(_ids()).logits, atol=1e-6)
