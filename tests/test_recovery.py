@@ -16,7 +16,7 @@ from prunekit.methods import MagnitudeConfig, SearchConfig
 from prunekit.models.adapter import ModelAdapter
 from prunekit.recovery import RecoveryConfig, recover
 from prunekit.recovery.data import IGNORE, alpaca_example, alpaca_prompt, build_training_data
-from prunekit.recovery.lora import attach_lora, lora_layers, merge_lora, zero_patterns
+from prunekit.recovery.lora import attach_lora, lora_layers, mask_adapters, merge_lora, zero_patterns
 from prunekit.recovery.output import work_dir
 from prunekit.recovery.train import pad_collator
 from prunekit.solvers.lora_merge import masked_lora_merge, nm_valid
@@ -93,7 +93,13 @@ def test_merge_keeps_every_zero_and_equals_peft_merge_on_kept_entries(family, pa
     peft_model = attach_lora(model, cfg, targets)
     _randomise_lora(peft_model)
     reference = copy.deepcopy(peft_model).merge_and_unload()      # peft's own (dense) merge
+    assert mask_adapters(peft_model, masks) == len(masks)
+    peft_model.eval()                                              # no LoRA dropout
+    with torch.no_grad():
+        trained_view = peft_model(_ids()).logits                   # what masked training optimises
     merged = merge_lora(peft_model, masks)
+    with torch.no_grad():
+        assert torch.allclose(merged(_ids()).logits, trained_view, atol=1e-5)
     assert sparsity_stats(ModelAdapter(merged)) == before
     ref_linears = dict(ModelAdapter(reference).all_linears())
     prefix = ModelAdapter(merged).spec.layers_path
@@ -105,6 +111,21 @@ def test_merge_keeps_every_zero_and_equals_peft_merge_on_kept_entries(family, pa
             assert nm_valid(lin.weight, 2, 4)
 
 
+def test_stray_zeros_are_kept_at_the_merge_but_do_not_switch_on_masked_training():
+    model = make_tiny_model("llama")
+    with torch.no_grad():
+        ModelAdapter(model).layers[1].mlp.up_proj.weight[3, :5] = 0     # 5 of 8192 entries, as after dequantising
+    cfg = RecoveryConfig(steps=1)
+    targets = cfg.target_names(ModelAdapter(model).linear_names())
+    masks = zero_patterns(model, targets)
+    assert list(masks) == ["model.layers.1.mlp.up_proj"]
+    peft_model = attach_lora(model, cfg, targets)
+    assert mask_adapters(peft_model, masks) == 0
+    _randomise_lora(peft_model)
+    merged = merge_lora(peft_model, masks)
+    assert int((ModelAdapter(merged).layers[1].mlp.up_proj.weight == 0).sum()) == 5
+
+
 def test_sparse_recovery_end_to_end_keeps_sparsity_and_2_4(tokenizer, data_dir, tmp_path):
     model = make_tiny_model("llama")
     prune(model, MagnitudeConfig(pattern="2:4"), progress=False)
@@ -112,7 +133,8 @@ def test_sparse_recovery_end_to_end_keeps_sparsity_and_2_4(tokenizer, data_dir, 
     before = {n: lin.weight.clone() for n, lin in ModelAdapter(model).all_linears()}
     res = recover(model, RecoveryConfig(steps=3, lr=5e-3, **TINY), data=DATA, tokenizer=tokenizer,
                   data_dir=data_dir, progress=False)
-    assert res.merge == "masked"
+    assert res.merge == "masked" and res.report["recovery"]["masked_training_linears"] == 3 * 7
+    assert res.validation_loss_merged == pytest.approx(res.history["validation"][-1]["loss"], abs=1e-5)
     assert res.nm_valid["2:4"] == {"before": True, "after": True}
     assert res.sparsity_after == res.sparsity_before
     for n, lin in ModelAdapter(res.model).all_linears():

@@ -17,7 +17,7 @@ from ..models.adapter import ModelAdapter
 from ..stats import sparsity_stats
 from .config import RecoveryConfig
 from .data import build_training_data, refuse_evaluation_data
-from .lora import attach_lora, merge_lora, zero_patterns
+from .lora import attach_lora, mask_adapters, merge_lora, zero_patterns
 from .output import CHECKPOINTS, open_work_dir, publish
 from .sparsity import nm_validity
 from .train import Examples, last_checkpoint, pad_collator, train_lora, training_arguments
@@ -97,9 +97,10 @@ def recover(model_or_path, config: RecoveryConfig | None = None, data: str = "c4
             dtype: str = "float32", progress: bool = True, measure=None, callbacks=(), source=None) -> RecoveryResult:
     """Fine-tune LoRA adapters on `data` and merge them (zeros kept); save to `output` if given.
 
-    `model_or_path` is a model spec (folder, hub id, alias) or a loaded model with its `tokenizer`
-    (and, for the report, the ModelSource it was loaded from). `measure(model) -> dict` runs on the recovered model before saving and its result goes into the
-    report (the CLI evaluates perplexity there). `callbacks` are extra transformers TrainerCallbacks."""
+    `model_or_path` is a model spec (folder, hub id, alias) or a loaded model, changed in place,
+    with its `tokenizer` (and, for the report, the ModelSource it came from). `measure(model) ->
+    dict` runs on the recovered model before saving; its result goes into the report (the CLI
+    evaluates perplexity there). `callbacks` are extra transformers TrainerCallbacks."""
     config = config or RecoveryConfig()
     _check_device(config.device)
     refuse_evaluation_data(data, data_dir or default_data_dir())
@@ -141,6 +142,7 @@ def _recover_loaded(model, tok, config, data_spec, data_dir, folder: Path, progr
     model.config.use_cache = False
     torch.manual_seed(config.seed)           # the adapters' initialisation
     peft_model = attach_lora(model, config, targets)
+    masked_training = mask_adapters(peft_model, masks) if masks and config.masked_training else 0
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     run = train_lora(peft_model, tok, data, config, folder / CHECKPOINTS, config.resume, progress, callbacks)
     peft_model.eval()
@@ -162,7 +164,7 @@ def _recover_loaded(model, tok, config, data_spec, data_dir, folder: Path, progr
         peak_memory_gb=_peak_memory_gb(config.device), merge=merge, validation_loss_merged=merged_loss,
         sparsity_before=sparsity_before, sparsity_after=sparsity_after,
         nm_valid={p: {"before": nm_before[p], "after": v} for p, v in nm_after.items()})
-    result.report = _report(result, run, targets, trainable, len(masks), section, prior, spec)
+    result.report = _report(result, run, targets, trainable, len(masks), masked_training, section, prior, spec)
     if measure is not None:
         result.report.update(measure(recovered))
     return result
@@ -173,7 +175,8 @@ def _model_section(model, source, spec) -> dict:
     return rep.model_section(model, source) if source else {"source": spec}
 
 
-def _report(result: RecoveryResult, run: dict, targets, trainable, masked, section, prior, spec) -> dict:
+def _report(result: RecoveryResult, run: dict, targets, trainable, masked, masked_training, section, prior,
+            spec) -> dict:
     from .. import report as rep
 
     if prior:   # keep the dense origin as the model's source (bench and kl compare against it)
@@ -186,6 +189,7 @@ def _report(result: RecoveryResult, run: dict, targets, trainable, masked, secti
         "peak_memory_gb": result.peak_memory_gb,
         "peak_memory_kind": "cuda allocated" if result.config["device"].startswith("cuda") else "process RSS",
         "merge": result.merge, "masked_linears": masked,
+        "masked_training_linears": masked_training,
         "validation_loss_merged": result.validation_loss_merged, "history": result.history,
         "nm_valid": result.nm_valid, "sparsity_before": result.sparsity_before["overall"],
     }

@@ -50,6 +50,10 @@ class RecoveryConfig:
                            "--save-every")
     keep_zeros: bool = _opt(True, "mask the merged update with the weights' zero pattern so that an unstructured "
                                   "or N:M sparse model stays exactly as sparse (default on)", "--keep-zeros")
+    masked_training: bool = _opt(True, "with --keep-zeros, train the adapters of linears with at least 1%% zeros "
+                                       "through the same mask the merge applies, so the trained model is the "
+                                       "saved one (default on; off trains a dense update and masks it only at the "
+                                       "merge)", "--masked-training")
     keep_adapter: bool = _opt(False, "save the LoRA adapter alone (peft format) instead of merging it",
                               "--keep-adapter")
     resume: bool = _opt(False, "continue an interrupted run from its last checkpoint", "--resume")

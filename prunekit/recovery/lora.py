@@ -6,10 +6,13 @@ it (prunekit.solvers.lora_merge), so a sparse model keeps every zero.
 """
 from __future__ import annotations
 
+import types
+
 import torch
+import torch.nn.functional as F
 
 from ..models.adapter import ModelAdapter
-from ..solvers.lora_merge import masked_lora_merge
+from ..solvers.lora_merge import masked_delta, masked_lora_merge
 
 ADAPTER = "default"
 
@@ -49,6 +52,35 @@ def lora_layers(peft_model) -> dict:
 
     base = peft_model.get_base_model()
     return {name: mod for name, mod in base.named_modules() if isinstance(mod, LoraLayer)}
+
+
+def _masked_forward(self, x, *args, **kwargs):
+    result = self.base_layer(x, *args, **kwargs)
+    if self.disable_adapters or self.merged:
+        return result
+    a, b = self.lora_A[ADAPTER].weight, self.lora_B[ADAPTER].weight
+    x = self.lora_dropout[ADAPTER](x.to(a.dtype))
+    return result + F.linear(x, masked_delta(a, b, self.scaling[ADAPTER], self.prunekit_keep)).to(result.dtype)
+
+
+# Below this fraction of zeros a linear is not a pruned one (a dequantised checkpoint has a few
+# stray exact zeros): its adapter trains the usual way and only the merge keeps its zeros.
+MASKED_TRAINING_MIN_ZEROS = 0.01
+
+
+def mask_adapters(peft_model, masks: dict[str, torch.Tensor], min_zeros: float = MASKED_TRAINING_MIN_ZEROS) -> int:
+    """Make every LoRA layer whose weight has at least `min_zeros` zeros compute
+    x (W + keep * s B A)^T instead of x W^T + s x A^T B^T, so training optimises the model the
+    masked merge will save. The dense update is formed once per forward (memory of one weight
+    per adapted linear). Returns the number of masked layers."""
+    count = 0
+    for name, layer in lora_layers(peft_model).items():
+        if name in masks and 1.0 - masks[name].float().mean().item() >= min_zeros:
+            # a non-persistent buffer moves with the model (to the GPU) and is never saved
+            layer.register_buffer("prunekit_keep", masks[name], persistent=False)
+            layer.forward = types.MethodType(_masked_forward, layer)
+            count += 1
+    return count
 
 
 @torch.no_grad()

@@ -14,6 +14,8 @@ def plot_losses(history: dict, path: str | Path, title: str) -> Path:
         ax.plot([h["step"] for h in train], [h["loss"] for h in train], lw=1, alpha=0.8, label="train (per step)")
     if val:
         ax.plot([h["step"] for h in val], [h["loss"] for h in val], marker="o", label="validation (held out)")
+    from matplotlib.ticker import MaxNLocator
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("optimiser step")
     ax.set_ylabel("cross-entropy (nats/token)")
     ax.set_title(title, fontsize=10)

@@ -14,6 +14,12 @@ def lora_delta(lora_a: torch.Tensor, lora_b: torch.Tensor, scaling: float) -> to
     return (lora_b.float() @ lora_a.float()) * scaling
 
 
+def masked_delta(lora_a: torch.Tensor, lora_b: torch.Tensor, scaling: float, keep: torch.Tensor) -> torch.Tensor:
+    """keep * (s * B @ A) in the adapters' dtype, differentiable in A and B: the update a masked
+    adapter applies during training, equal to what the masked merge adds."""
+    return (lora_b @ lora_a) * scaling * keep.to(device=lora_a.device, dtype=lora_a.dtype)
+
+
 def masked_lora_merge(weight: torch.Tensor, lora_a: torch.Tensor, lora_b: torch.Tensor, scaling: float,
                       keep: torch.Tensor | None = None) -> torch.Tensor:
     """W + keep * (s * B @ A), computed in float32 and returned in the weight's dtype.
