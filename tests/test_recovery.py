@@ -278,7 +278,8 @@ def test_cli_recover_writes_report_and_refuses_evaluation_data(tiny_model_dir, d
     rec = report["recovery"]
     assert rec["config"]["lora_r"] == 4 and rec["config"]["keep_zeros"] is False
     assert rec["targets"] == ["self_attn.q_proj", "self_attn.v_proj"]
-    assert rec["trainable_params"] == 3 * 4 * ((64 + 64) + (64 + 32))      # layers x r x (in + out) of q and v (2 KV heads)
+    # layers x r x (in + out) of q_proj and v_proj (2 KV heads of 16 dims)
+    assert rec["trainable_params"] == 3 * 4 * ((64 + 64) + (64 + 32))
     assert [h["step"] for h in rec["history"]["validation"]] == [0, 1, 2]
     assert report["eval"]["wikitext2"]["protocol"] == "wt2-64/1"
     assert not work_dir(out).exists()

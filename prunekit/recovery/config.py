@@ -25,7 +25,8 @@ class RecoveryConfig:
     steps: int | None = _opt(None, f"optimiser steps (default {DEFAULT_STEPS} when --epochs is not given)", "--steps")
     epochs: float | None = _opt(None, "passes over the training data instead of a step count", "--epochs")
     batch_size: int = _opt(2, "examples per micro-batch (default 2)", "--batch-size")
-    grad_accum: int = _opt(2, "micro-batches per optimiser step (default 2; the papers use 64 = 4 x 16)", "--grad-accum")
+    grad_accum: int = _opt(2, "micro-batches per optimiser step (default 2; the papers: 16 of 4 examples)",
+                           "--grad-accum")
     seqlen: int = _opt(256, "tokens per training window, the cutoff length of Alpaca examples (default 256)",
                        "--seqlen")
     lr: float = _opt(1e-4, "peak learning rate of AdamW (default 1e-4)", "--lr")
@@ -50,10 +51,10 @@ class RecoveryConfig:
                            "--save-every")
     keep_zeros: bool = _opt(True, "mask the merged update with the weights' zero pattern so that an unstructured "
                                   "or N:M sparse model stays exactly as sparse (default on)", "--keep-zeros")
-    masked_training: bool = _opt(True, "with --keep-zeros, train the adapters of linears with at least 1%% zeros "
-                                       "through the same mask the merge applies, so the trained model is the "
-                                       "saved one (default on; off trains a dense update and masks it only at the "
-                                       "merge)", "--masked-training")
+    masked_training: bool = _opt(True, "with --keep-zeros, train the adapters of linears whose zero fraction is "
+                                       "at least 0.01 through the same mask the merge applies, so the trained "
+                                       "model is the saved one (default on; off trains a dense update and masks "
+                                       "it only at the merge)", "--masked-training")
     keep_adapter: bool = _opt(False, "save the LoRA adapter alone (peft format) instead of merging it",
                               "--keep-adapter")
     resume: bool = _opt(False, "continue an interrupted run from its last checkpoint", "--resume")

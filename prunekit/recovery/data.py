@@ -208,7 +208,8 @@ def build_training_data(spec: str, tokenizer, config, data_dir: str | None = Non
                 "rows": len(alpaca), "dropped_prompt_too_long": len(examples) - len(kept)}
         examples = kept
         if not kept:
-            raise PrunekitError(f"{path}: every Alpaca prompt fills the cutoff of {config.seqlen} tokens: raise --seqlen")
+            raise PrunekitError(f"{path}: every Alpaca prompt fills the cutoff of {config.seqlen} tokens: "
+                                f"raise --seqlen")
     else:
         source = load_source(spec, "train", data_dir)
         examples = _packed_windows(tokenizer, source.documents if source.kind == "documents" else [source.text()],

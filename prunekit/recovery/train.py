@@ -105,7 +105,8 @@ def train_lora(peft_model, tokenizer, data: TrainingData, config, checkpoints: P
     if not val or val[-1]["step"] != state.global_step:
         trainer.evaluate()                       # the validation loss after the last step (logged like the others)
     return {"history": history_of(state.log_history), "steps": state.global_step, "epochs": state.epoch,
-            "tokens_seen": int(state.num_input_tokens_seen), "tokens_this_run": int(state.num_input_tokens_seen) - earlier,
+            "tokens_seen": int(state.num_input_tokens_seen),
+            "tokens_this_run": int(state.num_input_tokens_seen) - earlier,
             "train_s": seconds, "resumed_from": Path(checkpoint).name if checkpoint else None}
 
 
