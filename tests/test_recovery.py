@@ -145,11 +145,14 @@ def test_sparse_recovery_end_to_end_keeps_sparsity_and_2_4(tokenizer, data_dir, 
 
 
 def test_dense_merge_computes_what_the_adapted_model_computed(tokenizer, data_dir):
-    res = recover(make_tiny_model("qwen2"), RecoveryConfig(steps=2, lr=5e-3, **TINY), data=DATA,
+    # one epoch over 12 windows: 3 held out (the minimum of a quarter), 9 trained on, each seen once
+    res = recover(make_tiny_model("qwen2"), RecoveryConfig(epochs=1, max_examples=12, lr=5e-3, **TINY), data=DATA,
                   tokenizer=tokenizer, data_dir=data_dir, progress=False)
     assert res.merge == "dense"
+    assert res.data["train_examples"] == 9 and res.data["validation_examples"] == 3
+    assert res.tokens_seen == 9 * 32
     last = res.history["validation"][-1]
-    assert last["step"] == 2
+    assert last["step"] == res.steps
     assert res.validation_loss_merged == pytest.approx(last["loss"], abs=1e-5)
     assert res.history["validation"][0]["step"] == 0
 
