@@ -137,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--output", default=None, help="JSON file to write the measurements to")
     b.add_argument("--save-to-model", action="store_true",
                    help="also merge the measurements into MODEL/prunekit_report.json (for prunekit compare)")
+    from .recovery.cli import add_parser as add_recover_parser   # issue 15: prunekit recover
+    add_recover_parser(sub)
     return parser
 
 
@@ -283,13 +285,18 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_recover(args) -> int:
+    from .recovery.cli import run
+    return run(args)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()  # prunekit shows its own bars; the loader's are noise
     try:
         return {"prune": cmd_prune, "eval": cmd_eval, "analyze": cmd_analyze, "bench": cmd_bench,
-                "compare": cmd_compare}[args.command](args)
+                "compare": cmd_compare, "recover": cmd_recover}[args.command](args)
     except ConfigError as e:
         print(f"prunekit {args.command}: error: {e.render(_flag_name)}", file=sys.stderr)
         return 2

@@ -1,0 +1,115 @@
+"""`prunekit recover`: the subcommand's flags (generated from RecoveryConfig's field metadata)
+and its runner."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from .config import RecoveryConfig
+
+_TYPES = {"int": int, "float": float, "str": str}
+_SKIP = ("device",)     # the shared --device flag of the model arguments sets it
+
+
+def _flag_type(annotation: str):
+    return _TYPES[annotation.replace(" | None", "").strip()]
+
+
+def add_config_flags(parser, cls=RecoveryConfig, skip=_SKIP) -> None:
+    """One flag per dataclass field, from its metadata (flag, help); booleans get --x / --no-x."""
+    group = parser.add_argument_group("recovery options")
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        flag, help = f.metadata["flag"], f.metadata["help"]
+        if f.type == "bool":
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help)
+        else:
+            group.add_argument(flag, dest=f.name, type=_flag_type(f.type), default=None, help=help)
+
+
+def config_from_args(args, cls=RecoveryConfig):
+    """The config from the flags given; the others keep the dataclass defaults."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
+             if getattr(args, f.name, None) is not None}
+    return cls(**given)
+
+
+def add_parser(subparsers):
+    from ..cli import _add_eval_args, _add_model_args
+
+    p = subparsers.add_parser(
+        "recover", help="LoRA fine-tuning that recovers a pruned model (zeros stay zeros)",
+        description="Train LoRA adapters on the decoder-block linears of a pruned model (the Shortened-LLM / SLM "
+                    "recipe: r 8, alpha 16, dropout 0.05, lr 1e-4, AdamW, warm-up) and merge them into the "
+                    "weights, masked by the weights' zero pattern so that sparse and N:M models keep every zero. "
+                    "Saves a checkpoint plus prunekit_report.json (loss history, tokens, time, memory) and "
+                    "recovery_loss.png.")
+    _add_model_args(p)
+    p.add_argument("--data", default="c4",
+                   help="training text: c4, ptb, wikitext2 (optionally NAME:SPLIT, default split train), a .txt "
+                        "file (packed windows) or a .jsonl file, either Alpaca rows (instruction, input, output; "
+                        "prompt tokens masked from the loss) or text rows; evaluation sets are refused (default c4)")
+    add_config_flags(p)
+    _add_eval_args(p, "wikitext2")
+    p.add_argument("--output", required=True, help="output folder (a Hugging Face checkpoint plus the report)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a non-empty output folder (and an interrupted run's checkpoints)")
+    return p
+
+
+def summary(report: dict) -> str:
+    r = report["recovery"]
+    cfg, data = r["config"], r["data"]
+    val = r["history"]["validation"]
+    split = f":{data['split']}" if data.get("split") else ""
+    lines = [f"prunekit recover: {report['recovered_from']} ({report['model'].get('architecture', '?')}, "
+             f"{report['model'].get('num_layers', '?')} layers)",
+             f"  lora          r {cfg['lora_r']} alpha {cfg['lora_alpha']:g} dropout {cfg['lora_dropout']:g} on "
+             f"{len(r['targets'])} linears per block ({r['trainable_params']:,} trainable parameters)",
+             f"  data          {data['dataset']}{split} ({data['format']}, {data['train_examples']} train / "
+             f"{data['validation_examples']} held-out examples of <= {data['seqlen']} tokens)",
+             f"  training      {r['steps']} steps, {r['tokens_seen']:,} tokens, {r['train_s']:.1f} s "
+             f"({r['tokens_this_run'] / max(r['train_s'], 1e-9):.0f} tokens/s), peak {r['peak_memory_kind']} "
+             f"{r['peak_memory_gb']:.2f} GB" + (f", resumed from {r['resumed_from']}" if r['resumed_from'] else "")]
+    if val:
+        lines.append(f"  validation    loss {val[0]['loss']:.4f} (step {val[0]['step']}) -> {val[-1]['loss']:.4f} "
+                     f"(step {val[-1]['step']})" + (f"; merged model {r['validation_loss_merged']:.4f}"
+                                                    if r["validation_loss_merged"] is not None else ""))
+    sp = report["sparsity"]["overall"]
+    lines.append(f"  merge         {r['merge']}; sparsity {r['sparsity_before']:.4f} -> {sp:.4f}"
+                 + "".join(f"; {p} valid" for p, v in r["nm_valid"].items() if v["before"] and v["after"])
+                 + "".join(f"; {p} LOST" for p, v in r["nm_valid"].items() if v["before"] and not v["after"]))
+    for name, ev in (report.get("eval") or {}).items():
+        before = ((report.get("before_recovery") or {}).get("eval") or {}).get(name)
+        same = before and before.get("protocol") == ev["protocol"]
+        lines.append(f"  ppl {name:<10s}{ev['ppl']:.3f} [{ev['protocol']}]"
+                     + (f"  (before recovery {before['ppl']:.3f})" if same else ""))
+    if report.get("output"):
+        lines.append(f"  saved         {report['output']}")
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    from ..workflows.common import check_device, eval_names, prepare_evals, run_evals
+    from ..data.sources import default_data_dir
+    from ..export.save import check_output_dir
+    from ..models.adapter import ModelAdapter
+    from ..models.loading import load_model
+    from .api import recover
+    from .data import refuse_evaluation_data
+
+    device = check_device(args.device)
+    config = config_from_args(args)
+    config.device = device
+    if not args.resume:
+        check_output_dir(args.output, args.overwrite)
+    refuse_evaluation_data(args.data, args.data_dir or default_data_dir())
+    model, tok, source = load_model(args.model, args.dtype, args.trust_remote_code)
+    config.target_names(ModelAdapter(model).linear_names())      # a bad --targets fails before any work
+    texts = prepare_evals(eval_names(args.eval), tok, args.eval_seqlen, args.eval_windows, args.data_dir)
+    result = recover(model, config, data=args.data, output=args.output, tokenizer=tok, data_dir=args.data_dir,
+                     overwrite=args.overwrite, measure=lambda m: {"eval": run_evals(m, texts, args.eval_seqlen, args.eval_windows, device)},
+                     source=source)
+    print(summary(result.report))
+    return 0

@@ -1,0 +1,119 @@
+"""The LoRA training run: transformers' Trainer with AdamW, linear warm-up and decay, periodic
+validation loss and checkpoints that a killed run resumes from."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from .data import IGNORE, TrainingData
+
+
+class Examples(torch.utils.data.Dataset):
+    def __init__(self, rows: list):
+        self.rows = rows
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        return self.rows[i]
+
+
+def pad_collator(pad_id: int):
+    """Right-pads a batch to its longest example: inputs with `pad_id`, labels with -100 (no loss),
+    attention mask 0 on the padding."""
+    def collate(rows: list) -> dict:
+        width = max(len(r["input_ids"]) for r in rows)
+        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            n = len(r["input_ids"])
+            ids[i, :n] = torch.tensor(r["input_ids"])
+            labels[i, :n] = torch.tensor(r["labels"])
+            mask[i, :n] = 1
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+    return collate
+
+
+def training_arguments(config, checkpoints: Path, progress: bool, eval_on_start: bool):
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(checkpoints),
+        max_steps=config.steps if config.steps is not None else -1,
+        num_train_epochs=config.epochs if config.epochs is not None else 1,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.lr,
+        optim="adamw_torch",
+        weight_decay=0.0,
+        lr_scheduler_type="linear",
+        warmup_steps=config.warmup_steps,
+        logging_steps=1,
+        eval_strategy="steps",
+        eval_steps=config.eval_every,
+        eval_on_start=eval_on_start,
+        save_strategy="steps",
+        save_steps=config.save_every,
+        save_total_limit=1,                      # only the last checkpoint is needed to resume
+        seed=config.seed,
+        data_seed=config.seed,
+        use_cpu=config.device == "cpu",
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        label_names=["labels"],
+        include_num_input_tokens_seen="non_padding",
+        report_to="none",
+        disable_tqdm=not progress,
+    )
+
+
+def last_checkpoint(checkpoints: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+
+
+def history_of(log_history: list) -> dict:
+    """Train loss per optimiser step and validation loss per evaluation, from the Trainer's log."""
+    train = [{"step": h["step"], "loss": h["loss"], "lr": h.get("learning_rate")} for h in log_history if "loss" in h]
+    val = [{"step": h["step"], "loss": h["eval_loss"]} for h in log_history if "eval_loss" in h]
+    return {"train": train, "validation": val}
+
+
+def train_lora(peft_model, tokenizer, data: TrainingData, config, checkpoints: Path, resume: bool = False,
+               progress: bool = True, callbacks=()) -> dict:
+    """Train the adapters of `peft_model` in place; returns history, tokens seen and timing."""
+    from transformers import Trainer
+
+    checkpoint = last_checkpoint(checkpoints) if resume else None
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    args = training_arguments(config, checkpoints, progress, eval_on_start=checkpoint is None)
+    trainer = Trainer(model=peft_model, args=args, train_dataset=Examples(data.train),
+                      eval_dataset=Examples(data.validation), data_collator=pad_collator(pad_id),
+                      callbacks=list(callbacks))
+    earlier = _tokens_at(checkpoint)        # read now: the checkpoint is rotated away during training
+    start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=checkpoint)
+    seconds = time.perf_counter() - start
+    state = trainer.state
+    val = history_of(state.log_history)["validation"]
+    if not val or val[-1]["step"] != state.global_step:
+        trainer.evaluate()                       # the validation loss after the last step (logged like the others)
+    return {"history": history_of(state.log_history), "steps": state.global_step, "epochs": state.epoch,
+            "tokens_seen": int(state.num_input_tokens_seen),
+            "tokens_this_run": int(state.num_input_tokens_seen) - earlier,
+            "train_s": seconds, "resumed_from": Path(checkpoint).name if checkpoint else None}
+
+
+def _tokens_at(checkpoint: str | None) -> int:
+    """Tokens the interrupted run had seen when it saved `checkpoint` (0 for a fresh run)."""
+    if checkpoint is None:
+        return 0
+    import json
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+    return int(state.get("num_input_tokens_seen", 0))
