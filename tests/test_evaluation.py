@@ -1,7 +1,6 @@
 """Evaluation suite: lm-eval zero-shot against a direct log-likelihood computation, KL to dense
 against its definition, and the eval command's report."""
 import json
-import math
 
 import pytest
 import torch

@@ -1,5 +1,4 @@
 """Masks and scores against brute force on small matrices."""
-import itertools
 
 import pytest
 import torch

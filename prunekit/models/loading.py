@@ -10,13 +10,12 @@ import copy
 import hashlib
 import importlib.util
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ..atomic import atomic_dir
 from ..errors import PrunekitError
 from ..hub import hub_unreachable_reason
 
@@ -105,15 +104,9 @@ def convert_gguf(gguf: str, out_dir: Path) -> Path:
     if missing or unexpected:
         raise PrunekitError(f"GGUF conversion of {gguf} did not match: missing {missing}, unexpected {unexpected}")
     plain.tie_weights()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".tmp-", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir, overwrite=True) as tmp:
         plain.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

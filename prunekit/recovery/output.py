@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from ..errors import PrunekitError
+from ..atomic import replace_dir
 from ..export.save import check_output_dir
 
 CHECKPOINTS = "checkpoints"
@@ -48,11 +48,5 @@ def publish(work: Path, out) -> Path:
     out = Path(out).resolve()
     shutil.rmtree(work / CHECKPOINTS, ignore_errors=True)
     (work / RUN_FILE).unlink(missing_ok=True)
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.replace(out, old / "x")
-    os.replace(work, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    replace_dir(work, out)
     return out

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
-from ...errors import PrunekitError
 from ...solvers.similarity import block_influence
 from ..options import option, require
 from ..registry import register_method

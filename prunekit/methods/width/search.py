@@ -33,7 +33,7 @@ from ..options import option, require
 from ..registry import register_method
 from ..sparsity.sparsegpt import DampedConfig
 from .genome import Genome, Space, Shape, crossover
-from .slicing import DenseWeights, block_channels, keep_cols, keep_rows, shape_of, sliced_model
+from .slicing import DenseWeights, block_channels, keep_rows, shape_of, sliced_model
 
 # the paper's mutation probabilities: generation 0 / large-randomness, and ordinary mutants
 P_RATIO0, P_MASK0 = 0.3, 0.6
