@@ -69,22 +69,20 @@ def plot_layer_scores(scores: dict, path: str | Path, title: str) -> Path:
     return Path(path)
 
 
-def plot_search_history(history: list, path: str | Path, title: str) -> Path:
-    """Best and mean fitness perplexity per generation of the evolutionary search."""
+def line_chart(path: str | Path, title: str, xlabel: str, ylabel: str, series) -> Path:
+    """A line chart with integer x ticks: `series` is a list of (xs, ys, matplotlib style kwargs)
+    and, for horizontal reference lines, (None, y, style)."""
     plt = _pyplot()
-    rows = [h for h in history if h["generation"] != "init"]
-    init = next((h for h in history if h["generation"] == "init"), None)
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    if rows:
-        ax.plot([h["generation"] for h in rows], [h["best_ppl"] for h in rows], marker="o", label="best (survivors)")
-        ax.plot([h["generation"] for h in rows if h["mean_ppl"]], [h["mean_ppl"] for h in rows if h["mean_ppl"]],
-                marker="s", ls="--", label="mean of the generation's candidates")
-    if init:
-        ax.axhline(init["best_ppl"], color="grey", ls=":", label="importance initialisation")
+    for xs, ys, style in series:
+        if xs is None:
+            ax.axhline(ys, **style)
+        else:
+            ax.plot(xs, ys, **style)
     from matplotlib.ticker import MaxNLocator
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("generation")
-    ax.set_ylabel("fitness perplexity")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -92,3 +90,19 @@ def plot_search_history(history: list, path: str | Path, title: str) -> Path:
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def plot_search_history(history: list, path: str | Path, title: str) -> Path:
+    """Best and mean fitness perplexity per generation of the evolutionary search."""
+    rows = [h for h in history if h["generation"] != "init"]
+    init = next((h for h in history if h["generation"] == "init"), None)
+    series = []
+    if rows:
+        means = [h for h in rows if h["mean_ppl"]]
+        series += [([h["generation"] for h in rows], [h["best_ppl"] for h in rows],
+                    dict(marker="o", label="best (survivors)")),
+                   ([h["generation"] for h in means], [h["mean_ppl"] for h in means],
+                    dict(marker="s", ls="--", label="mean of the generation's candidates"))]
+    if init:
+        series.append((None, init["best_ppl"], dict(color="grey", ls=":", label="importance initialisation")))
+    return line_chart(path, title, "generation", "fitness perplexity", series)
