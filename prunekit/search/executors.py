@@ -94,6 +94,11 @@ def ray_module():
     return ray
 
 
+def _package_root() -> str:
+    import prunekit
+    return os.path.dirname(os.path.dirname(os.path.abspath(prunekit.__file__)))
+
+
 class RayActors:
     """`workers` Ray actors, each building its evaluator once from the factory in the object store."""
 
@@ -103,8 +108,12 @@ class RayActors:
         if not ray.is_initialized():
             address = os.environ.get("RAY_ADDRESS") or None
             # a local cluster gets exactly the CPUs the actors ask for, not the whole machine
-            ray.init(address=address, num_cpus=None if address else workers * threads,
-                     include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+            local = {} if address else {
+                "num_cpus": workers * threads,
+                # actors must import this prunekit, which need not be the installed one
+                "runtime_env": {"env_vars": {"PYTHONPATH": os.pathsep.join(
+                    [_package_root()] + [p for p in [os.environ.get("PYTHONPATH")] if p])}}}
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, **local)
             self.started = True
         self.name = f"{workers} ray actors" + (f" on {os.environ['RAY_ADDRESS']}" if os.environ.get("RAY_ADDRESS") else "")
         self.workers = workers
