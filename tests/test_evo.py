@@ -164,6 +164,9 @@ def test_kl_fitness_zero_for_dense_and_equals_direct_computation(six_block):
     sub = [1, 5, 6]
     assert ev.score([(0, 1, 0, 0, 1, 0)], sub)[0] == pytest.approx(float(brute_kl(dense[sub], cand[sub]).mean()),
                                                                    rel=1e-4)
+    lean = DepthEvaluator(BlockStack(ModelAdapter(model), ids), "kl", topk=0, cache_bytes=1)   # block 0 only
+    assert lean.stride > 6 and list(lean.inputs) == [0]
+    assert lean.score([(0, 1, 0, 0, 1, 0)], sub) == pytest.approx(ev.score([(0, 1, 0, 0, 1, 0)], sub), rel=1e-6)
     ppl = DepthEvaluator(BlockStack(ModelAdapter(model), ids), "ppl")
     nll = F.cross_entropy(cand[:, :-1].reshape(-1, VOCAB), ids[:, 1:].reshape(-1))
     assert ppl.score([(0, 1, 0, 0, 1, 0)], windows)[0] == pytest.approx(math.exp(float(nll)), rel=1e-4)
@@ -271,9 +274,13 @@ def test_evo_depth_finds_brute_force_optimum(six_block):
     subsets = list(itertools.combinations(range(6), 2))
     scores = ev.score([tuple(int(i in s) for i in range(6)) for s in subsets], windows)
     optimum = list(subsets[min(range(len(subsets)), key=scores.__getitem__)])
+    from prunekit.methods.depth import ShortGPT, ShortGPTConfig
+    sg = ShortGPT(ShortGPTConfig(remove_layers=2), ModelAdapter(copy.deepcopy(model)))
+    sg.run(BlockStack(sg.adapter, ids), DepthState(sg.adapter), progress=False)
     details = run_evo_depth(model, ids, remove_layers=2, stages="64:3,256:1", generations=8, offspring=6,
                             kl_topk=0)
-    assert details["shortgpt_removed"] != optimum          # the search had work to do
+    assert details["shortgpt_removed"] == sg.details["removed"]          # the search starts from ShortGPT
+    assert details["shortgpt_removed"] != optimum                         # ... which is not optimal here
     assert details["removed"] == optimum
     assert details["final_fitness"] == pytest.approx(min(scores), rel=1e-6)
     assert details["final_fitness"] < details["initial_fitness"]

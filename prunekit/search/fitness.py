@@ -73,14 +73,27 @@ class WindowFitness:
 
 
 class DepthEvaluator:
-    """Candidates are 0/1 tuples over the blocks (1 = dropped); a candidate runs from the dense
-    input of its first dropped block (all dense block inputs are cached once)."""
+    """Candidates are 0/1 tuples over the blocks (1 = dropped). Dense block inputs are cached at
+    every `stride`-th block (stride 1 when they fit in `cache_bytes`); a candidate runs from the
+    last cached input at or below its first dropped block. ShortGPT's block influence of every
+    block is measured on the same pass."""
 
-    def __init__(self, stack: BlockStack, kind: str = "kl", topk: int = 0):
+    def __init__(self, stack: BlockStack, kind: str = "kl", topk: int = 0, cache_bytes: float = 4 * 2**30):
+        from ..solvers.similarity import block_influence
         self.stack = stack
         self.blocks = list(stack.adapter.layers)
-        self.inputs = stack.all_inputs(self.blocks)
-        self.fitness = WindowFitness(stack, kind, self.inputs[-1], topk)
+        h = stack.start.hidden
+        per_state = h.numel() * h.element_size()
+        self.stride = max(1, math.ceil(per_state * (len(self.blocks) + 1) / cache_bytes))
+        self.inputs: dict[int, torch.Tensor] = {0: h}
+        self.block_influence = []
+        for i, block in enumerate(self.blocks):
+            out = stack.through([block], h)
+            self.block_influence.append(block_influence(h, out))
+            h = out
+            if (i + 1) % self.stride == 0:
+                self.inputs[i + 1] = h
+        self.fitness = WindowFitness(stack, kind, h, topk)
 
     def score(self, candidates: list[tuple], windows: list[int]) -> list[float]:
         out = []
@@ -88,8 +101,9 @@ class DepthEvaluator:
             if len(cand) != len(self.blocks):
                 raise PrunekitError(f"depth candidate of {len(cand)} blocks for a model of {len(self.blocks)}")
             first = next((i for i, v in enumerate(cand) if v), len(cand))
-            kept = [b for i, b in enumerate(self.blocks) if i >= first and not cand[i]]
-            hidden = self.stack.through(kept, self.inputs[first][windows])
+            start = first // self.stride * self.stride
+            kept = [b for i, b in enumerate(self.blocks) if i >= start and not cand[i]]
+            hidden = self.stack.through(kept, self.inputs[start][windows])
             out.append(self.fitness.score(hidden, windows))
         return out
 

@@ -12,7 +12,6 @@ from ...errors import PrunekitError
 from ...models.adapter import ModelAdapter
 from ...search.executors import make_executor
 from ...search.fitness import DepthEvaluator
-from ...solvers.similarity import block_influence
 from ..depth.base import DepthConfig, DepthMethod, DepthState
 from ..depth.stack import BlockStack
 from .config import EvoSearchOptions
@@ -44,12 +43,10 @@ class DepthFactory:
         return DepthEvaluator(stack, self.kind, self.topk)
 
 
-def shortgpt_choice(inputs, k: int) -> tuple:
+def shortgpt_choice(bi: list[float], k: int) -> tuple:
     """0/1 per block: the k blocks of lowest block influence (ShortGPT) dropped."""
-    n = len(inputs) - 1
-    bi = [block_influence(inputs[i], inputs[i + 1]) for i in range(n)]
-    drop = set(sorted(range(n), key=lambda i: (bi[i], i))[:k])
-    return tuple(int(i in drop) for i in range(n)), bi
+    drop = set(sorted(range(len(bi)), key=lambda i: (bi[i], i))[:k])
+    return tuple(int(i in drop) for i in range(len(bi)))
 
 
 class EvoDepth(DepthMethod):
@@ -71,7 +68,8 @@ class EvoDepth(DepthMethod):
         factory = DepthFactory(self.adapter.model, ids, cfg.fitness, cfg.kl_topk, str(stack.engine.device),
                                stack.batch * ids.shape[1])
         local = DepthEvaluator(stack, cfg.fitness, cfg.kl_topk)
-        initial, bi = shortgpt_choice(local.inputs, k)
+        bi = local.block_influence
+        initial = shortgpt_choice(bi, k)
         generations = cfg.generations if cfg.generations is not None else math.ceil(k * (n - k) / 1.5)
         children = cfg.offspring if cfg.offspring is not None else DEPTH_OFFSPRING
         executor = make_executor(cfg.executor, cfg.workers, factory, local=lambda: local,
