@@ -3,7 +3,7 @@ from .api import PruneResult, prune
 from .data.calibration import Calibration, build_calibration
 from .errors import ConfigError, PrunekitError
 from .eval.ppl import perplexity
-from .methods import (CalibrationDefaults, Job, LaCoConfig, MagnitudeConfig, Method, PPLConfig, SearchConfig,
+from .methods import (CalibrationDefaults, EvoDepthConfig, EvoSparsityConfig, Job, LaCoConfig, OWLConfig, MagnitudeConfig, Method, PPLConfig, SearchConfig,
                       ShortGPTConfig, SLEBConfig, SLMConfig, SparseGPTConfig, SparseLLMConfig, WandaConfig,
                       register_method)
 from .models.adapter import ModelAdapter
@@ -17,4 +17,4 @@ __all__ = ["prune", "PruneResult", "load_model", "perplexity", "build_calibratio
            "prune_model", "evaluate_model", "analyze_model", "bench_model", "recover", "RecoveryConfig",
            "RecoveryResult", "Method", "Job", "CalibrationDefaults", "register_method",
            "MagnitudeConfig", "WandaConfig", "SparseGPTConfig", "SparseLLMConfig", "SLMConfig", "LaCoConfig",
-           "ShortGPTConfig", "SLEBConfig", "PPLConfig", "SearchConfig", "ModelAdapter", "PrunekitError", "ConfigError"]
+           "ShortGPTConfig", "SLEBConfig", "PPLConfig", "SearchConfig", "EvoDepthConfig", "EvoSparsityConfig", "OWLConfig", "ModelAdapter", "PrunekitError", "ConfigError"]

@@ -151,34 +151,47 @@ def _calibration_defaults(methods: dict, key: str) -> str:
 
 
 def _method_fields(methods: dict) -> dict:
-    """argparse dest -> (field, declaring config class) over every registered method's options."""
+    """argparse dest -> [(field, declaring config class), ...] over every registered method's
+    options; several configs may declare the same option (one flag, one field name)."""
     from .methods.options import cli_fields, declaring_class, flag_of
-    out = {}
+    out: dict = {}
     for cls in methods.values():
         for f in cli_fields(cls.config_class):
             dest = flag_of(f)[2:].replace("-", "_")
-            out.setdefault(dest, (f, declaring_class(cls.config_class, f.name)))
+            owner = declaring_class(cls.config_class, f.name)
+            decls = out.setdefault(dest, [])
+            if decls and decls[0][0].name != f.name:
+                raise PrunekitError(f"option {flag_of(f)} names two fields: {decls[0][0].name} and {f.name}")
+            if all(o is not owner for _, o in decls):
+                decls.append((f, owner))
     return out
+
+
+def _users(methods: dict, owner) -> list[str]:
+    return [n for n, c in methods.items() if issubclass(c.config_class, owner)]
 
 
 def _add_method_options(p, methods: dict) -> None:
     """One argument group per config class that declares options, titled with the methods that
-    take them; every option once, with its help and default from the config field."""
+    take them; every option once, with its help and default from the config field (an option that
+    several configs declare is listed in the first one's group, with the others' help)."""
     from .methods.options import default_text, flag_of, value_type
     groups = {}
-    for dest, (f, owner) in _method_fields(methods).items():
+    for dest, decls in _method_fields(methods).items():
+        f, owner = decls[0]
         if owner not in groups:
-            users = [n for n, c in methods.items() if issubclass(c.config_class, owner)]
-            groups[owner] = p.add_argument_group(f"{', '.join(users)} options", _own_doc(owner))
+            groups[owner] = p.add_argument_group(f"{', '.join(_users(methods, owner))} options", _own_doc(owner))
         kind = value_type(owner, f)
         helptext = f"{f.metadata['help']} (default: {default_text(f)})"
+        for g, o in decls[1:]:
+            helptext += f"; for {', '.join(_users(methods, o))}: {g.metadata['help']} (default: {default_text(g)})"
         kw = dict(dest=dest, default=None, help=helptext)
         if kind is bool and f.default is False:
             groups[owner].add_argument(flag_of(f), action="store_const", const=True, **kw)
             continue
         if kind is bool:
             kw["choices"] = ["on", "off"]
-        elif f.metadata.get("choices"):
+        elif f.metadata.get("choices") and all(g.metadata.get("choices") == f.metadata["choices"] for g, _ in decls):
             kw["choices"] = list(f.metadata["choices"])
         kw["type"] = str if kind is bool else kind
         groups[owner].add_argument(flag_of(f), **kw)
@@ -199,9 +212,9 @@ def _flag_name(field: str) -> str:
     special = {"evals": "--eval"}
     if field in special:
         return special[field]
-    for dest, (f, _) in _method_fields(all_methods()).items():
-        if f.name == field:
-            return flag_of(f)
+    for dest, decls in _method_fields(all_methods()).items():
+        if decls[0][0].name == field:
+            return flag_of(decls[0][0])
     return "--" + field.replace("_", "-")
 
 
@@ -214,7 +227,8 @@ def _make_config(args):
     cls = method_named(args.method)
     fields = {f.name for f in dataclasses.fields(cls.config_class)}
     kwargs = {}
-    for dest, (f, _) in _method_fields(all_methods()).items():
+    for dest, decls in _method_fields(all_methods()).items():
+        f = decls[0][0]
         value = getattr(args, dest, None)
         if value is None:
             continue

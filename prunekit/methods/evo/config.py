@@ -1,0 +1,43 @@
+"""Options every evolutionary search shares (EvoPress, Sieberling et al. 2024, arXiv 2410.14649)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...search.executors import EXECUTORS
+from ...search.fitness import FITNESS_KINDS
+from ...solvers.evolution import parse_stages
+from ..options import MethodConfig, option, require
+
+
+@dataclass
+class EvoSearchOptions(MethodConfig):
+    """Evolutionary search (EvoPress): level-switch mutation, staged selection, KL fitness."""
+    fitness: str = option("kl", "candidate fitness on calibration tokens: kl (mean KL from the dense model's "
+                                "next-token distribution) or ppl (calibration perplexity)", choices=tuple(FITNESS_KINDS))
+    stages: str | None = option(None, "staged selection TOKENS:SURVIVORS,... (the last keeps 1)",
+                                default_text="per method: evo-depth 2048:2,32768:1; evo-sparsity 2048:8,16384:2,65536:1")
+    generations: int | None = option(None, "search generations",
+                                     default_text="per method: evo-depth ceil(k(n-k)/1.5), evo-sparsity 400")
+    offspring: int | None = option(None, "offspring per generation (lambda of the (1+lambda) search)",
+                                   default_text="per method: evo-depth 32, evo-sparsity 64")
+    max_switches: int = option(3, "level switches per offspring are min(U(1,m), U(1,m)) with this m")
+    kl_topk: int = option(512, "keep only the top-k dense log-probabilities plus the tail mass per token (0: the "
+                               "full distribution; a k at least the vocabulary is exact)")
+    seed: int = option(0, "seed of every random draw of the search", flag="--search-seed")
+    executor: str = option("local", "where fitness runs: local (this process, or --workers processes) or ray "
+                                    "(pip install prunekit[ray]; joins RAY_ADDRESS or starts a local cluster)",
+                           choices=tuple(EXECUTORS))
+    workers: int = option(1, "fitness workers (processes or Ray actors)")
+    threads_per_worker: int = option(1, "torch threads in each worker")
+
+    def check_search(self) -> None:
+        require(self.fitness in FITNESS_KINDS, f"{{fitness}} {self.fitness}: choose {' or '.join(FITNESS_KINDS)}")
+        require(self.executor in EXECUTORS, f"{{executor}} {self.executor}: choose {' or '.join(EXECUTORS)}")
+        if self.stages is not None:
+            parse_stages(self.stages)
+        for name in ("generations", "offspring"):
+            v = getattr(self, name)
+            require(v is None or v >= 0, f"{{{name}}} must be at least 0")
+        for name in ("max_switches", "workers", "threads_per_worker"):
+            require(getattr(self, name) >= 1, f"{{{name}}} must be at least 1")
+        require(self.kl_topk >= 0, "{kl_topk} must be at least 0")

@@ -1,0 +1,55 @@
+"""Runs the (1 + lambda) level-switch search of solvers/evolution.py with fitness computed by an
+executor on calibration windows drawn per (generation, stage); returns the history for the
+report. Shared by evo-depth and evo-sparsity."""
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from ...solvers.evolution import draw_windows, evolve, level_switch, parse_stages, switch_count
+
+
+def run_search(options, initial: tuple, n_levels: int, executor, n_windows: int, seqlen: int,
+               default_stages: str, generations: int, children: int, progress: bool = True,
+               desc: str = "evo search") -> dict:
+    stages = parse_stages(options.stages or default_stages)
+    rng = random.Random(options.seed)
+
+    def fitness(cands, stage, generation):
+        return executor.score(cands, draw_windows(n_windows, stages[stage][0], seqlen, options.seed, generation, stage))
+
+    def mutate(genome, r):
+        return level_switch(genome, n_levels, switch_count(r, options.max_switches), r)
+
+    bar = tqdm(total=generations, desc=desc, unit="gen", disable=None if progress else True)
+
+    def on_generation(row):
+        bar.update(1)
+        bar.set_postfix(best=f"{row['best']:.5f}", changed=row["changed"])
+
+    t0 = time.perf_counter()
+    result = evolve(tuple(initial), fitness, mutate, stages, generations, children, rng, on_generation)
+    seconds = time.perf_counter() - t0
+    bar.close()
+    # initial and final genome on one fixed draw of the last stage's budget: comparable numbers
+    fixed = draw_windows(n_windows, stages[-1][0], seqlen, options.seed, -1, len(stages) - 1)
+    start_score, best_score = executor.score([tuple(initial), result.best], fixed)
+    return {"best": result.best, "history": result.history, "evaluations": result.evaluations,
+            "search_s": seconds, "executor": executor.name, "stages": stages, "generations": generations,
+            "offspring": children, "initial_fitness": start_score, "final_fitness": best_score,
+            "fitness_windows": len(fixed), "fitness_tokens": len(fixed) * seqlen, "fitness": options.fitness}
+
+
+def evolution_figure(report: dict, folder: Path, start: str) -> list[str]:
+    """The search history of an evo method's report as evolution.png."""
+    from ...search.plots import plot_evolution
+    meth = report["method"]
+    if not meth.get("history"):
+        return []
+    plot_evolution(meth["history"], Path(folder) / "evolution.png",
+                   f"{meth['name']}, {report['model']['source']}", meth["fitness"],
+                   meth.get("initial_fitness"), meth.get("final_fitness"))
+    return ["evolution.png"]

@@ -1,0 +1,152 @@
+"""EvoPress's compression database for sparsity: every block pruned at every level by a base
+method (SparseGPT or Wanda), built once and kept on disk as safetensors, then assembled into
+candidates by loading each block's level.
+
+Statistics come from one pass over the *dense* model (each block sees dense inputs), so every
+entry is independent of the other blocks' levels and any combination can be assembled; each
+level is produced by the base method's own pruning code on a copy of the block, so an entry
+equals that block pruned directly by the method (with the earlier blocks left dense).
+One file per block holds all levels (`block_0007.safetensors`, keys `LEVEL.linear.name`), in the
+model's dtype. The folder name is a hash of the model's weights and config, the base method and
+its options, the levels and the calibration tokens, so a database is reused only when all agree.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from ..engine import BlockVisitor, LayerwiseEngine
+from ..errors import PrunekitError
+from ..models.adapter import ModelAdapter
+from ..models.loading import cache_dir
+
+BASE_METHODS = ("sparsegpt", "wanda")
+
+
+@dataclass(frozen=True)
+class Level:
+    sparsity: float
+    pattern: str | None = None      # N:M (kept of M) when the level is a pattern
+
+    def label(self) -> str:
+        return self.pattern or f"{self.sparsity:.4f}"
+
+
+def base_pruner(base: str, level: Level, adapter: ModelAdapter, options: dict | None = None):
+    """The base method's layer-wise pruner at one level."""
+    from ..methods.sparsity.sparsegpt import SparseGPTConfig, SparseGPTPruner
+    from ..methods.sparsity.wanda import WandaConfig, WandaPruner
+    options = options or {}
+    if base == "sparsegpt":
+        return SparseGPTPruner(SparseGPTConfig(sparsity=level.sparsity, pattern=level.pattern, **options), adapter)
+    if base == "wanda":
+        return WandaPruner(WandaConfig(sparsity=level.sparsity, pattern=level.pattern), adapter)
+    raise PrunekitError(f"unknown base method '{base}': choose {' or '.join(BASE_METHODS)}")
+
+
+def fingerprint(adapter: ModelAdapter, ids: torch.Tensor, base: str, levels: list[Level], options: dict) -> str:
+    h = hashlib.sha256()
+    h.update(adapter.model.config.to_json_string(use_diff=False).encode())
+    for _, lin in adapter.all_linears():
+        h.update(lin.weight.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    h.update(ids.cpu().contiguous().numpy().tobytes())
+    h.update(json.dumps([base, [(lv.sparsity, lv.pattern) for lv in levels], sorted(options.items())]).encode())
+    return h.hexdigest()[:20]
+
+
+class _Builder(BlockVisitor):
+    """Collects the base method's statistics on the dense block, prunes a copy per level and
+    writes the block's file; the block itself stays dense."""
+    modifies = False
+
+    def __init__(self, adapter, base, levels, options, root: Path):
+        self.adapter, self.levels, self.root = adapter, levels, root
+        self.pruners = [base_pruner(base, lv, adapter, options) for lv in levels]
+        self.events: list[str] = []
+
+    def observe(self, index, block):
+        return self.pruners[0].observe(index, block)
+
+    def edit(self, index, block):
+        stats = dict(vars(self.pruners[0]))      # the statistics observe() collected
+        tensors = {}
+        for k, pruner in enumerate(self.pruners):
+            vars(pruner).update({n: v for n, v in stats.items() if n not in ("config", "events")})
+            work = copy.deepcopy(block)
+            pruner.edit(index, work)
+            for name, lin in self.adapter.block_linears(work).items():
+                tensors[f"{k}.{name}"] = lin.weight.detach().cpu().contiguous()
+            self.events += pruner.events
+            pruner.events = []
+        save_file(tensors, str(self.root / f"block_{index:04d}.safetensors"))
+
+
+class SparsityDatabase:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        meta = json.loads((self.root / "meta.json").read_text())
+        self.levels = [Level(s, p) for s, p in meta["levels"]]
+        self.base, self.blocks = meta["base"], meta["blocks"]
+        self.linear_names = meta["linears"]
+
+    @classmethod
+    def open_or_build(cls, adapter: ModelAdapter, ids: torch.Tensor, base: str, levels: list[Level],
+                      options: dict | None = None, folder: str | os.PathLike | None = None,
+                      device: str = "cpu", progress: bool = True) -> tuple["SparsityDatabase", bool]:
+        """The database for these inputs, built if absent. Returns (database, built_now)."""
+        options = options or {}
+        if base not in BASE_METHODS:
+            raise PrunekitError(f"unknown base method '{base}': choose {' or '.join(BASE_METHODS)}")
+        parent = Path(folder) if folder else cache_dir() / "evo-db"
+        root = parent / f"{base}-{fingerprint(adapter, ids, base, levels, options)}"
+        if (root / "meta.json").is_file():
+            return cls(root), False
+        tmp = root.with_name(root.name + f".tmp{os.getpid()}")
+        tmp.mkdir(parents=True, exist_ok=True)
+        builder = _Builder(adapter, base, levels, options, tmp)
+        LayerwiseEngine(adapter, device, progress=progress).run(ids, builder, desc=f"evo database ({base})")
+        meta = {"base": base, "levels": [(lv.sparsity, lv.pattern) for lv in levels], "blocks": adapter.num_layers,
+                "linears": list(adapter.linear_names()), "options": options,
+                "calibration": list(ids.shape), "events": builder.events}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        os.replace(tmp, root)        # appears complete or not at all
+        return cls(root), True
+
+    def path(self, block: int) -> Path:
+        return self.root / f"block_{block:04d}.safetensors"
+
+    @torch.no_grad()
+    def load_into(self, block_index: int, level: int, block) -> None:
+        """Write level `level`'s weights of block `block_index` into `block`'s linears."""
+        from ..models.adapter import get_path
+        with safe_open(str(self.path(block_index)), framework="pt") as f:
+            for name in self.linear_names:
+                lin = get_path(block, name)
+                lin.weight.copy_(f.get_tensor(f"{level}.{name}").to(lin.weight.device))
+
+    def size_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.root.iterdir() if p.is_file())
+
+
+class DatabaseLoader:
+    """Picklable `load(block_index, level, block)` for evaluators in other processes."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = str(root)
+        self._db = None
+
+    def __call__(self, block_index: int, level: int, block) -> None:
+        if self._db is None:
+            self._db = SparsityDatabase(self.root)
+        self._db.load_into(block_index, level, block)
+
+    def __getstate__(self):
+        return {"root": self.root, "_db": None}

@@ -1,0 +1,136 @@
+"""Fitness of compressed candidates on calibration windows, against the dense model.
+
+`kl`: mean over tokens of KL(P_dense || P_candidate) of the next-token distributions, the dense
+side computed once for every calibration window and kept (exact log-probabilities, or a top-k
+summary for large vocabularies: solvers/divergence.py). `ppl`: the candidate's perplexity on the
+same windows. Lower is better for both. A candidate is run from cached block inputs through a
+block list (BlockStack), never as a rebuilt model. Windows are scored one by one and summed in
+window order in float64, so a score does not depend on which process computes it.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import PrunekitError
+from ..methods.depth.stack import BlockStack
+from ..solvers.divergence import kl_exact, kl_topk, topk_summary
+
+FITNESS_KINDS = ("kl", "ppl")
+
+
+class WindowFitness:
+    """Scores last-block outputs of chosen windows; holds the dense reference."""
+
+    def __init__(self, stack: BlockStack, kind: str, dense_output: torch.Tensor, topk: int = 0):
+        if kind not in FITNESS_KINDS:
+            raise PrunekitError(f"unknown fitness '{kind}': choose {' or '.join(FITNESS_KINDS)}")
+        self.stack, self.kind = stack, kind
+        self.vocab = None
+        self.reference = []
+        if kind == "kl":
+            for j in range(dense_output.shape[0]):
+                logits = self._logits(dense_output[j:j + 1])
+                self.vocab = logits.shape[-1]
+                if 0 < topk < self.vocab:
+                    self.reference.append(topk_summary(logits, topk))
+                else:
+                    self.reference.append(F.log_softmax(logits, dim=-1))
+        self.topk = topk if (self.vocab and 0 < topk < self.vocab) else 0
+
+    @torch.no_grad()
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        dev = self.stack.engine.device
+        h = hidden.to(dev)
+        for m in self.stack.adapter.post_block_modules():
+            m.to(dev)
+            h = m(h)
+            m.to(self.stack.engine.offload)
+        return h[0].float().cpu()
+
+    @torch.no_grad()
+    def score(self, output: torch.Tensor, windows: list[int]) -> float:
+        """Fitness of last-block outputs `output` [len(windows), L, d] of those windows."""
+        total, count = 0.0, 0
+        for row, j in enumerate(windows):
+            logits = self._logits(output[row:row + 1])
+            if self.kind == "kl":
+                ref = self.reference[j]
+                per_token = kl_topk(*ref, logits) if self.topk else kl_exact(ref, logits)
+                total += float(per_token.double().sum())
+                count += per_token.numel()
+            else:
+                target = self.stack.input_ids[j, 1:]
+                total += float(F.cross_entropy(logits[:-1], target, reduction="sum").double())
+                count += target.numel()
+        value = total / count
+        if not math.isfinite(value):
+            return float("inf")
+        return math.exp(value) if self.kind == "ppl" else value
+
+
+class DepthEvaluator:
+    """Candidates are 0/1 tuples over the blocks (1 = dropped). Dense block inputs are cached at
+    every `stride`-th block (stride 1 when they fit in `cache_bytes`); a candidate runs from the
+    last cached input at or below its first dropped block. ShortGPT's block influence of every
+    block is measured on the same pass."""
+
+    def __init__(self, stack: BlockStack, kind: str = "kl", topk: int = 0, cache_bytes: float = 4 * 2**30):
+        from ..solvers.similarity import block_influence
+        self.stack = stack
+        self.blocks = list(stack.adapter.layers)
+        h = stack.start.hidden
+        per_state = h.numel() * h.element_size()
+        self.stride = max(1, math.ceil(per_state * (len(self.blocks) + 1) / cache_bytes))
+        self.inputs: dict[int, torch.Tensor] = {0: h}
+        self.block_influence = []
+        for i, block in enumerate(self.blocks):
+            out = stack.through([block], h)
+            self.block_influence.append(block_influence(h, out))
+            h = out
+            if (i + 1) % self.stride == 0:
+                self.inputs[i + 1] = h
+        self.fitness = WindowFitness(stack, kind, h, topk)
+
+    def score(self, candidates: list[tuple], windows: list[int]) -> list[float]:
+        out = []
+        for cand in candidates:
+            if len(cand) != len(self.blocks):
+                raise PrunekitError(f"depth candidate of {len(cand)} blocks for a model of {len(self.blocks)}")
+            first = next((i for i, v in enumerate(cand) if v), len(cand))
+            start = first // self.stride * self.stride
+            kept = [b for i, b in enumerate(self.blocks) if i >= start and not cand[i]]
+            hidden = self.stack.through(kept, self.inputs[start][windows])
+            out.append(self.fitness.score(hidden, windows))
+        return out
+
+
+class AssembledEvaluator:
+    """Candidates are per-block level indices; `load(block_index, level, block)` writes that
+    level's weights into the block in place (from a database). The model's own blocks are the
+    workspace: only blocks whose level changed since the last candidate are rewritten."""
+
+    def __init__(self, stack: BlockStack, load, kind: str = "kl", topk: int = 0):
+        self.stack, self.load = stack, load
+        self.blocks = list(stack.adapter.layers)
+        dense_out = stack.through(self.blocks, stack.start.hidden)
+        self.fitness = WindowFitness(stack, kind, dense_out, topk)
+        self.current: list = [None] * len(self.blocks)   # None: the dense weights
+
+    def assemble(self, cand: tuple) -> None:
+        for i, level in enumerate(cand):
+            if self.current[i] != level:
+                self.load(i, level, self.blocks[i])
+                self.current[i] = level
+
+    def score(self, candidates: list[tuple], windows: list[int]) -> list[float]:
+        out = []
+        for cand in candidates:
+            if len(cand) != len(self.blocks):
+                raise PrunekitError(f"candidate of {len(cand)} blocks for a model of {len(self.blocks)}")
+            self.assemble(cand)
+            hidden = self.stack.through(self.blocks, self.stack.start.hidden[windows])
+            out.append(self.fitness.score(hidden, windows))
+        return out
