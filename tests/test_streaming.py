@@ -1,0 +1,246 @@
+"""Streaming: blocks read from safetensors on demand, written at once, resumable. Every streamed
+result is compared with the in-memory path on the same checkpoint (weights byte-equal)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+import prunekit
+from prunekit.errors import PrunekitError
+from prunekit.methods import MagnitudeConfig, ShortGPTConfig, SparseGPTConfig, WandaConfig, LaCoConfig, SearchConfig
+from prunekit.stats import sparsity_stats
+from prunekit.streaming import partial_dir, stream_perplexity, stream_prune
+
+from .conftest import VOCAB, make_tiny_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _ids(n=4, L=32, seed=0):
+    return torch.randint(3, VOCAB, (n, L), generator=torch.Generator().manual_seed(seed))
+
+
+def _save(model, tokenizer, path, dtype=None, shard=None):
+    if dtype is not None:
+        model = model.to(dtype)
+    kw = {"max_shard_size": shard} if shard else {}
+    model.save_pretrained(path, **kw)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def _read_folder(path) -> dict:
+    """Every tensor of a safetensors checkpoint folder (single file or shards)."""
+    out = {}
+    for f in sorted(Path(path).glob("*.safetensors")):
+        with safe_open(str(f), framework="pt") as h:
+            out.update({k: h.get_tensor(k) for k in h.keys()})
+    return out
+
+
+def _in_memory(path, config, ids, dtype="float32"):
+    model, _, _ = prunekit.load_model(str(path), dtype)
+    prunekit.prune(model, config, ids, progress=False)
+    return model
+
+
+def _assert_byte_equal(streamed: dict, model):
+    ref = model.state_dict()
+    tied = {n for n in ref if n not in streamed}
+    # a tied head is stored once, as save_pretrained does
+    assert tied <= {"lm_head.weight"} and (not tied or model.config.tie_word_embeddings)
+    assert set(streamed) <= set(ref)
+    for k, v in streamed.items():
+        assert v.dtype == ref[k].dtype, k
+        assert torch.equal(v.contiguous().view(torch.uint8), ref[k].contiguous().view(torch.uint8)), k
+
+
+CONFIGS = {
+    "magnitude": lambda: MagnitudeConfig(sparsity=0.5),
+    "wanda": lambda: WandaConfig(sparsity=0.5),
+    "sparsegpt": lambda: SparseGPTConfig(pattern="2:4"),
+}
+
+
+@pytest.mark.parametrize("family", ["llama", "opt"])
+@pytest.mark.parametrize("method", list(CONFIGS))
+def test_streamed_equals_in_memory(family, method, tokenizer, tmp_path):
+    src = _save(make_tiny_model(family), tokenizer, tmp_path / "src")
+    ids = _ids()
+    res = stream_prune(str(src), CONFIGS[method](), ids, tmp_path / "out", progress=False)
+    ref = _in_memory(src, CONFIGS[method](), ids)
+    out = _read_folder(tmp_path / "out")
+    _assert_byte_equal(out, ref)
+    assert res.sparsity == sparsity_stats(prunekit.ModelAdapter(ref))
+    assert not partial_dir((tmp_path / "out").resolve()).exists()
+
+
+def test_sharded_input_and_output_load_with_from_pretrained(tokenizer, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    src = _save(make_tiny_model("llama", layers=4), tokenizer, tmp_path / "src", shard="100KB")
+    assert (src / "model.safetensors.index.json").is_file()
+    ids = _ids()
+    stream_prune(str(src), WandaConfig(sparsity=0.5), ids, tmp_path / "out", max_shard_bytes=150_000, progress=False)
+    index = json.loads((tmp_path / "out" / "model.safetensors.index.json").read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    assert len(shards) > 2 and all((tmp_path / "out" / s).is_file() for s in shards)
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.safetensors")) == shards
+    for s in shards:
+        assert (tmp_path / "out" / s).stat().st_size <= 150_000 + 4096   # header slack
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "out", dtype=torch.float32)
+    ref = _in_memory(src, WandaConfig(sparsity=0.5), ids)
+    x = _ids(1, 16, seed=5)
+    with torch.no_grad():
+        assert torch.equal(loaded(x).logits, ref(x).logits)
+
+
+def test_bf16_source_stays_bf16(tokenizer, tmp_path):
+    src = _save(make_tiny_model("llama"), tokenizer, tmp_path / "src", dtype=torch.bfloat16)
+    ids = _ids()
+    stream_prune(str(src), SparseGPTConfig(sparsity=0.5), ids, tmp_path / "out", progress=False)
+    out = _read_folder(tmp_path / "out")
+    assert {v.dtype for v in out.values()} == {torch.bfloat16}
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["dtype"] == "bfloat16"
+    _assert_byte_equal(out, _in_memory(src, SparseGPTConfig(sparsity=0.5), ids, "bfloat16"))
+
+
+def test_loader_default_keeps_the_checkpoint_dtype(tokenizer, tmp_path):
+    src = _save(make_tiny_model("llama"), tokenizer, tmp_path / "src", dtype=torch.bfloat16)
+    model, _, _ = prunekit.load_model(str(src))
+    assert next(model.parameters()).dtype == torch.bfloat16
+
+
+def _files(folder) -> dict:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+class _Kill(Exception):
+    pass
+
+
+@pytest.mark.parametrize("method", ["magnitude", "wanda", "sparsegpt"])
+def test_kill_and_resume_equals_uninterrupted(method, tokenizer, tmp_path):
+    src = _save(make_tiny_model("llama", layers=4), tokenizer, tmp_path / "src", shard="100KB")
+    ids = _ids()
+    kw = dict(max_shard_bytes=150_000, progress=False)
+    stream_prune(str(src), CONFIGS[method](), ids, tmp_path / "ref", **kw)
+    ref = _files(tmp_path / "ref")
+    for k in (0, 2, 3, 4):            # after the first, a middle and the last block, after the non-block tensors
+
+        def boom(unit, k=k):
+            if unit == k:
+                raise _Kill
+
+        out = tmp_path / f"out{k}"
+        with pytest.raises(_Kill):
+            stream_prune(str(src), CONFIGS[method](), ids, out, on_unit=boom, **kw)
+        assert not out.exists() and partial_dir(out.resolve()).is_dir()
+        seen = []
+        res = stream_prune(str(src), CONFIGS[method](), ids, out, resume=True, on_unit=seen.append, **kw)
+        assert seen == list(range(k + 1, 5))          # only what was not finished ran again
+        assert any("resumed" in e for e in res.events)
+        assert _files(out) == ref
+        assert not partial_dir(out.resolve()).exists()
+
+
+def test_resume_with_other_settings_is_refused_and_leftover_is_replaced(tokenizer, tmp_path):
+    src = _save(make_tiny_model("llama"), tokenizer, tmp_path / "src")
+    ids = _ids()
+    out = tmp_path / "out"
+
+    def boom(unit):
+        if unit == 1:
+            raise _Kill
+
+    with pytest.raises(_Kill):
+        stream_prune(str(src), WandaConfig(sparsity=0.5), ids, out, on_unit=boom, progress=False)
+    with pytest.raises(PrunekitError, match=r"--resume refused.*sparsity: 0\.5 then, 0\.6 now"):
+        stream_prune(str(src), WandaConfig(sparsity=0.6), ids, out, resume=True, progress=False)
+    with pytest.raises(PrunekitError, match="calibration"):
+        stream_prune(str(src), WandaConfig(sparsity=0.5), _ids(seed=1), out, resume=True, progress=False)
+    res = stream_prune(str(src), WandaConfig(sparsity=0.6), ids, out, progress=False)
+    note = [e for e in res.events if "leftover" in e]
+    assert len(note) == 1 and str(partial_dir(out.resolve())) in note[0] and "KiB" in note[0]
+    _assert_byte_equal(_read_folder(out), _in_memory(src, WandaConfig(sparsity=0.6), ids))
+
+
+CHILD = """
+import sys, torch
+from prunekit.methods import SparseGPTConfig
+from prunekit.stats import sparsity_stats
+from prunekit.streaming import stream_prune
+ids = torch.load(sys.argv[3])
+def unit(k):
+    print("unit", k, flush=True)
+    if k >= 1:
+        import time; time.sleep(30)    # the parent kills us here, or earlier
+stream_prune(sys.argv[1], SparseGPTConfig(sparsity=0.5), ids, sys.argv[2], on_unit=unit, progress=False,
+             max_shard_bytes=150_000)
+"""
+
+
+def test_sigkill_then_resume_equals_uninterrupted(tokenizer, tmp_path):
+    src = _save(make_tiny_model("llama", layers=4), tokenizer, tmp_path / "src")
+    ids = _ids()
+    torch.save(ids, tmp_path / "ids.pt")
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(src), str(out), str(tmp_path / "ids.pt")],
+                             stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        for line in child.stdout:
+            if line.strip() == "unit 1":
+                break
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    assert child.returncode == -signal.SIGKILL and not out.exists()
+    seen = []
+    stream_prune(str(src), SparseGPTConfig(sparsity=0.5), ids, out, resume=True, on_unit=seen.append,
+                 max_shard_bytes=150_000, progress=False)
+    assert seen == [2, 3, 4]
+    stream_prune(str(src), SparseGPTConfig(sparsity=0.5), ids, tmp_path / "ref", max_shard_bytes=150_000,
+                 progress=False)
+    assert _files(out) == _files(tmp_path / "ref")
+
+
+def test_shortgpt_streamed_equals_in_memory(tokenizer, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    src = _save(make_tiny_model("llama", layers=6), tokenizer, tmp_path / "src")
+    ids = _ids(4, 24)
+    res = stream_prune(str(src), ShortGPTConfig(remove_layers=2), ids, tmp_path / "out", progress=False)
+    ref = _in_memory(src, ShortGPTConfig(remove_layers=2), ids)
+    _assert_byte_equal(_read_folder(tmp_path / "out"), ref)
+    assert res.details["depth"]["layers_after"] == 4 == ref.config.num_hidden_layers
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "out", dtype=torch.float32)
+    x = _ids(1, 16, seed=5)
+    with torch.no_grad():
+        assert torch.equal(loaded(x).logits, ref(x).logits)
+
+
+def test_streamed_perplexity_equals_in_memory(tokenizer, tmp_path):
+    from prunekit.eval.ppl import perplexity_of_ids
+
+    src = _save(make_tiny_model("opt"), tokenizer, tmp_path / "src")
+    ids = torch.randint(3, VOCAB, (5 * 32 + 7,), generator=torch.Generator().manual_seed(3))
+    model, _, _ = prunekit.load_model(str(src))
+    ref = perplexity_of_ids(model, ids, seqlen=32, progress=False)
+    got = stream_perplexity(str(src), ids, seqlen=32, chunk_windows=2, progress=False)
+    assert got["windows"] == ref["windows"] == 5
+    assert got["ppl"] == pytest.approx(ref["ppl"], rel=1e-6)
+
+
+@pytest.mark.parametrize("config", [LaCoConfig(remove_layers=1), SearchConfig(keep=0.8)], ids=["laco", "search"])
+def test_methods_that_cannot_stream_refuse_in_one_line(config, tokenizer, tmp_path):
+    src = _save(make_tiny_model("llama"), tokenizer, tmp_path / "src")
+    with pytest.raises(PrunekitError, match="cannot stream") as e:
+        stream_prune(str(src), config, _ids(), tmp_path / "out", progress=False)
+    assert "\n" not in str(e.value) and not (tmp_path / "out").exists()
