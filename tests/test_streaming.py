@@ -92,8 +92,10 @@ def test_sharded_input_and_output_load_with_from_pretrained(tokenizer, tmp_path)
     shards = sorted(set(index["weight_map"].values()))
     assert len(shards) > 2 and all((tmp_path / "out" / s).is_file() for s in shards)
     assert sorted(p.name for p in (tmp_path / "out").glob("*.safetensors")) == shards
-    for s in shards:
-        assert (tmp_path / "out" / s).stat().st_size <= 150_000 + 4096   # header slack
+    for s in shards:   # bounded, except a single unit larger than the bound (here the embeddings and head)
+        with safe_open(str(tmp_path / "out" / s), framework="pt") as h:
+            units = {k.split(".")[2] if k.startswith("model.layers.") else "rest" for k in h.keys()}
+        assert (tmp_path / "out" / s).stat().st_size <= 150_000 + 4096 or len(units) == 1, (s, units)
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "out", dtype=torch.float32)
     ref = _in_memory(src, WandaConfig(sparsity=0.5), ids)
     x = _ids(1, 16, seed=5)

@@ -120,6 +120,7 @@ class StreamedModel:
         with init_empty_weights(include_buffers=False):
             self.model = AutoModelForCausalLM.from_config(copy.deepcopy(self.config), dtype=self.dtype,
                                                           trust_remote_code=trust_remote_code)
+        self.model.tie_weights()   # from_config under init_empty_weights leaves tied twins apart
         self.model.eval()
         self.model.config.use_cache = False
         self.keys = self._checkpoint_keys()

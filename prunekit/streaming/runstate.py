@@ -42,10 +42,13 @@ def _human(n: int) -> str:
     return f"{n:.1f} GiB"
 
 
-def _first_difference(old: dict, new: dict) -> str:
+def _first_difference(old: dict, new: dict, where: str = "") -> str:
     for k in sorted(set(old) | set(new)):
-        if old.get(k) != new.get(k):
-            return f"{k}: {old.get(k)!r} then, {new.get(k)!r} now"
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict) and a != b:
+            return _first_difference(a, b, f"{where}{k}.")
+        if a != b:
+            return f"{where}{k}: {a!r} then, {b!r} now"
     return ""
 
 
