@@ -9,7 +9,9 @@ memory holds the embeddings, the head and one block. Sharded checkpoints are rea
 from __future__ import annotations
 
 import copy
+import ctypes
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -28,7 +30,7 @@ class CheckpointFiles:
 
     def __init__(self, source: ModelSource, revision: str | None = None):
         self.source, self.revision = source, revision
-        self._handles = {}
+        self._paths = {}
         index = self._fetch(INDEX, required=False)
         if index is not None:
             self.weight_map = json.loads(Path(index).read_text())["weight_map"]
@@ -37,7 +39,8 @@ class CheckpointFiles:
             if single is None:
                 raise PrunekitError(f"model '{source.spec}' has no safetensors weights ({SINGLE} or {INDEX}): "
                                     "streaming reads safetensors only")
-            self.weight_map = {k: SINGLE for k in self._open(SINGLE).keys()}
+            with self._open(SINGLE) as f:
+                self.weight_map = {k: SINGLE for k in f.keys()}
 
     def _fetch(self, filename: str, required: bool = True) -> str | None:
         """Local path of a checkpoint file; for a hub id, downloaded now (cached by huggingface_hub)."""
@@ -59,39 +62,55 @@ class CheckpointFiles:
             return None
 
     def _open(self, filename: str):
+        """A fresh handle per read: safe_open maps the file copy-on-write and its tensors share
+        that mapping, so a cached handle would keep every page an in-place edit (a pruning mask)
+        ever dirtied; an uncached one is unmapped when the tensors read through it are freed."""
         from safetensors import safe_open
 
-        if filename not in self._handles:
-            self._handles[filename] = safe_open(self._fetch(filename), framework="pt")
-        return self._handles[filename]
+        if filename not in self._paths:
+            self._paths[filename] = self._fetch(filename)
+        return safe_open(self._paths[filename], framework="pt")
 
     def keys(self):
         return self.weight_map.keys()
 
     def read(self, key: str) -> torch.Tensor:
-        return self._open(self.weight_map[key]).get_tensor(key)
+        with self._open(self.weight_map[key]) as f:
+            return f.get_tensor(key)
 
     def dtype_of(self, key: str) -> torch.dtype:
         """The stored dtype, read from the header only."""
-        code = self._open(self.weight_map[key]).get_slice(key).get_dtype()
+        with self._open(self.weight_map[key]) as f:
+            code = f.get_slice(key).get_dtype()
         if code not in ST_DTYPES:
             raise PrunekitError(f"tensor {key} is stored as {code}: streaming handles float checkpoints only")
         return ST_DTYPES[code]
 
     def nbytes(self) -> int:
+        """Bytes of all stored tensors (headers only)."""
         total = 0
-        for key in self.weight_map:
-            s = self._open(self.weight_map[key]).get_slice(key)
-            n = 1
-            for d in s.get_shape():
-                n *= d
-            total += n * ST_DTYPES.get(s.get_dtype(), torch.float32).itemsize
+        for filename in sorted(set(self.weight_map.values())):
+            with self._open(filename) as f:
+                for key in f.keys():
+                    s = f.get_slice(key)
+                    total += math.prod(s.get_shape()) * ST_DTYPES.get(s.get_dtype(), torch.float32).itemsize
         return total
 
 
 def _leaf(root: nn.Module, name: str):
     mod_path, _, leaf = name.rpartition(".")
     return (root.get_submodule(mod_path) if mod_path else root), leaf
+
+
+def pin_mmap_threshold(nbytes: int = 1 << 20) -> None:
+    """Make glibc serve allocations above `nbytes` with their own mappings, returned to the system
+    when freed. By default glibc raises that threshold after the first large free (up to 32 MiB),
+    after which every streamed block lands in the heap and fragments it: resident memory then grows
+    by about a block per block. No-op where glibc's mallopt is absent."""
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-3, nbytes)   # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
 
 
 class StreamedModel:
@@ -102,6 +121,7 @@ class StreamedModel:
         from accelerate import init_empty_weights
         from transformers import AutoConfig, AutoModelForCausalLM
 
+        pin_mmap_threshold()
         self.source = resolve_model_source(spec)
         if self.source.gguf:
             raise PrunekitError(f"model '{spec}' is a GGUF file: streaming reads safetensors checkpoints "
