@@ -246,3 +246,96 @@ def test_methods_that_cannot_stream_refuse_in_one_line(config, tokenizer, tmp_pa
     with pytest.raises(PrunekitError, match="cannot stream") as e:
         stream_prune(str(src), config, _ids(), tmp_path / "out", progress=False)
     assert "\n" not in str(e.value) and not (tmp_path / "out").exists()
+
+
+def _random_checkpoint_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_random_checkpoint", ROOT / "benchmarks" / "make_random_checkpoint.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _write_random_llama(path: Path, tokenizer, layers: int, hidden: int, inter: int, dtype=torch.float32,
+                        shard_bytes: int = 10**8) -> int:
+    """A random Llama written by the benchmark script's shard writer (one tensor in memory at a time)."""
+    from transformers import LlamaConfig
+    from tqdm import tqdm
+
+    mk = _random_checkpoint_module()
+    cfg = dict(hidden_size=hidden, intermediate_size=inter, num_attention_heads=hidden // 64,
+               num_key_value_heads=max(1, hidden // 256), num_hidden_layers=layers, vocab_size=VOCAB,
+               tie_word_embeddings=False, head_dim=64)
+    path.mkdir()
+    code = {torch.float32: "F32", torch.bfloat16: "BF16"}[dtype]
+    shards = mk.plan_shards(mk.tensors_of(cfg), dtype.itemsize, shard_bytes)
+    names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    for name, tensors in zip(names, shards):
+        mk.write_shard(path / name, tensors, dtype, code, 0, tqdm(disable=True))
+    index = {"metadata": {}, "weight_map": {t: n for n, ts in zip(names, shards) for t, _ in ts}}
+    (path / "model.safetensors.index.json").write_text(json.dumps(index))
+    LlamaConfig(**cfg, bos_token_id=1, eos_token_id=2, pad_token_id=0, dtype=str(dtype).split(".")[1]).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return sum(p.stat().st_size for p in path.glob("*.safetensors"))
+
+
+def test_random_checkpoint_script_writes_what_from_pretrained_reads(tokenizer, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    mk = _random_checkpoint_module()
+    shape = mk.shape_for(1e9)
+    assert abs(shape["total"] - 1e9) / 1e9 < 0.05          # the parameter count asked for, within 5%
+    _write_random_llama(tmp_path / "rand", tokenizer, layers=3, hidden=128, inter=384, dtype=torch.bfloat16,
+                        shard_bytes=200_000)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "rand", dtype="auto")
+    sd = model.state_dict()
+    name = "model.layers.1.mlp.up_proj.weight"
+    assert sd[name].dtype == torch.bfloat16
+    assert torch.equal(sd[name], mk.make_tensor(name, (384, 128), torch.bfloat16, 0))
+    assert torch.equal(sd["model.norm.weight"], torch.ones(128, dtype=torch.bfloat16))
+    assert len(list((tmp_path / "rand").glob("*.safetensors"))) > 3
+
+
+CGROUP = Path("/sys/fs/cgroup/memory")
+CG_CHILD = """
+import sys, torch
+from prunekit.methods import WandaConfig
+from prunekit.streaming import stream_prune
+ids = torch.randint(3, 384, (4, 64), generator=torch.Generator().manual_seed(0))
+r = stream_prune(sys.argv[1], WandaConfig(sparsity=0.5), ids, sys.argv[2], progress=False, max_shard_bytes=50_000_000)
+print("overall", r.sparsity["overall"], flush=True)
+"""
+
+
+def test_streamed_run_inside_a_memory_limit_below_the_model_size(tokenizer, tmp_path):
+    # cgroup v1 memory controller (this machine mounts v1 at /sys/fs/cgroup/memory; v2 has memory.max instead)
+    if not (CGROUP / "memory.limit_in_bytes").is_file():
+        pytest.skip(f"no cgroup v1 memory controller at {CGROUP}")
+    if any(l.startswith("SwapTotal:") and int(l.split()[1]) > 0 for l in open("/proc/meminfo")):
+        pytest.skip("swap is on: a memory limit would not force the model out of memory")
+    group = CGROUP / f"prunekit-test-{os.getpid()}"
+    try:
+        group.mkdir()
+    except OSError as e:
+        pytest.skip(f"memory cgroups are not writable here: {e}")
+    try:
+        # a Python process with torch and transformers imported needs about 300 MB before any weight
+        size = _write_random_llama(tmp_path / "big", tokenizer, layers=48, hidden=512, inter=1536)
+        limit = 450 * 2**20
+        assert size > limit * 1.2      # an in-memory load alone needs more than the limit (no swap)
+        (group / "memory.limit_in_bytes").write_text(str(limit))
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+        child = subprocess.run([sys.executable, "-c", CG_CHILD, str(tmp_path / "big"), str(tmp_path / "out")],
+                               capture_output=True, text=True, env=env, timeout=600,
+                               preexec_fn=lambda: (group / "cgroup.procs").write_text(str(os.getpid())))
+        peak = int((group / "memory.max_usage_in_bytes").read_text())
+    finally:
+        group.rmdir()
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert peak <= limit
+    assert "overall 0.5" in child.stdout
+    out = _read_folder(tmp_path / "out")
+    w = out["model.layers.47.mlp.down_proj.weight"]
+    assert (w == 0).sum(1).tolist() == [w.shape[1] // 2] * w.shape[0]    # Wanda: half of every row
+    assert len(out) == len(_read_folder(tmp_path / "big"))
