@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import time
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -29,7 +30,7 @@ from ..methods.base import OnlyBlocks
 from ..models.adapter import ModelAdapter
 from .checkpoint import StreamedModel
 from .runstate import RunState
-from .writer import ShardWriter
+from .writer import Lazy, ShardWriter
 
 DEFAULT_SHARD_BYTES = 1 << 30
 STREAMABLE_DEPTH = ("shortgpt", "sleb", "ppl")
@@ -76,10 +77,14 @@ class _Run:
             self.on_unit(finished - 1)
 
     def write_rest(self) -> None:
-        """The non-block tensors (embeddings, final norm, head; a tied head once), from the checkpoint."""
+        """The non-block tensors (embeddings, final norm, head; a tied head once), copied from the
+        checkpoint one tensor at a time after the loaded ones are freed."""
+        for m in self.adapter.pre_block_modules() + self.adapter.post_block_modules():
+            self.sm.release(self.sm.module_path(m))
         block_prefix = self.layers_path + "."
-        names = [n for n, _ in self.sm.model.named_parameters() if not n.startswith(block_prefix)]
-        self.writer.add("rest", {n: self.sm.read(n) for n in names})
+        rest = {n: Lazy(tuple(p.shape), self.sm.dtype, partial(self.sm.read, n))
+                for n, p in self.sm.model.named_parameters() if not n.startswith(block_prefix)}
+        self.writer.add("rest", rest)
 
 
 def _method_state(method) -> dict:

@@ -3,31 +3,112 @@ is saved at once as a part file, so it survives a kill; consecutive parts are me
 shards of at most `max_shard_bytes` (a unit larger than that gets a shard of its own). `finish`
 names the shards model-0000k-of-0000N.safetensors and writes model.safetensors.index.json.
 
+Files are written in the safetensors layout one tensor at a time (safetensors' save_file first
+copies every tensor into a bytes object, doubling a block in memory), and shards are merged by
+copying the parts' data regions, so writing needs no more memory than the largest tensor.
 The writer's whole state is a small dict (`state()`), kept in the run state for resume.
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import struct
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from .checkpoint import INDEX, SINGLE
 
 METADATA = {"format": "pt"}   # what save_pretrained writes; from_pretrained checks it
+CODES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
+         torch.int64: "I64", torch.int32: "I32", torch.int8: "I8", torch.uint8: "U8", torch.bool: "BOOL"}
 
 
-def _nbytes(tensors: dict[str, torch.Tensor]) -> int:
-    return sum(t.numel() * t.element_size() for t in tensors.values())
+@dataclass
+class Lazy:
+    """A tensor read only when its bytes are written (its shape and dtype known before)."""
+    shape: tuple
+    dtype: torch.dtype
+    load: Callable[[], torch.Tensor]
 
 
-def _save_atomic(tensors: dict[str, torch.Tensor], path: Path) -> None:
+def _nbytes_of(t) -> int:
+    n = 1
+    for d in t.shape:
+        n *= d
+    return n * t.dtype.itemsize
+
+
+def _nbytes(tensors: dict) -> int:
+    return sum(_nbytes_of(t) for t in tensors.values())
+
+
+def _header_bytes(entries: dict) -> bytes:
+    raw = json.dumps({"__metadata__": METADATA, **entries}, separators=(",", ":")).encode()
+    return struct.pack("<Q", len(raw) + (-len(raw) % 8)) + raw + b" " * (-len(raw) % 8)
+
+
+def _save_atomic(tensors: dict, path: Path) -> None:
+    """Header from the shapes, then each tensor's bytes in order (a Lazy one is read just then)."""
+    entries, offset = {}, 0
+    for k, t in tensors.items():
+        n = _nbytes_of(t)
+        entries[k] = {"dtype": CODES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + n]}
+        offset += n
     tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=METADATA)
+    with open(tmp, "wb") as f:
+        f.write(_header_bytes(entries))
+        for k, t in tensors.items():
+            t = t.load() if isinstance(t, Lazy) else t
+            if t.numel():
+                f.write(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)
     os.replace(tmp, path)
+
+
+def _read_header(path: Path) -> tuple[dict, int]:
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+    header.pop("__metadata__", None)
+    return header, 8 + n
+
+
+def _merge(parts: list[Path], path: Path) -> None:
+    """One safetensors file holding all tensors of `parts`, by copying their data regions."""
+    entries, offset, regions = {}, 0, []
+    for p in parts:
+        header, start = _read_header(p)
+        size = 0
+        for k, e in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
+            a, b = e["data_offsets"]
+            entries[k] = {**e, "data_offsets": [offset + a, offset + b]}
+            size = max(size, b)
+        regions.append((p, start, size))
+        offset += size
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(_header_bytes(entries))
+        for p, start, size in regions:
+            with open(p, "rb") as src:
+                src.seek(start)
+                copied = _copy(src, f, size)
+                if copied != size:
+                    raise OSError(f"part file {p} is truncated")
+    os.replace(tmp, path)
+
+
+def _copy(src, dst, size: int, chunk: int = 1 << 24) -> int:
+    done = 0
+    while done < size:
+        buf = src.read(min(chunk, size - done))
+        if not buf:
+            break
+        dst.write(buf)
+        done += len(buf)
+    return done
 
 
 class ShardWriter:
@@ -68,11 +149,7 @@ class ShardWriter:
             (self.folder / name).unlink(missing_ok=True)
             os.link(paths[0], self.folder / name)
         else:
-            merged = {}
-            for p in paths:
-                with safe_open(str(p), framework="pt") as f:
-                    merged.update({k: f.get_tensor(k) for k in f.keys()})
-            _save_atomic(merged, self.folder / name)
+            _merge(paths, self.folder / name)
         self.garbage.extend(paths)
         self.shards.append(name)
         self.open, self.open_bytes = [], 0
