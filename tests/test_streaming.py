@@ -13,7 +13,7 @@ from safetensors import safe_open
 
 import prunekit
 from prunekit.errors import PrunekitError
-from prunekit.methods import MagnitudeConfig, ShortGPTConfig, SparseGPTConfig, WandaConfig, LaCoConfig, SearchConfig
+from prunekit.methods import MagnitudeConfig, ShortGPTConfig, SparseGPTConfig, WandaConfig, LaCoConfig, SearchConfig, SparseLLMConfig
 from prunekit.stats import sparsity_stats
 from prunekit.streaming import partial_dir, stream_perplexity, stream_prune
 
@@ -65,6 +65,7 @@ CONFIGS = {
     "magnitude": lambda: MagnitudeConfig(sparsity=0.5),
     "wanda": lambda: WandaConfig(sparsity=0.5),
     "sparsegpt": lambda: SparseGPTConfig(pattern="2:4"),
+    "sparsellm": lambda: SparseLLMConfig(sparsity=0.5, iterations=2),
 }
 
 
@@ -127,7 +128,7 @@ class _Kill(Exception):
     pass
 
 
-@pytest.mark.parametrize("method", ["magnitude", "wanda", "sparsegpt"])
+@pytest.mark.parametrize("method", ["magnitude", "wanda", "sparsegpt", "sparsellm"])
 def test_kill_and_resume_equals_uninterrupted(method, tokenizer, tmp_path):
     src = _save(make_tiny_model("llama", layers=4), tokenizer, tmp_path / "src", shard="100KB")
     ids = _ids()
