@@ -5,7 +5,7 @@ afterwards), prints one JSON line: checkpoint size, limit, the group's peak usag
 cache), the child's peak RSS, wall time and seconds per block.
 
     python benchmarks/stream_memory_limit.py --model /tmp/rand-1b --method wanda --sparsity 0.5 \
-        --limit-fraction 0.25 --nsamples 8 --seqlen 128 --out /tmp/rand-1b-wanda
+        --limit-fraction 0.25 --calib c4 --nsamples 8 --seqlen 128 --out /tmp/rand-1b-wanda
 """
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     ap.add_argument("--pattern", default=None)
     ap.add_argument("--remove-layers", type=int, default=None)
     ap.add_argument("--limit-fraction", type=float, default=0.25, help="memory limit as a fraction of the checkpoint size")
-    ap.add_argument("--calib", default="wikitext2")
+    ap.add_argument("--calib", default="c4")
     ap.add_argument("--nsamples", type=int, default=8)
     ap.add_argument("--seqlen", type=int, default=128)
     ap.add_argument("--data-dir", default=os.environ.get("PRUNEKIT_DATA_DIR"))

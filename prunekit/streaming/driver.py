@@ -79,11 +79,12 @@ class _Run:
     def write_rest(self) -> None:
         """The non-block tensors (embeddings, final norm, head; a tied head once), copied from the
         checkpoint one tensor at a time after the loaded ones are freed."""
-        for m in self.adapter.pre_block_modules() + self.adapter.post_block_modules():
-            self.sm.release(self.sm.module_path(m))
         block_prefix = self.layers_path + "."
+        # named before the release, which unties the twins: a tied head must be named once
         rest = {n: Lazy(tuple(p.shape), self.sm.dtype, partial(self.sm.read, n))
                 for n, p in self.sm.model.named_parameters() if not n.startswith(block_prefix)}
+        for m in self.adapter.pre_block_modules() + self.adapter.post_block_modules():
+            self.sm.release(self.sm.module_path(m))
         self.writer.add("rest", rest)
 
 
