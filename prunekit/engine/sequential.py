@@ -80,13 +80,19 @@ class LayerwiseEngine:
         return out
 
     @torch.no_grad()
-    def run(self, input_ids: torch.Tensor, visitor: BlockVisitor, desc: str = "pruning") -> BlockInputs:
-        """Visit every block in order; returns the final block outputs (the head's inputs)."""
-        inputs = self.capture(input_ids)
+    def run(self, input_ids: torch.Tensor, visitor: BlockVisitor, desc: str = "pruning", start: int = 0,
+            inputs: BlockInputs | None = None, load_block: Callable[[int], None] | None = None,
+            release_block: Callable[[int, BlockInputs], None] | None = None) -> BlockInputs:
+        """Visit every block in order; returns the final block outputs (the head's inputs).
+        Streaming passes load_block(i) (materialise block i), release_block(i, inputs) (block i is
+        done, inputs.hidden are its outputs) and, to resume, `start` with that block's `inputs`."""
+        inputs = self.capture(input_ids) if inputs is None else inputs
         spare = torch.empty_like(inputs.hidden)
         layers = self.adapter.layers
-        bar = tqdm(range(len(layers)), desc=desc, unit="block", disable=None if self.progress else True)
+        bar = tqdm(range(start, len(layers)), desc=desc, unit="block", disable=None if self.progress else True)
         for i in bar:
+            if load_block is not None:
+                load_block(i)
             block = layers[i].to(self.device)
             hooks = visitor.observe(i, block)
             if hooks:
@@ -104,6 +110,8 @@ class LayerwiseEngine:
                 outs = self.forward_block(block, inputs, spare, index=i)
             layers[i] = block.to(self.offload)
             inputs.hidden, spare = outs, inputs.hidden
+            if release_block is not None:
+                release_block(i, inputs)
         return inputs
 
     @torch.no_grad()

@@ -38,6 +38,7 @@ class Method:
     config_class: ClassVar[type] = object         # set by register_method
     calibration: ClassVar[CalibrationDefaults | None] = CalibrationDefaults(nsamples=128, seqlen=2048)
     returns_new_model: ClassVar[bool] = False
+    streamable: ClassVar[bool] = False            # can run block by block from a checkpoint on disk (--stream)
 
     def __init__(self, config, adapter: ModelAdapter):
         self.config = config

@@ -131,9 +131,11 @@ def _from_pretrained(path: str, dtype: torch.dtype, trust_remote_code: bool, sou
     return model, tok
 
 
-def load_model(spec: str, dtype: str | torch.dtype = "float32", trust_remote_code: bool = False):
-    """Load a causal LM and its tokenizer on the CPU. Returns (model, tokenizer, ModelSource)."""
-    if isinstance(dtype, str):
+def load_model(spec: str, dtype: str | torch.dtype = "auto", trust_remote_code: bool = False):
+    """Load a causal LM and its tokenizer on the CPU. Returns (model, tokenizer, ModelSource).
+    dtype "auto" keeps the checkpoint's stored dtype: a bf16 checkpoint is not doubled to float32
+    (statistics and solves are float32 anyway; see docs/methods.md, "Streaming")."""
+    if isinstance(dtype, str) and dtype != "auto":
         if dtype not in DTYPES:
             raise PrunekitError(f"unknown dtype '{dtype}': choose from {', '.join(DTYPES)}")
         dtype = DTYPES[dtype]

@@ -18,6 +18,7 @@ from .base import DepthConfig, DepthMethod, DepthState
 
 
 class _CountedRemoval(DepthMethod):
+    streamable = True      # scoring passes stream block by block; kept blocks are copied as they are
     def check(self) -> None:
         require(self.config.target(self.adapter.num_layers) is not None,
                 f"{self.name} needs {{remove_layers}} or {{ratio}}")

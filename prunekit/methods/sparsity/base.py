@@ -85,6 +85,7 @@ class OnlyBlocks(BlockVisitor):
 class LayerwiseMethod(Method, BlockVisitor):
     """A sparsity method the engine drives block by block: subclasses fill observe/edit.
     Without calibration (`calibration = None`) only edit is called, block by block."""
+    streamable = True
 
     def check(self) -> None:
         nm = self.config.nm
