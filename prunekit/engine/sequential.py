@@ -18,10 +18,10 @@ from typing import Callable
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
 from ..models.adapter import ModelAdapter
 from ..models.plumbing import on_device
+from ..progress import steps
 from .block_kwargs import record_block_inputs
 
 Hook = Callable[[torch.Tensor, torch.Tensor], None]
@@ -85,8 +85,7 @@ class LayerwiseEngine:
         inputs = self.capture(input_ids)
         spare = torch.empty_like(inputs.hidden)
         layers = self.adapter.layers
-        bar = tqdm(range(len(layers)), desc=desc, unit="block", disable=None if self.progress else True)
-        for i in bar:
+        for i in steps(range(len(layers)), desc, "block", enabled=self.progress):  # log lines off a terminal
             block = layers[i].to(self.device)
             hooks = visitor.observe(i, block)
             if hooks:
