@@ -269,3 +269,16 @@ def test_sigterm_during_save_leaves_nothing(tiny_model_dir, tmp_path, data_dir):
     lines = [e for e in err.strip().splitlines() if e.startswith("prunekit")]
     assert lines[-1] == "prunekit: terminated (SIGTERM); nothing was written" and "Traceback" not in err
     assert list(runs.iterdir()) == []
+
+
+def test_interrupted_evaluation_keeps_the_saved_model(tiny_model_dir, tmp_path, data_dir, capsys, monkeypatch):
+    from prunekit.workflows import prune as prune_workflow
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(prune_workflow, "run_evals", interrupted)
+    out = tmp_path / "out"
+    assert main(_args(tiny_model_dir, out, data_dir)) == 130
+    assert _one_line(capsys) == f"prunekit: interrupted; the pruned model is saved, unevaluated, in {out}"
+    assert json.loads((out / "prunekit_report.json").read_text())["eval_error"] == "interrupted"
+    assert AutoModelForCausalLM.from_pretrained(out).config.num_hidden_layers == 3
