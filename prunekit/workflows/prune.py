@@ -49,9 +49,9 @@ def prune_model(model: str, config, *, calib: str = "c4", nsamples: int | None =
         stale = remove_stale_temporaries(output)
     check_remote_code(model, trust_remote_code)
     model, tok, source = load_model(model, dtype, trust_remote_code)
+    cls(config, ModelAdapter(model)).check()     # the method's own refusals first: they name its options
     check_positions(model.config, seqlen=seqlen if cls.needs_calibration() else None,
                     eval_seqlen=eval_seqlen if names else None)
-    cls(config, ModelAdapter(model)).check()
     texts = prepare_evals(names, tok, eval_seqlen, eval_windows, data_dir)
     report = {"command": "prune", "model": rep.model_section(model, source)}
     if stale:
