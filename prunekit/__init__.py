@@ -11,7 +11,7 @@ from .models.loading import load_model
 from .workflows import analyze_model, bench_model, evaluate_model, prune_model
 from .recovery import RecoveryConfig, RecoveryResult, recover
 
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = ["prune", "PruneResult", "load_model", "perplexity", "build_calibration", "Calibration",
            "prune_model", "evaluate_model", "analyze_model", "bench_model", "recover", "RecoveryConfig",

@@ -26,7 +26,7 @@ def atomic_dir(out: str | os.PathLike, overwrite: bool = False):
     out = Path(out).resolve()
     check_output_dir(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))  # pid: see export/stale.py
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; the result should look like any folder
@@ -43,7 +43,7 @@ def replace_dir(src: Path, out: Path) -> None:
     first and removed after, so `out` is never half-written."""
     old = None
     if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-{os.getpid()}-", dir=out.parent))
         os.replace(out, old / "x")
     os.replace(src, out)
     if old is not None:

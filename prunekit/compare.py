@@ -23,8 +23,24 @@ def load_run(path: str) -> dict:
         report = json.loads(f.read_text())
     except json.JSONDecodeError as e:
         raise PrunekitError(f"{f}: not valid JSON ({e.msg})") from None
+    if not isinstance(report, dict):
+        raise PrunekitError(f"{f}: not a prunekit report (a JSON {type(report).__name__})")
     report["_name"] = p.name if p.is_dir() else p.parent.name
+    _check_fields(report, f)
     return report
+
+
+def _check_fields(report, f: Path) -> None:
+    """Read the run once as the page will, so a report lacking a field fails here in one line
+    naming the file and the field, not in a KeyError traceback half-way through the page."""
+    try:
+        if not isinstance(report.get("model"), dict):
+            raise KeyError("model")
+        report["model"]["source"]
+        table([report])
+    except (KeyError, TypeError, AttributeError, IndexError) as e:
+        what = f"field {e.args[0]!r}" if isinstance(e, KeyError) and e.args else f"a field ({type(e).__name__})"
+        raise PrunekitError(f"{f}: not a complete prunekit report: it lacks {what}") from None
 
 
 def describe(r: dict) -> dict:

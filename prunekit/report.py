@@ -3,13 +3,34 @@ from __future__ import annotations
 
 import platform
 import resource
+import shlex
 import sys
+from pathlib import Path
 
 import torch
 import transformers
 
 from .models.adapter import ModelAdapter
 from .stats import param_counts
+from .version import __version__
+
+_command_line: list[str] | None = None
+
+
+def record_command_line(argv: list[str]) -> None:
+    """The command line reports state (the CLI gives its own; otherwise sys.argv)."""
+    global _command_line
+    _command_line = list(argv)
+
+
+def absolute_source(source) -> str:
+    """A local folder or file as an absolute path (usable from any directory); hub ids and
+    aliases as typed."""
+    if source.kind == "gguf":
+        return source.gguf
+    if source.kind == "local":
+        return str(Path(source.path).resolve())
+    return source.spec
 
 
 def peak_rss_gb() -> float:
@@ -19,7 +40,8 @@ def peak_rss_gb() -> float:
 
 
 def environment(device: str) -> dict:
-    return {"python": platform.python_version(), "torch": torch.__version__,
+    return {"prunekit": __version__, "command_line": shlex.join(_command_line or sys.argv),
+            "python": platform.python_version(), "torch": torch.__version__,
             "transformers": transformers.__version__, "device": str(device),
             "cpu_threads": torch.get_num_threads()}
 
@@ -27,7 +49,7 @@ def environment(device: str) -> dict:
 def model_section(model, source) -> dict:
     adapter = ModelAdapter(model)
     arch = (getattr(model.config, "architectures", None) or [type(model).__name__])[0]
-    return {"source": source.spec, "source_kind": source.kind, "architecture": arch,
+    return {"source": absolute_source(source), "source_kind": source.kind, "architecture": arch,
             "family": adapter.family, "num_layers": adapter.num_layers, **param_counts(model)}
 
 
@@ -54,7 +76,10 @@ def format_summary(report: dict) -> str:
         lines.append(f"  calibration   {cal['dataset']}{split} {cal['nsamples']} x {cal['seqlen']} seed {cal['seed']}"
                      + (f"  ({cal['where']})" if cal.get("where") else ""))
     sp = report.get("sparsity")
-    if sp and sp.get("overall"):
+    if sp and "whole_model" in sp:   # --layers: the pruned blocks and the whole model differ
+        lines.append(f"  sparsity      {sp['overall']:.4f} of the pruned blocks' linear weights are zero "
+                     f"(blocks {sp['blocks']}); {sp['whole_model']:.4f} over all decoder blocks")
+    elif sp and sp.get("overall"):
         lines.append(f"  sparsity      {sp['overall']:.4f} of decoder-block linear weights are zero")
     lines.append(f"  parameters    {m['params_total']:,} total, {m['params_nonzero']:,} non-zero")
     t = report.get("timing", {})
@@ -77,4 +102,6 @@ def format_summary(report: dict) -> str:
             lines.append(f"    {task:<14s}acc {r['acc']:.4f}{norm}  (n={r['examples']}, average uses {r['metric']})")
     if report.get("output"):
         lines.append(f"  saved         {report['output']}")
+    elif report.get("command") == "prune":
+        lines.append("  saved         not saved (no output folder given)")
     return "\n".join(lines)

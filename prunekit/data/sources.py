@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,14 +80,25 @@ def parse_data_spec(spec: str, default_split: str) -> tuple[str, str | None]:
 
 def _read_lines_file(path: Path) -> str:
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
+    with _as_text(path), opener(path, "rt", encoding="utf-8") as f:
         return f.read()
+
+
+@contextmanager
+def _as_text(path: Path):
+    """A binary file given as text data: one line, not a UnicodeDecodeError traceback."""
+    try:
+        yield
+    except UnicodeDecodeError as e:
+        raise PrunekitError(f"{path}: not UTF-8 text (undecodable byte at offset {e.start}); is it a binary file?") from None
+    except (gzip.BadGzipFile, EOFError) as e:
+        raise PrunekitError(f"{path}: not a readable gzip file ({e})") from None
 
 
 def _read_jsonl(path: Path, field_name: str = "text") -> list[str]:
     opener = gzip.open if path.suffix == ".gz" else open
     docs = []
-    with opener(path, "rt", encoding="utf-8") as f:
+    with _as_text(path), opener(path, "rt", encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -94,8 +106,11 @@ def _read_jsonl(path: Path, field_name: str = "text") -> list[str]:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise PrunekitError(f"{path}: line {n} is not JSON ({e.msg})") from e
-            if field_name not in row:
+            if not isinstance(row, dict) or field_name not in row:
                 raise PrunekitError(f"{path}: line {n} has no '{field_name}' field")
+            if not isinstance(row[field_name], str):
+                raise PrunekitError(f"{path}: line {n}: '{field_name}' is a {type(row[field_name]).__name__}, "
+                                    "not a string")
             docs.append(row[field_name])
     return docs
 
@@ -130,6 +145,8 @@ def _hub_named(name: str, split: str) -> TextSource:
 
 def load_file(path: str) -> TextSource:
     p = Path(path).expanduser()
+    if p.is_dir():
+        raise PrunekitError(f"{path} is a folder: give a .txt or .jsonl file")
     if not p.is_file():
         raise PrunekitError(f"data file not found: {path}")
     suffixes = "".join(p.suffixes[-2:]) if p.suffix == ".gz" else p.suffix

@@ -18,10 +18,10 @@ from typing import Callable
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
 from ..models.adapter import ModelAdapter
 from ..models.plumbing import on_device
+from ..progress import steps
 from .block_kwargs import record_block_inputs
 
 Hook = Callable[[torch.Tensor, torch.Tensor], None]
@@ -89,8 +89,7 @@ class LayerwiseEngine:
         inputs = self.capture(input_ids) if inputs is None else inputs
         spare = torch.empty_like(inputs.hidden)
         layers = self.adapter.layers
-        bar = tqdm(range(start, len(layers)), desc=desc, unit="block", disable=None if self.progress else True)
-        for i in bar:
+        for i in steps(range(start, len(layers)), desc, "block", enabled=self.progress):  # log lines off a terminal
             if load_block is not None:
                 load_block(i)
             block = layers[i].to(self.device)

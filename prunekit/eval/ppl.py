@@ -11,11 +11,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ..data.calibration import tokenize
 from ..data.sources import load_source
 from ..errors import PrunekitError
+from ..progress import steps
 
 # name -> evaluation split, short label, documents used, window cap (SparseGPT's C4 subset)
 PPL_DATASETS = {
@@ -62,7 +62,7 @@ def perplexity_of_ids(model, ids: torch.Tensor, seqlen: int = 2048, windows: int
     was = next(model.parameters()).device
     model.to(device)
     try:
-        for w in tqdm(range(n), desc=desc, unit="window", disable=None if progress else True):
+        for w in steps(range(n), desc, "window", enabled=progress):   # log lines when stderr is no terminal
             x = ids[w * seqlen:(w + 1) * seqlen].unsqueeze(0).to(device)
             logits = model(x, use_cache=False).logits[0, :-1].float()
             nll = F.cross_entropy(logits, x[0, 1:])
@@ -84,7 +84,7 @@ def perplexity(model, tokenizer, dataset: str = "wikitext2", seqlen: int = 2048,
                text: EvalText | None = None) -> dict:
     """Perplexity of `model` on a named dataset or file; the result names its protocol."""
     text = text or eval_tokens(dataset, tokenizer, seqlen, data_dir)
-    res = perplexity_of_ids(model, text.ids, seqlen, windows, device, progress, desc=f"ppl {text.info['short']}")
+    res = perplexity_of_ids(model, text.ids, seqlen, windows, device, progress, desc=f"evaluating {text.info['dataset']}")
     res.update({k: v for k, v in text.info.items() if k != "short"})
     res["protocol"] = protocol_label(text.info["short"], seqlen, res["windows"], res["windows_total"])
     return res

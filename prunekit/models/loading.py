@@ -124,6 +124,9 @@ def _from_pretrained(path: str, dtype: torch.dtype, trust_remote_code: bool, sou
         if source.kind == "hub":
             raise PrunekitError(f"model '{source.spec}' not found locally or on the Hugging Face hub") from e
         raise PrunekitError(f"could not load model from {path}: {str(e).splitlines()[0]}") from e
+    except Exception as e:  # a truncated or corrupt weights file (SafetensorError), a config transformers rejects
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise PrunekitError(f"could not load model from {source.spec}: {type(e).__name__}: {first[:200]}") from e
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except Exception as e:

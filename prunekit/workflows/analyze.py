@@ -8,6 +8,7 @@ from ..atomic import atomic_dir, check_output_dir, write_json
 from ..data.calibration import build_calibration
 from ..models.loading import load_model
 from .common import at_least, check_device
+from .preflight import check_positions, check_remote_code, check_writable
 
 
 def analyze_model(model: str, output: str, *, calib: str = "c4", nsamples: int = 16, seqlen: int = 128, seed: int = 0,
@@ -20,7 +21,10 @@ def analyze_model(model: str, output: str, *, calib: str = "c4", nsamples: int =
     at_least("nsamples", nsamples)
     at_least("seqlen", seqlen, 2)
     check_output_dir(output, overwrite)
+    check_writable(output)
+    check_remote_code(model, trust_remote_code)
     loaded, tok, source = load_model(model, dtype, trust_remote_code)
+    check_positions(loaded.config, seqlen=seqlen)
     calibration = build_calibration(calib, loaded, tok, nsamples, seqlen, seed, data_dir, device)
     result = analyze_layers(loaded, calibration, device, skip_first)
     report = {"command": "analyze", "model": rep.model_section(loaded, source), "calibration": calibration.describe(),

@@ -8,6 +8,7 @@ from ..atomic import atomic_write_text, json_text
 from ..errors import PrunekitError
 from ..export.save import REPORT_NAME, read_report, update_report
 from .common import at_least, check_device
+from .preflight import check_positions, check_remote_code, local_config
 
 
 def bench_model(model: str, *, baseline: str | None = None, dtype: str = "float32", device: str = "cpu",
@@ -29,7 +30,10 @@ def bench_model(model: str, *, baseline: str | None = None, dtype: str = "float3
     if save_to_model and prior is None:
         raise PrunekitError(f"--save-to-model needs a prunekit output folder; {model} has no {REPORT_NAME}")
     if baseline is None and prior is not None:
-        baseline = prior["model"]["source"]
+        baseline = (prior.get("model") or {}).get("source")
+    for spec in [model] + ([baseline] if baseline else []):   # refused here, not in a worker's traceback
+        check_remote_code(spec, trust_remote_code)
+        check_positions(local_config(spec) or {}, seqlen=seqlen, prompt_len=prompt_len)
     measured = measure_many([model] + ([baseline] if baseline else []), dtype=dtype, device=device, seqlen=seqlen,
                             prompt_len=prompt_len, new_tokens=new_tokens, batch=batch, reps=reps, warmup=warmup,
                             trust_remote_code=trust_remote_code)
@@ -59,6 +63,8 @@ def format_bench(result: dict, device: str = "cpu", output: str | None = None) -
     lines = [f"prunekit bench: {result['model']}" + (f" against {baseline}" if baseline else "") + f" on {device}",
              f"  prefill batch 1 x {s['seqlen']}; decode batch {s['batch']}, prompt {s['prompt_len']}, "
              f"{s['new_tokens']} new tokens; median of {s['reps']} interleaved rounds after {s['warmup']} warm-up",
+             *(["  ratio: the median of the per-round ratios (each round's pair ran back to back), so it need "
+                "not equal the ratio of the two medians"] if baseline else []),
              f"  {'':22s}{'model':>14s}" + (f"{'baseline':>14s}{'ratio':>10s}" if baseline else "")]
     for label, key, fmt, rkey in _ROWS:
         def cell(d):

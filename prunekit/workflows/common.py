@@ -31,7 +31,7 @@ def eval_names(spec) -> list[str]:
 def prepare_evals(names: list[str], tokenizer, seqlen: int, windows: int | None, data_dir) -> dict:
     """Tokenised evaluation texts, loaded before any pruning so a missing file fails early."""
     from ..eval.ppl import eval_tokens
-    at_least("eval_seqlen", seqlen)
+    at_least("eval_seqlen", seqlen, 2)   # one token has nothing to predict
     at_least("eval_windows", windows)
     return {name: eval_tokens(name, tokenizer, seqlen, data_dir) for name in names}
 

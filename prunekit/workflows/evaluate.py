@@ -2,6 +2,8 @@
 model, written to a report (and, on request, merged into a prunekit output folder's report)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from .. import report as rep
 from ..atomic import atomic_dir, write_json
 from ..errors import PrunekitError
@@ -10,6 +12,7 @@ from ..models.adapter import ModelAdapter
 from ..models.loading import load_model
 from ..stats import sparsity_stats
 from .common import at_least, check_device, eval_names, prepare_evals, run_evals
+from .preflight import check_positions, check_remote_code, check_writable
 
 
 def evaluate_model(model: str, *, evals="wikitext2", eval_seqlen: int = 2048, eval_windows: int | None = None,
@@ -24,6 +27,7 @@ def evaluate_model(model: str, *, evals="wikitext2", eval_seqlen: int = 2048, ev
     device = check_device(device)
     if output:
         check_output_dir(output, overwrite)
+        check_writable(output)
     names = eval_names(evals)
     want_kl = "kl" in names
     names = [n for n in names if n != "kl"]
@@ -37,7 +41,9 @@ def evaluate_model(model: str, *, evals="wikitext2", eval_seqlen: int = 2048, ev
         at_least("kl_seqlen", kl_seqlen, 2)
         if not dense_spec:
             raise PrunekitError("--eval kl needs --dense (the model is not a prunekit output folder)")
+    check_remote_code(model, trust_remote_code)
     loaded, tok, source = load_model(model, dtype, trust_remote_code)
+    check_positions(loaded.config, eval_seqlen=eval_seqlen if names else None, kl_seqlen=kl_seqlen if want_kl else None)
     texts = prepare_evals(names, tok, eval_seqlen, eval_windows, data_dir)
     if not texts and not task_list and not want_kl:
         raise PrunekitError("nothing to evaluate: give --eval and/or --tasks")
@@ -58,7 +64,7 @@ def evaluate_model(model: str, *, evals="wikitext2", eval_seqlen: int = 2048, ev
     report["timing"] = {"peak_rss_gb": rep.peak_rss_gb()}
     report["environment"] = rep.environment(device)
     if output:
-        report["output"] = output
+        report["output"] = str(Path(output).expanduser().resolve())
         with atomic_dir(output, overwrite) as tmp:
             write_json(tmp / REPORT_NAME, report)
     if save_to_model:

@@ -1,14 +1,24 @@
-"""`prunekit prune` as a function: load, check, calibrate, prune, evaluate, report, save."""
+"""`prunekit prune` as a function: check, load, calibrate, prune, save, evaluate, report.
+
+Everything knowable from the arguments and the model's config is checked before the pruning;
+the pruned model is saved before it is evaluated, so a failing or interrupted evaluation never
+throws it away."""
 from __future__ import annotations
+
+from pathlib import Path
 
 from .. import report as rep
 from ..api import prune
 from ..data.calibration import build_calibration
-from ..export.save import check_output_dir, save_checkpoint
+from ..errors import PrunekitError
+from ..export.save import check_output_dir, save_checkpoint, update_report
+from ..export.stale import remove_stale_temporaries
 from ..methods.registry import method_for
 from ..models.adapter import ModelAdapter
 from ..models.loading import load_model
+from ..stats import sparsity_stats
 from .common import at_least, check_device, eval_names, prepare_evals, run_evals
+from .preflight import check_positions, check_remote_code, check_writable
 
 
 def prune_model(model: str, config, *, calib: str = "c4", nsamples: int | None = None, seqlen: int | None = None,
@@ -17,8 +27,9 @@ def prune_model(model: str, config, *, calib: str = "c4", nsamples: int | None =
                 eval_windows: int | None = None, eval_dense: bool = False, output: str | None = None,
                 overwrite: bool = False, progress: bool = True) -> dict:
     """Prune the model `model` (hub id, folder, .gguf or alias) with the method of `config`;
-    evaluate perplexity on `evals`; save a checkpoint, the report and the method's figures to
-    `output` when given. Calibration defaults to the method's own (`Method.calibration`).
+    save a checkpoint, the report and the method's figures to `output` when given; then evaluate
+    perplexity on `evals` (added to the saved report). Calibration defaults to the method's own
+    (`Method.calibration`). Window lengths longer than the model's positions are refused.
     Returns the report."""
     device = check_device(device)
     cls = method_for(config)
@@ -28,12 +39,23 @@ def prune_model(model: str, config, *, calib: str = "c4", nsamples: int | None =
         seqlen = defaults.seqlen if seqlen is None else seqlen
         at_least("nsamples", nsamples)
         at_least("seqlen", seqlen, 2)
+    names = eval_names(evals)
+    if names:
+        at_least("eval_seqlen", eval_seqlen, 2)
+    stale = []
     if output:
         check_output_dir(output, overwrite)
+        check_writable(output)
+        stale = remove_stale_temporaries(output)
+    check_remote_code(model, trust_remote_code)
     model, tok, source = load_model(model, dtype, trust_remote_code)
-    cls(config, ModelAdapter(model)).check()
-    texts = prepare_evals(eval_names(evals), tok, eval_seqlen, eval_windows, data_dir)
+    cls(config, ModelAdapter(model)).check()     # the method's own refusals first: they name its options
+    check_positions(model.config, seqlen=seqlen if cls.needs_calibration() else None,
+                    eval_seqlen=eval_seqlen if names else None)
+    texts = prepare_evals(names, tok, eval_seqlen, eval_windows, data_dir)
     report = {"command": "prune", "model": rep.model_section(model, source)}
+    if stale:
+        report["removed_stale"] = stale
     if eval_dense and texts:
         report["eval_dense"] = run_evals(model, texts, eval_seqlen, eval_windows, device)
     calibration = None
@@ -43,12 +65,44 @@ def prune_model(model: str, config, *, calib: str = "c4", nsamples: int | None =
     model = result.model
     report["method"] = {"name": result.method, "config": result.config, "events": result.events, **result.details}
     report["calibration"] = calibration.describe() if calibration else None
-    report["sparsity"] = result.sparsity
+    report["sparsity"] = _sparsity(result.sparsity, model)
     report["timing"] = {"prune_s": result.seconds, "peak_rss_gb": rep.peak_rss_gb()}
     report["model"].update(rep.model_section(model, source))
-    report["eval"] = run_evals(model, texts, eval_seqlen, eval_windows, device)
     report["environment"] = rep.environment(device)
+    report["eval"] = {}
     if output:
-        report["output"] = output
+        report["output"] = str(Path(output).expanduser().resolve())
         save_checkpoint(model, tok, report, output, overwrite, lambda folder: cls.figures(report, folder))
+    report["eval"] = _evaluate_saved(model, texts, eval_seqlen, eval_windows, device, report.get("output"))
     return report
+
+
+def _sparsity(of_method: dict, model) -> dict:
+    """The method's figure is over the blocks it pruned; when those are not all of them the whole
+    model's figure is added, labelled, so neither is mistaken for the other."""
+    adapter = ModelAdapter(model)
+    names = list(of_method.get("per_layer", {}))
+    blocks = sorted({int(n.split(".")[1]) for n in names if n.startswith("layers.")})
+    if not blocks or len(blocks) == adapter.num_layers:
+        return of_method
+    runs = f"{blocks[0]}-{blocks[-1]}" if blocks == list(range(blocks[0], blocks[-1] + 1)) else ",".join(map(str, blocks))
+    return {**of_method, "blocks": runs, "whole_model": sparsity_stats(adapter)["overall"]}
+
+
+def _evaluate_saved(model, texts, seqlen, windows, device, output: str | None) -> dict:
+    """Evaluate; once the model is saved a failure keeps it, records why in its report and says so."""
+    if not output:
+        return run_evals(model, texts, seqlen, windows, device)
+    try:
+        results = run_evals(model, texts, seqlen, windows, device)
+    except KeyboardInterrupt as e:
+        update_report(output, {"eval_error": "interrupted"})
+        e.saved = output     # the CLI says the output is kept, not that nothing was written
+        raise
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        update_report(output, {"eval_error": first})
+        raise PrunekitError(f"evaluation failed ({first}); the pruned model is saved, unevaluated, in {output}") from e
+    if results:
+        update_report(output, {"eval": results})
+    return results

@@ -9,7 +9,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from ...engine import BlockVisitor, LayerwiseEngine
-from ...errors import PrunekitError
+from ...errors import ConfigError, PrunekitError
 from ...solvers.masks import parse_pattern
 from ...stats import sparsity_stats
 from ..base import Job, Method
@@ -60,12 +60,13 @@ def select_blocks(spec: str | None, num_layers: int) -> list[int]:
         return list(range(num_layers // 2, num_layers))
     try:
         a, b = spec.split(":")
-        picked = list(range(num_layers))[slice(int(a) if a else None, int(b) if b else None)]
+        lo, hi = int(a) if a else 0, int(b) if b else num_layers
     except ValueError:
         raise PrunekitError(f"layers '{spec}' is not all, first-half, second-half or A:B") from None
-    if not picked:
-        raise PrunekitError(f"layers '{spec}' selects no block of {num_layers}")
-    return picked
+    if not 0 <= lo < hi <= num_layers:   # refused, not clamped: the report would name blocks never pruned
+        raise ConfigError(f"{{layers}} {spec} is outside the model's {num_layers} blocks "
+                          f"(0-based A:B, B excluded: 0 <= A < B <= {num_layers})")
+    return list(range(lo, hi))
 
 
 class OnlyBlocks(BlockVisitor):
@@ -88,6 +89,7 @@ class LayerwiseMethod(Method, BlockVisitor):
     streamable = True
 
     def check(self) -> None:
+        self.config.blocks(self.adapter.num_layers)   # a --layers range outside the model fails here
         nm = self.config.nm
         if nm:
             for name, lin in self.adapter.all_linears(self.config.blocks(self.adapter.num_layers)):

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ...engine import BlockVisitor, LayerwiseEngine
-from ...errors import PrunekitError
+from ...errors import ConfigError, PrunekitError
 from ...models.adapter import ModelAdapter
 from ...models.plumbing import on_device
 from ...solvers.stats import InputHessian
@@ -171,8 +171,9 @@ class SearchMethod(Method):
         cfg, adapter, model = self.config, self.adapter, self.adapter.model
         shape = shape_of(adapter, self.name)
         if ids.shape[0] < cfg.fitness_windows or ids.shape[1] < cfg.fitness_seqlen:
-            raise PrunekitError(f"fitness needs {cfg.fitness_windows} calibration windows of at least "
-                                f"{cfg.fitness_seqlen} tokens; calibration has {ids.shape[0]} x {ids.shape[1]}")
+            raise ConfigError(f"fitness needs {cfg.fitness_windows} x {cfg.fitness_seqlen} tokens "
+                              f"({{fitness_windows}} x {{fitness_seqlen}}) but calibration has {ids.shape[0]} x "
+                              f"{ids.shape[1]} ({{nsamples}} x {{seqlen}}): lower the first or raise the second")
         t0 = time.perf_counter()
         if cfg.score == "importance":
             scorer = _ImportanceScores(adapter, shape, cfg.percdamp)

@@ -1,0 +1,81 @@
+"""Progress that shows both on a terminal (a tqdm bar) and in a log file (stderr redirected,
+Slurm, docker logs): there a bar prints nothing, so a long loop writes one line every few
+seconds instead, e.g. "prunekit: evaluating wikitext2: window 12/140 (31 s)"."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+
+from tqdm.auto import tqdm
+
+log = logging.getLogger("prunekit")
+
+DEFAULT_SECONDS = 10.0
+
+
+def _interval() -> float:
+    """Seconds between log lines; PRUNEKIT_PROGRESS_SECONDS overrides (0: a line per step)."""
+    try:
+        return max(0.0, float(os.environ.get("PRUNEKIT_PROGRESS_SECONDS", DEFAULT_SECONDS)))
+    except ValueError:
+        return DEFAULT_SECONDS
+
+
+def _is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def steps(iterable, desc: str, unit: str, total: int | None = None, enabled: bool = True):
+    """Iterate `iterable` with progress: a tqdm bar on a terminal, log lines elsewhere."""
+    if not enabled:
+        return iter(iterable)
+    if _is_terminal():
+        return iter(tqdm(iterable, desc=desc, unit=unit, total=total))
+    return _log_lines(iterable, desc, unit, total if total is not None else _len(iterable))
+
+
+def _len(iterable) -> int | None:
+    try:
+        return len(iterable)
+    except TypeError:
+        return None
+
+
+def _log_lines(iterable, desc, unit, total):
+    every = _interval()
+    start = last = time.monotonic()
+    of = f"/{total}" if total is not None else ""
+    for i, item in enumerate(iterable, 1):
+        yield item
+        now = time.monotonic()
+        if now - last >= every:
+            log.info("%s: %s %d%s (%.0f s)", desc, unit, i, of, now - start)
+            last = now
+
+
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (pytest and callers swap it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+def log_to_stderr() -> None:
+    """Show prunekit's log lines (progress, removed leftovers) on stderr as "prunekit: ..."; once."""
+    if any(isinstance(h, _CurrentStderr) for h in log.handlers):
+        return
+    handler = _CurrentStderr()
+    handler.setFormatter(logging.Formatter("prunekit: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
