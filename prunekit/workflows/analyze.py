@@ -12,7 +12,7 @@ from .preflight import check_positions, check_remote_code, check_writable
 
 
 def analyze_model(model: str, output: str, *, calib: str = "c4", nsamples: int = 16, seqlen: int = 128, seed: int = 0,
-                  skip_first: int = 0, data_dir: str | None = None, dtype: str = "float32", device: str = "cpu",
+                  skip_first: int = 0, data_dir: str | None = None, dtype: str = "auto", device: str = "cpu",
                   trust_remote_code: bool = False, overwrite: bool = False) -> dict:
     """Write analysis.json, cka.png and layer_scores.png into `output`; returns the analysis."""
     from ..plots import plot_cka, plot_layer_scores

@@ -18,7 +18,7 @@ from .preflight import check_positions, check_remote_code, check_writable
 def evaluate_model(model: str, *, evals="wikitext2", eval_seqlen: int = 2048, eval_windows: int | None = None,
                    tasks=None, limit: int | None = None, batch_size: int = 8, dense: str | None = None,
                    kl_data: str = "wikitext2:test", kl_nsamples: int = 16, kl_seqlen: int = 512,
-                   data_dir: str | None = None, dtype: str = "float32", device: str = "cpu",
+                   data_dir: str | None = None, dtype: str = "auto", device: str = "cpu",
                    trust_remote_code: bool = False, save_to_model: bool = False, output: str | None = None,
                    overwrite: bool = False) -> dict:
     """Evaluate `model`: perplexity on `evals` (add 'kl' for the KL divergence from `dense`, by

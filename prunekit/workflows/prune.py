@@ -22,7 +22,7 @@ from .preflight import check_positions, check_remote_code, check_writable
 
 
 def prune_model(model: str, config, *, calib: str = "c4", nsamples: int | None = None, seqlen: int | None = None,
-                seed: int = 0, data_dir: str | None = None, dtype: str = "float32", device: str = "cpu",
+                seed: int = 0, data_dir: str | None = None, dtype: str = "auto", device: str = "cpu",
                 trust_remote_code: bool = False, evals="wikitext2", eval_seqlen: int = 2048,
                 eval_windows: int | None = None, eval_dense: bool = False, output: str | None = None,
                 overwrite: bool = False, progress: bool = True) -> dict:

@@ -1,0 +1,102 @@
+"""`prunekit prune --stream` as a function: the model never in memory. The tokenizer and config
+are read, calibration is built from the tokenizer, the checkpoint is pruned block by block into
+the output folder (resumable), and perplexity is computed by streaming the output."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .. import report as rep
+from ..atomic import write_json
+from ..data.calibration import build_calibration
+from ..errors import PrunekitError
+from ..export.save import REPORT_NAME, update_report
+from ..export.stale import remove_stale_temporaries
+from ..methods.registry import method_for
+from ..streaming import StreamedModel, stream_perplexity, stream_prune
+from .common import at_least, check_device, eval_names
+from .preflight import check_positions, check_writable
+
+
+def stream_prune_model(model: str, config, *, output: str, calib: str = "c4", nsamples: int | None = None,
+                       seqlen: int | None = None, seed: int = 0, data_dir: str | None = None, dtype: str = "auto",
+                       device: str = "cpu", trust_remote_code: bool = False, evals="wikitext2",
+                       eval_seqlen: int = 2048, eval_windows: int | None = None, resume: bool = False,
+                       overwrite: bool = False, progress: bool = True) -> dict:
+    """Prune the safetensors checkpoint `model` into `output` holding about one block in memory;
+    `resume` continues an interrupted run of the same command. Returns the report."""
+    from transformers import AutoTokenizer
+
+    device = check_device(device)
+    if not output:
+        raise PrunekitError("--stream writes the pruned blocks as it goes: give --output")
+    cls = method_for(config)
+    if calib == "self" and cls.needs_calibration():
+        raise PrunekitError("--stream cannot calibrate on 'self' (generating text needs the whole model)")
+    defaults = cls.calibration
+    if defaults is not None:
+        nsamples = defaults.nsamples if nsamples is None else nsamples
+        seqlen = defaults.seqlen if seqlen is None else seqlen
+        at_least("nsamples", nsamples)
+        at_least("seqlen", seqlen, 2)
+    names = eval_names(evals)
+    check_writable(output)
+    stale = remove_stale_temporaries(output)
+    sm = StreamedModel(model, dtype, trust_remote_code)
+    check_positions(sm.config, seqlen=seqlen if cls.needs_calibration() else None,
+                    eval_seqlen=eval_seqlen if names else None)
+    tok = AutoTokenizer.from_pretrained(sm.source.path, trust_remote_code=trust_remote_code)
+    calibration = build_calibration(calib, None, tok, nsamples, seqlen, seed, data_dir, device) \
+        if cls.needs_calibration() else None
+    report = {"command": "prune", "streamed": True,
+              "model": {"source": rep.absolute_source(sm.source), "source_kind": sm.source.kind,
+                        "architecture": (sm.config.architectures or ["?"])[0],
+                        "num_layers": sm.config.num_hidden_layers, "bytes_on_disk": sm.files.nbytes()}}
+    if stale:
+        report["removed_stale"] = stale
+    del sm
+
+    def write_report(folder: Path) -> None:     # the method's part is added once the run returns
+        tok.save_pretrained(folder)
+        write_json(folder / REPORT_NAME, report)
+
+    result = stream_prune(model, config, calibration, output, device=device, dtype=dtype, resume=resume,
+                          overwrite=overwrite, progress=progress, trust_remote_code=trust_remote_code,
+                          extra=write_report)
+    return _finish(report, result, calibration, output, names, tok, eval_seqlen, eval_windows, data_dir, device,
+                   progress)
+
+
+def _finish(report, result, calibration, output, names, tok, eval_seqlen, eval_windows, data_dir, device, progress):
+    from ..eval.ppl import eval_tokens, protocol_label
+    report["method"] = {"name": result.method, "config": result.config, "events": result.events, **result.details}
+    report["calibration"] = calibration.describe() if calibration else None
+    report["sparsity"] = result.sparsity
+    report["timing"] = {"prune_s": result.seconds, "peak_rss_gb": rep.peak_rss_gb()}
+    report["environment"] = rep.environment(device)
+    report["output"] = str(Path(output).resolve())
+    report["model"].update(_saved_counts(output))
+    update_report(output, {k: report[k] for k in ("model", "method", "calibration", "sparsity", "timing", "environment",
+                                                   "output")})
+    evals = {}
+    for name in names:
+        text = eval_tokens(name, tok, eval_seqlen, data_dir)
+        r = stream_perplexity(output, text.ids, eval_seqlen, eval_windows, device, progress=progress)
+        evals[name] = {**r, **text.info, "protocol": protocol_label(text.info["short"], eval_seqlen, r["windows"],
+                                                                     r["windows_total"])}
+    report["eval"] = evals
+    update_report(output, {"eval": evals})
+    return report
+
+
+def _saved_counts(folder) -> dict:
+    """Parameters and non-zeros of the written checkpoint, one tensor in memory at a time."""
+    import torch
+    from safetensors import safe_open
+    total = nonzero = 0
+    for f in sorted(Path(folder).glob("*.safetensors")):
+        with safe_open(f, "pt") as st:
+            for key in st.keys():
+                t = st.get_tensor(key)
+                total += t.numel()
+                nonzero += int(torch.count_nonzero(t))
+    return {"params_total": total, "params_nonzero": nonzero}
