@@ -91,25 +91,11 @@ def summary(report: dict) -> str:
 
 
 def run(args) -> int:
-    from ..workflows.common import check_device, eval_names, prepare_evals, run_evals
-    from ..data.sources import default_data_dir
-    from ..export.save import check_output_dir
-    from ..models.adapter import ModelAdapter
-    from ..models.loading import load_model
-    from .api import recover
-    from .data import refuse_evaluation_data
-
-    device = check_device(args.device)
+    from ..workflows.recover import recover_model
     config = config_from_args(args)
-    config.device = device
-    if not args.resume:
-        check_output_dir(args.output, args.overwrite)
-    refuse_evaluation_data(args.data, args.data_dir or default_data_dir())
-    model, tok, source = load_model(args.model, args.dtype, args.trust_remote_code)
-    config.target_names(ModelAdapter(model).linear_names())      # a bad --targets fails before any work
-    texts = prepare_evals(eval_names(args.eval), tok, args.eval_seqlen, args.eval_windows, args.data_dir)
-    result = recover(model, config, data=args.data, output=args.output, tokenizer=tok, data_dir=args.data_dir,
-                     overwrite=args.overwrite, measure=lambda m: {"eval": run_evals(m, texts, args.eval_seqlen, args.eval_windows, device)},
-                     source=source)
-    print(summary(result.report))
+    report = recover_model(args.model, config, data=args.data, output=args.output, data_dir=args.data_dir,
+                           dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code,
+                           evals=args.eval, eval_seqlen=args.eval_seqlen, eval_windows=args.eval_windows,
+                           overwrite=args.overwrite)
+    print(summary(report))
     return 0
