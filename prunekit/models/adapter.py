@@ -39,6 +39,7 @@ class FamilySpec:
     fused: dict = field(default_factory=dict)      # fused linear name -> the roles it stacks, in row order
     qk_norms: tuple = ()        # per-head norms applied to q and k
     defaults: dict = field(default_factory=dict)   # per-family defaults of method options
+    logit_softcap_key: str | None = None    # config key of a cap the model's forward applies to the logits
 
 
 LLAMA = FamilySpec(
@@ -87,13 +88,35 @@ OPT = FamilySpec(
     defaults={"sparsellm_penalty": 0.1},    # the SparseLLM reference code's, for ReLU FFNs
 )
 
-FAMILIES = (LLAMA, QWEN3, OPT)
+# Gemma 2 (Gemma Team 2024, arXiv 2408.00118) and Gemma 3 (arXiv 2503.19786): four norms per block
+# computing with (1 + w), GeGLU, embeddings scaled by sqrt(hidden) inside the model's forward (Gemma 2)
+# or its embedding module (Gemma 3), which the engine's recorded block-0 input already contains;
+# Gemma 2's forward (not lm_head) soft-caps the final logits.
+GEMMA2 = dataclasses.replace(
+    LLAMA, name="gemma2", model_types=("gemma2",),
+    norms=("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm"),
+    activation_key="hidden_activation", variable_width=None, defaults={},
+    logit_softcap_key="final_logit_softcapping")
+
+GEMMA3 = dataclasses.replace(GEMMA2, name="gemma3", model_types=("gemma3_text",),
+                             qk_norms=("self_attn.q_norm", "self_attn.k_norm"))
+
+# Phi-3 (Abdin et al. 2024, arXiv 2404.14219): q, k, v in one matrix and gate, up in another
+PHI3 = dataclasses.replace(
+    LLAMA, name="phi3", model_types=("phi3",),
+    attn_in=("self_attn.qkv_proj",), mlp_in=("mlp.gate_up_proj",),
+    roles={"o": "self_attn.o_proj", "down": "mlp.down_proj"},
+    fused={"self_attn.qkv_proj": ("q", "k", "v"), "mlp.gate_up_proj": ("gate", "up")},
+    variable_width=None)
+
+FAMILIES = (LLAMA, QWEN3, GEMMA2, GEMMA3, PHI3, OPT)
 SUPPORTED_MODEL_TYPES = tuple(t for f in FAMILIES for t in f.model_types if not t.startswith("prunekit"))
 
 
 def penalty_default_text() -> str:
     """How SparseLLM's penalties default, stated from the family table (for --help)."""
-    return "per family: " + ", ".join(f"{f.name} {f.defaults['sparsellm_penalty']:g}" for f in FAMILIES)
+    return "per family: " + ", ".join(f"{f.name} {f.defaults['sparsellm_penalty']:g}" for f in FAMILIES
+                                      if "sparsellm_penalty" in f.defaults)
 
 
 def get_path(root: nn.Module, path: str):
@@ -170,6 +193,17 @@ class ModelAdapter:
     @property
     def sliding_window(self) -> int | None:
         return getattr(self.config, "sliding_window", None)
+
+    @property
+    def logit_softcap(self) -> float | None:
+        key = self.spec.logit_softcap_key
+        return getattr(self.config, key, None) if key else None
+
+    def cap_logits(self, logits):
+        """What the model's forward does to lm_head's output: cap * tanh(logits / cap) where
+        the family soft-caps its logits, nothing otherwise."""
+        cap = self.logit_softcap
+        return logits if cap is None else cap * (logits / cap).tanh()
 
     def require(self, what: str, ok: bool, method: str) -> None:
         """Refuse, in one line naming the method and the family, what a method cannot handle."""

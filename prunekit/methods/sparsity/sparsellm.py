@@ -61,15 +61,17 @@ class SparseLLMConfig(SparseGPTConfig):
 class SparseLLMPruner(LayerwiseMethod):
     def __init__(self, config, adapter):
         super().__init__(config, adapter)
+        ffn, act = adapter.spec.ffn, adapter.activation
+        if act not in ACTIVATIONS[ffn]:
+            raise PrunekitError(f"sparsellm's closed forms assume a {ACTIVATIONS[ffn][0]} FFN; "
+                                f"this {adapter.family} model uses {act}")
+        adapter.require("its FFN fit needs the gate and up matrices apart, this family fuses them",
+                        not set(adapter.spec.mlp_in) & set(adapter.spec.fused), "sparsellm")
         d = adapter.spec.defaults["sparsellm_penalty"]
         self.alpha = config.alpha or d
         self.beta = config.beta or d
         self.gamma = config.gamma or d
         self.history = {}            # block index -> relative FFN reconstruction error per iteration
-        ffn, act = adapter.spec.ffn, adapter.activation
-        if act not in ACTIVATIONS[ffn]:
-            raise PrunekitError(f"sparsellm's closed forms assume a {ACTIVATIONS[ffn][0]} FFN; "
-                                f"this {adapter.family} model uses {act}")
 
     def observe(self, index, block):
         lin = self.linears(block)
