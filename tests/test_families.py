@@ -127,3 +127,41 @@ def test_gemma_depth_merge_keeps_the_base_blocks_four_norms_and_qk_norms():
 
 def test_readme_table_is_what_the_code_does():
     assert sm.main(["--check"]) == 0, "README support table is stale: run python -m tests.support_matrix"
+
+
+@pytest.mark.parametrize("layout", ["standard", "uniform", "per-layer"])
+@pytest.mark.parametrize("family", ["mistral", "qwen2", "qwen3"])
+def test_sliced_sliding_window_and_qk_norm_models_compute_the_masked_model(family, layout, tmp_path):
+    """Width outputs of models with sliding windows (all layers: Mistral; some: Qwen2, Qwen3) and
+    per-head q/k norms (Qwen3): the sliced model, saved and reloaded, computes the masked dense
+    model on a window longer than the sliding window, and decodes with the KV cache as without."""
+    from prunekit.methods.width.slicing import DenseWeights, shape_of, sliced_model
+
+    from .test_width_generation import LAYOUTS, _check_decoding, _genome
+    model = structured_model(family)
+    with torch.no_grad():     # q/k norm weights that are not all ones, so a wrong gather shows
+        for name, p in model.named_parameters():
+            if "norm" in name or name.endswith("bias"):
+                p.normal_(1.0 if "norm" in name else 0.0, 0.3)
+    adapter = ModelAdapter(model)
+    types = adapter.layer_types
+    shape = shape_of(adapter)
+    genome = _genome(shape, *LAYOUTS[layout])
+    small = sliced_model(model, genome, shape)
+    assert type(small).__name__.startswith("Pruned") == (layout != "standard")
+    assert ModelAdapter(small).layer_types == types[:genome.depth]
+    ids = _ids(2, 3 * WINDOW, seed=1)
+    logits = _check_decoding(small, ids)
+    DenseWeights(adapter).apply(genome, shape)
+    with torch.no_grad():
+        assert torch.allclose(logits, model(ids).logits, atol=1e-5)
+    small.save_pretrained(tmp_path / "w")
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "w", trust_remote_code=True).eval()
+    assert torch.allclose(_check_decoding(reloaded, ids), logits, atol=1e-5)
+    if "sliding_attention" not in types[:genome.depth]:
+        return      # Qwen2's first blocks are full-attention ones
+    # the window matters on this model: the same weights with a window longer than the input differ
+    wide = copy.deepcopy(small)
+    wide.config.sliding_window = 10 * ids.shape[1]
+    with torch.no_grad():
+        assert not torch.allclose(wide(ids, use_cache=False).logits, logits, atol=1e-3)

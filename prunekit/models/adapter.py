@@ -195,6 +195,16 @@ class ModelAdapter:
         return getattr(self.config, "sliding_window", None)
 
     @property
+    def layer_types(self) -> list[str]:
+        """Each block's attention kind: the config's `layer_types` where it has them, otherwise
+        every block sliding (a config-wide window, as Mistral's) or full."""
+        types = getattr(self.config, "layer_types", None)
+        if types:
+            return list(types)
+        kind = "sliding_attention" if self.sliding_window else "full_attention"
+        return [kind] * self.num_layers
+
+    @property
     def logit_softcap(self) -> float | None:
         key = self.spec.logit_softcap_key
         return getattr(self.config, key, None) if key else None

@@ -14,7 +14,7 @@ from .genome import Genome, Shape
 
 
 def _sliceable(spec) -> bool:
-    return spec.variable_width is not None and not spec.fused and not spec.qk_norms
+    return spec.variable_width is not None and not spec.fused
 
 
 def shape_of(adapter: ModelAdapter, method: str = "search") -> Shape:
@@ -23,8 +23,9 @@ def shape_of(adapter: ModelAdapter, method: str = "search") -> Shape:
     why = f" (width search supports {known} so far)"
     adapter.require("no per-layer-width modeling code for this family yet" + why, spec.variable_width is not None, method)
     adapter.require("fused projections cannot be sliced yet" + why, not spec.fused, method)
-    adapter.require("sliding-window attention is not supported yet", not adapter.sliding_window, method)
-    adapter.require("per-head q/k norms cannot be sliced yet" + why, not spec.qk_norms, method)
+    # per-head q/k norms: only the llama modeling code (HeadNorm) slices them
+    adapter.require("per-head q/k norms cannot be sliced yet" + why, not spec.qk_norms or spec.variable_width == "llama",
+                    method)
     return Shape(adapter.num_layers, adapter.dim("hidden"), adapter.dim("heads"), adapter.dim("kv_heads"),
                  adapter.dim("head_dim"), adapter.dim("mlp"), rotary=spec.rotary,
                  mlp_matrices=len(spec.mlp_in) + len(spec.mlp_out))
