@@ -20,7 +20,7 @@ from . import support_matrix as sm
 from .tiny_models import LAYERS, SLIDING, STRUCTURED_FAMILIES, WINDOW, structured_model
 
 # what the code refuses today; a change here must be a deliberate one (and the README regenerated)
-REFUSED = {("sparsellm", f) for f in ("gemma2", "gemma3", "phi3")} | \
+REFUSED = {("sparsellm", "phi3")} | \
           {("search", f) for f in ("gemma2", "gemma3", "phi3")}
 
 

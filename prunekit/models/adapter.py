@@ -95,7 +95,8 @@ OPT = FamilySpec(
 GEMMA2 = dataclasses.replace(
     LLAMA, name="gemma2", model_types=("gemma2",),
     norms=("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm"),
-    activation_key="hidden_activation", variable_width=None, defaults={},
+    activation_key="hidden_activation", variable_width=None,
+    defaults={"sparsellm_penalty": 5.0},    # the reference's gated-FFN value; it gives none for GeGLU
     logit_softcap_key="final_logit_softcapping")
 
 GEMMA3 = dataclasses.replace(GEMMA2, name="gemma3", model_types=("gemma3_text",),

@@ -28,8 +28,8 @@ from ..registry import register_method
 from .base import LayerwiseMethod
 from .sparsegpt import SparseGPTConfig, collect_hessians, obs_logged, prune_linear_obs
 
-# the activation each FFN form's closed forms are derived for
-ACTIVATIONS = {"gated": ("silu", "swish"), "plain": ("relu",)}
+# the activations each FFN form's closed forms are derived for
+ACTIVATIONS = {"gated": tuple(S.GATED_ACTIVATIONS), "plain": ("relu",)}
 
 
 @dataclass
@@ -63,7 +63,7 @@ class SparseLLMPruner(LayerwiseMethod):
         super().__init__(config, adapter)
         ffn, act = adapter.spec.ffn, adapter.activation
         if act not in ACTIVATIONS[ffn]:
-            raise PrunekitError(f"sparsellm's closed forms assume a {ACTIVATIONS[ffn][0]} FFN; "
+            raise PrunekitError(f"sparsellm's closed forms assume a {' or '.join(ACTIVATIONS[ffn])} FFN; "
                                 f"this {adapter.family} model uses {act}")
         adapter.require("its FFN fit needs the gate and up matrices apart, this family fuses them",
                         not set(adapter.spec.mlp_in) & set(adapter.spec.fused), "sparsellm")
@@ -137,7 +137,8 @@ class SparseLLMPruner(LayerwiseMethod):
         bg, bu, bd = self._bias(gate, gate.out_features), self._bias(up, up.out_features), self._bias(down, down.out_features)
         a, b, g = self.alpha, self.beta, self.gamma
         s, z = pre[names[0]], pre[names[1]]
-        p = F.silu(s) * z
+        act, act_grad = S.GATED_ACTIVATIONS[self.adapter.activation]
+        p = act(s) * z
         Wg, Wu, Wd = gate.weight.float(), up.weight.float(), down.weight.float()
         errs = []
         T = self.iterations_for(index)
@@ -151,12 +152,12 @@ class SparseLLMPruner(LayerwiseMethod):
             Wu = self._prune(index, names[1], Wu, H_in)
             Wd = self._prune(index, names[2], Wd, H_p)
             m_g, m_u = X @ Wg.T + bg, X @ Wu.T + bu
-            errs.append(S.relative_error(Y, (F.silu(m_g) * m_u) @ Wd.T + bd))
+            errs.append(S.relative_error(Y, (act(m_g) * m_u) @ Wd.T + bd))
             if t == T - 1:
                 break
-            p = S.update_p(Wd, Y - bd, F.silu(s) * z, b, g)
-            z = S.update_z_swiglu(p, m_u, s, a, g)
-            s = S.update_s_swiglu(s, m_g, z, p, a, g, safeguard=self.config.s_step == "safe")
+            p = S.update_p(Wd, Y - bd, act(s) * z, b, g)
+            z = S.update_z_swiglu(p, m_u, s, a, g, act)
+            s = S.update_s_swiglu(s, m_g, z, p, a, g, safeguard=self.config.s_step == "safe", act=act, act_grad=act_grad)
         return dict(zip(names, (Wg, Wu, Wd))), errs
 
     def _relu_ffn(self, index, lin, X, Y, z, H_in, H_out0):
