@@ -243,6 +243,20 @@ class ModelAdapter:
     def role(self, block: nn.Module, role: str) -> nn.Linear:
         return get_path(block, self.spec.roles[role])
 
+    def role_rows(self, role: str) -> tuple[str, slice]:
+        """(linear name inside a block, its rows that compute `role`): all rows of an unfused
+        linear, the role's share of a fused one (its parts stacked in row order)."""
+        if role in self.spec.roles:
+            return self.spec.roles[role], slice(None)
+        hd = self.dim("head_dim")
+        sizes = {"q": self.dim("heads") * hd, "k": self.dim("kv_heads") * hd, "v": self.dim("kv_heads") * hd,
+                 "gate": self.dim("mlp"), "up": self.dim("mlp")}
+        for name, parts in self.spec.fused.items():
+            if role in parts:
+                start = sum(sizes[p] for p in parts[:parts.index(role)])
+                return name, slice(start, start + sizes[role])
+        raise PrunekitError(f"{self.config.model_type} models have no {role} projection")
+
     def block_linears(self, block: nn.Module) -> dict[str, nn.Linear]:
         """The prunable linears of one block, in forward order, by their name inside the block."""
         return {name: get_path(block, name) for name in self.linear_names()}
