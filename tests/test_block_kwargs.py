@@ -14,7 +14,7 @@ from prunekit.engine import BlockVisitor, LayerwiseEngine
 from prunekit.errors import PrunekitError
 from prunekit.models.adapter import ModelAdapter
 
-from .tiny_models import ADAPTED_FAMILIES, NO_SDPA, SLIDING, STRUCTURED_FAMILIES, WINDOW, structured_model
+from .tiny_models import ADAPTED_FAMILIES, NO_SDPA, STRUCTURED_FAMILIES, WINDOW, structured_model
 
 LLAMA_LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
                  "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")

@@ -30,7 +30,8 @@ class FamilySpec:
     mlp_in: tuple               # linears that read the MLP input
     mlp_out: tuple              # linear that writes the MLP output
     norms: tuple                # per-block norm modules
-    roles: dict                 # role (q, k, v, o, gate, up, down) -> linear name inside a block
+    roles: dict                 # role (q, k, v, o, gate, up, down) -> linear name inside a block (unfused roles;
+                                # a fused matrix's roles are in `fused`, their rows from ModelAdapter.role_rows)
     ffn: str                    # "gated": down(act(gate) * up); "plain": down(act(up))
     activation_key: str         # config key naming the FFN activation
     dims: dict                  # width -> config key: hidden, heads, kv_heads, head_dim, mlp
