@@ -90,8 +90,8 @@ OPT = FamilySpec(
 )
 
 # Gemma 2 (Gemma Team 2024, arXiv 2408.00118) and Gemma 3 (arXiv 2503.19786): four norms per block
-# computing with (1 + w), GeGLU, embeddings scaled by sqrt(hidden) inside the model's forward (Gemma 2)
-# or its embedding module (Gemma 3), which the engine's recorded block-0 input already contains;
+# computing with (1 + w), GeGLU, embeddings scaled by sqrt(hidden) (inside the embedding module in
+# transformers 5; either way the engine records block 0's input from the model's own forward);
 # Gemma 2's forward (not lm_head) soft-caps the final logits.
 GEMMA2 = dataclasses.replace(
     LLAMA, name="gemma2", model_types=("gemma2",),
