@@ -108,8 +108,7 @@ PHI3 = dataclasses.replace(
     LLAMA, name="phi3", model_types=("phi3",),
     attn_in=("self_attn.qkv_proj",), mlp_in=("mlp.gate_up_proj",),
     roles={"o": "self_attn.o_proj", "down": "mlp.down_proj"},
-    fused={"self_attn.qkv_proj": ("q", "k", "v"), "mlp.gate_up_proj": ("gate", "up")},
-    variable_width=None)
+    fused={"self_attn.qkv_proj": ("q", "k", "v"), "mlp.gate_up_proj": ("gate", "up")})
 
 FAMILIES = (LLAMA, QWEN3, GEMMA2, GEMMA3, PHI3, OPT)
 SUPPORTED_MODEL_TYPES = tuple(t for f in FAMILIES for t in f.model_types if not t.startswith("prunekit"))
@@ -242,7 +241,18 @@ class ModelAdapter:
         return s.attn_in + s.attn_out + s.mlp_in + s.mlp_out
 
     def role(self, block: nn.Module, role: str) -> nn.Linear:
-        return get_path(block, self.spec.roles[role])
+        """The linear computing `role` (for a fused role: the whole fused matrix)."""
+        return get_path(block, self.role_rows(role)[0])
+
+    @property
+    def ffn_in_roles(self) -> tuple:
+        """The FFN's input roles: gate and up (gated), up (plain)."""
+        return ("gate", "up") if self.spec.ffn == "gated" else ("up",)
+
+    @property
+    def partial_rotary(self) -> bool:
+        """Rotary embeddings on only part of each head (Phi-3's `partial_rotary_factor` < 1)."""
+        return getattr(self.config, "partial_rotary_factor", None) not in (None, 1.0)
 
     def role_rows(self, role: str) -> tuple[str, slice]:
         """(linear name inside a block, its rows that compute `role`): all rows of an unfused

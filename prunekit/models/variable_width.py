@@ -40,7 +40,8 @@ def empty_model(adapter: ModelAdapter, depth: int, mlp_widths: list[int], head_d
     if getattr(model.config, "layer_types", None):    # the kept (leading) blocks keep their kinds
         base["layer_types"] = adapter.layer_types[:depth]
     mlp_key = adapter.spec.dims["mlp"]
-    if all(d == adapter.dim("head_dim") for d in head_dims) and len(set(mlp_widths)) == 1:
+    # a family with fused projections always gets the variable-width code, which keeps them apart
+    if all(d == adapter.dim("head_dim") for d in head_dims) and len(set(mlp_widths)) == 1 and not adapter.spec.fused:
         cfg = type(model.config)(**{**base, mlp_key: mlp_widths[0]})
         return AutoModelForCausalLM.from_config(cfg, dtype=dtype)
     config_cls, model_cls = _variable_classes(adapter.spec.variable_width)
