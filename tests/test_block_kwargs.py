@@ -3,9 +3,9 @@ engine's block-by-block outputs equal the model's hidden states for every family
 longer than the sliding window, with mixed layer types; the depth stack keeps each block's own
 arguments when candidates move blocks; unknown families are refused before any work.
 
-Gemma 2, Gemma 3 and Phi-3 are refused by the adapter today, so their engine tests drive the
-engine through `Layout`, a stand-in that gives the engine only what it asks of an adapter
-(the model, its blocks, the modules around them) without the family check."""
+`Layout` is a stand-in that gives the engine only what it asks of an adapter (the model, its
+blocks, the modules around them): the replay test below uses it to show what a block computes
+with another block's arguments."""
 import pytest
 import torch
 import torch.nn as nn
@@ -14,14 +14,14 @@ from prunekit.engine import BlockVisitor, LayerwiseEngine
 from prunekit.errors import PrunekitError
 from prunekit.models.adapter import ModelAdapter
 
-from .tiny_models import ADAPTED_FAMILIES, NO_SDPA, SLIDING, STRUCTURED_FAMILIES, WINDOW, structured_model
+from .tiny_models import ADAPTED_FAMILIES, NO_SDPA, STRUCTURED_FAMILIES, WINDOW, structured_model
 
 LLAMA_LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
                  "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
 
 
 class Layout:
-    """What the engine and the depth stack use of an adapter, for models the adapter refuses."""
+    """What the engine and the depth stack use of an adapter, without the adapter's family table."""
 
     def __init__(self, model):
         self.model = model
@@ -176,31 +176,42 @@ def test_width_statistics_see_the_models_own_attention_inputs():
         assert rel_err(torch.cat(rec.seen[i]), torch.cat(own[i])) < 1e-5, i
 
 
-@pytest.mark.parametrize("family", ["gemma2", "gemma3", "phi3", "gpt2"])
-def test_unknown_families_are_refused_before_any_work(family):
-    import prunekit
+def _unknown_model(family):
+    """Tiny models of layouts prunekit does not describe: GPT-2, GPT-NeoX, a mixture of experts."""
     if family == "gpt2":
         from transformers import GPT2Config, GPT2LMHeadModel
-        model, model_type = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=50)), "gpt2"
-    else:
-        model = structured_model(family)
-        model_type = model.config.model_type
+        return GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=50))
+    if family == "gpt_neox":
+        from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+        return GPTNeoXForCausalLM(GPTNeoXConfig(num_hidden_layers=1, hidden_size=32, num_attention_heads=2,
+                                                intermediate_size=64, vocab_size=50))
+    from transformers import MixtralConfig, MixtralForCausalLM
+    return MixtralForCausalLM(MixtralConfig(num_hidden_layers=1, hidden_size=32, num_attention_heads=2,
+                                            num_key_value_heads=1, intermediate_size=64, vocab_size=50,
+                                            num_local_experts=2, num_experts_per_tok=1))
+
+
+@pytest.mark.parametrize("family", ["gpt2", "gpt_neox", "mixtral"])
+def test_unknown_families_are_refused_before_any_work(family):
+    import prunekit
+    model = _unknown_model(family)
+    model_type = model.config.model_type
     # no calibration given: the refusal must come first, naming the type and the supported ones
     with pytest.raises(PrunekitError) as err:
         prunekit.prune(model, prunekit.WandaConfig(sparsity=0.5), None, progress=False)
     line = str(err.value)
     assert "\n" not in line and f"unsupported model_type {model_type}:" in line
-    assert all(t in line for t in ("llama", "mistral", "qwen2", "qwen3", "opt"))
+    assert all(t in line for t in ("llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3", "opt"))
 
 
 def test_cli_refuses_an_unknown_family_in_one_line(tmp_path, tokenizer, data_dir, capsys):
     from prunekit.cli import main
     from .test_cli import _prune_args
-    src, out = tmp_path / "tiny-gemma3", tmp_path / "out"
-    structured_model("gemma3").save_pretrained(src)
+    src, out = tmp_path / "tiny-neox", tmp_path / "out"
+    _unknown_model("gpt_neox").save_pretrained(src)
     tokenizer.save_pretrained(src)
     capsys.readouterr()         # saving writes progress bars to stderr
     assert main(_prune_args(src, out, data_dir)) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "unsupported model_type gemma3_text" in err[0], err
+    assert len(err) == 1 and "unsupported model_type gpt_neox" in err[0], err
     assert not out.exists()

@@ -1,7 +1,6 @@
 """Depth pruning of models whose blocks differ by layer type (sliding-window and full attention,
 other rotary bases): a candidate scored by the depth stack is what the rebuilt model computes,
-and the rebuilt model keeps each block's layer type, reloads and generates with the KV cache.
-Gemma 2 and 3 go through the stack directly (the adapter refuses them for now, see test_block_kwargs)."""
+and the rebuilt model keeps each block's layer type, reloads and generates with the KV cache."""
 import copy
 
 import pytest
@@ -12,8 +11,6 @@ from prunekit.api import prune
 from prunekit.methods import ShortGPTConfig, SLMConfig
 from prunekit.methods.depth.base import DepthState
 from prunekit.methods.depth.rebuild import apply_plan
-from prunekit.methods.depth.removal import ShortGPT
-from prunekit.methods.depth.slm import SLM
 from prunekit.methods.depth.stack import BlockStack
 
 from .test_block_kwargs import _ids, adapter_for, rel_err
@@ -55,26 +52,13 @@ def test_stack_candidates_compute_what_the_rebuilt_model_computes(family):
     assert rel_err(_final_hidden(wrong, ids), own) > 1e-3
 
 
-def _prune_gemma(model, ids):
-    """What prunekit.prune does for depth methods, without the adapter's family check: SLM
-    merges two blocks, then ShortGPT removes one."""
-    for method, config in ((SLM, SLMConfig(remove_layers=2)), (ShortGPT, ShortGPTConfig(remove_layers=1))):
-        adapter = adapter_for(model)
-        state = DepthState(adapter)
-        method(config, adapter).search(BlockStack(adapter, ids), state, progress=False)
-        state.install()
-
-
 @pytest.mark.parametrize("family", MIXED)
 def test_depth_pruned_mixed_model_reloads_and_generates_with_the_kv_cache(family, tmp_path):
     model = structured_model(family, layers=6)
     types = list(model.config.layer_types)
     ids = _ids(3, seed=1)
-    if family.startswith("gemma"):
-        _prune_gemma(model, ids)
-    else:
-        prune(model, SLMConfig(remove_layers=2), ids, progress=False)
-        prune(model, ShortGPTConfig(remove_layers=1), ids, progress=False)
+    prune(model, SLMConfig(remove_layers=2), ids, progress=False)
+    prune(model, ShortGPTConfig(remove_layers=1), ids, progress=False)
     layers = adapter_for(model).layers
     assert model.config.num_hidden_layers == len(layers) == 3
     # every kept block's attention still has its own type's window, and the config agrees

@@ -13,6 +13,7 @@ from prunekit.methods.width.genome import Shape, Space, crossover
 from prunekit.models.adapter import ModelAdapter
 
 from .conftest import VOCAB, generate_step_lengths, make_tiny_model
+from .tiny_models import structured_model
 
 
 def _ids(n=4, length=64, seed=0):
@@ -94,7 +95,7 @@ def test_crossover_takes_every_gene_from_one_parent():
             assert torch.equal(c.mlp[i], a.mlp[i]) or torch.equal(c.mlp[i], b.mlp[i])
 
 
-def test_cli_search_saves_a_smaller_remote_code_checkpoint(tiny_model_dir, tmp_path, data_dir, capsys):
+def test_cli_search_saves_a_smaller_remote_code_checkpoint(tiny_model_dir, tmp_path, data_dir, capsys, tokenizer):
     out = tmp_path / "search"
     assert main(["prune", "--model", str(tiny_model_dir), "--method", "search", "--keep", "0.7", "--generations", "1",
                  "--population", "4", "--mutants", "2", "--crossovers", "1", "--randoms", "1", "--top-k", "2",
@@ -111,8 +112,9 @@ def test_cli_search_saves_a_smaller_remote_code_checkpoint(tiny_model_dir, tmp_p
     assert main(["prune", "--model", str(tiny_model_dir), "--method", "search", "--keep", "1.5",
                  "--output", str(tmp_path / "bad")]) == 2
     assert "--keep 1.5 is outside" in capsys.readouterr().err
-    qwen3 = tmp_path / "qwen3"
-    make_tiny_model("qwen3").save_pretrained(qwen3)
-    assert main(["prune", "--model", str(qwen3), "--method", "search", "--keep", "0.8", "--calib",
+    gemma2 = tmp_path / "gemma2"     # no width modeling code for Gemma yet
+    structured_model("gemma2").save_pretrained(gemma2)
+    tokenizer.save_pretrained(gemma2)
+    assert main(["prune", "--model", str(gemma2), "--method", "search", "--keep", "0.8", "--calib",
                  "wikitext2:validation", "--data-dir", data_dir, "--output", str(tmp_path / "o")]) == 2
     assert "width search supports" in capsys.readouterr().err

@@ -2,7 +2,7 @@
 test window, several layer types with their own masks and rotary bases, head_dim != hidden /
 heads where the family allows it, fused projections (Phi-3). Small in every dimension.
 
-STRUCTURED_FAMILIES lists every family; ADAPTED_FAMILIES the ones the adapter accepts today."""
+STRUCTURED_FAMILIES lists every family; ADAPTED_FAMILIES the ones the adapter accepts (all of them)."""
 from __future__ import annotations
 
 import torch
@@ -14,7 +14,7 @@ SLIDING = 5
 LAYERS = 5
 
 STRUCTURED_FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3", "opt"]
-ADAPTED_FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "opt"]
+ADAPTED_FAMILIES = list(STRUCTURED_FAMILIES)
 NO_SDPA = {"gemma2"}    # transformers refuses sdpa for Gemma 2 (attention logit soft-capping)
 
 _COMMON = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_attention_heads=4,

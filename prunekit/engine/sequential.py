@@ -120,4 +120,4 @@ class LayerwiseEngine:
         with on_device(mods, self.device, self.offload):
             for m in mods:
                 hidden = m(hidden.to(self.device))
-        return hidden
+        return self.adapter.cap_logits(hidden)

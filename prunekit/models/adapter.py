@@ -30,7 +30,8 @@ class FamilySpec:
     mlp_in: tuple               # linears that read the MLP input
     mlp_out: tuple              # linear that writes the MLP output
     norms: tuple                # per-block norm modules
-    roles: dict                 # role (q, k, v, o, gate, up, down) -> linear name inside a block
+    roles: dict                 # role (q, k, v, o, gate, up, down) -> linear name inside a block (unfused roles;
+                                # a fused matrix's roles are in `fused`, their rows from ModelAdapter.role_rows)
     ffn: str                    # "gated": down(act(gate) * up); "plain": down(act(up))
     activation_key: str         # config key naming the FFN activation
     dims: dict                  # width -> config key: hidden, heads, kv_heads, head_dim, mlp
@@ -39,6 +40,7 @@ class FamilySpec:
     fused: dict = field(default_factory=dict)      # fused linear name -> the roles it stacks, in row order
     qk_norms: tuple = ()        # per-head norms applied to q and k
     defaults: dict = field(default_factory=dict)   # per-family defaults of method options
+    logit_softcap_key: str | None = None    # config key of a cap the model's forward applies to the logits
 
 
 LLAMA = FamilySpec(
@@ -87,13 +89,35 @@ OPT = FamilySpec(
     defaults={"sparsellm_penalty": 0.1},    # the SparseLLM reference code's, for ReLU FFNs
 )
 
-FAMILIES = (LLAMA, QWEN3, OPT)
+# Gemma 2 (Gemma Team 2024, arXiv 2408.00118) and Gemma 3 (arXiv 2503.19786): four norms per block
+# computing with (1 + w), GeGLU, embeddings scaled by sqrt(hidden) (inside the embedding module in
+# transformers 5; either way the engine records block 0's input from the model's own forward);
+# Gemma 2's forward (not lm_head) soft-caps the final logits.
+GEMMA2 = dataclasses.replace(
+    LLAMA, name="gemma2", model_types=("gemma2",),
+    norms=("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm"),
+    activation_key="hidden_activation", variable_width=None,
+    defaults={"sparsellm_penalty": 5.0},    # the reference's gated-FFN value; it gives none for GeGLU
+    logit_softcap_key="final_logit_softcapping")
+
+GEMMA3 = dataclasses.replace(GEMMA2, name="gemma3", model_types=("gemma3_text",),
+                             qk_norms=("self_attn.q_norm", "self_attn.k_norm"))
+
+# Phi-3 (Abdin et al. 2024, arXiv 2404.14219): q, k, v in one matrix and gate, up in another
+PHI3 = dataclasses.replace(
+    LLAMA, name="phi3", model_types=("phi3",),
+    attn_in=("self_attn.qkv_proj",), mlp_in=("mlp.gate_up_proj",),
+    roles={"o": "self_attn.o_proj", "down": "mlp.down_proj"},
+    fused={"self_attn.qkv_proj": ("q", "k", "v"), "mlp.gate_up_proj": ("gate", "up")})
+
+FAMILIES = (LLAMA, QWEN3, GEMMA2, GEMMA3, PHI3, OPT)
 SUPPORTED_MODEL_TYPES = tuple(t for f in FAMILIES for t in f.model_types if not t.startswith("prunekit"))
 
 
 def penalty_default_text() -> str:
     """How SparseLLM's penalties default, stated from the family table (for --help)."""
-    return "per family: " + ", ".join(f"{f.name} {f.defaults['sparsellm_penalty']:g}" for f in FAMILIES)
+    return "per family: " + ", ".join(f"{f.name} {f.defaults['sparsellm_penalty']:g}" for f in FAMILIES
+                                      if "sparsellm_penalty" in f.defaults)
 
 
 def get_path(root: nn.Module, path: str):
@@ -171,6 +195,27 @@ class ModelAdapter:
     def sliding_window(self) -> int | None:
         return getattr(self.config, "sliding_window", None)
 
+    @property
+    def layer_types(self) -> list[str]:
+        """Each block's attention kind: the config's `layer_types` where it has them, otherwise
+        every block sliding (a config-wide window, as Mistral's) or full."""
+        types = getattr(self.config, "layer_types", None)
+        if types:
+            return list(types)
+        kind = "sliding_attention" if self.sliding_window else "full_attention"
+        return [kind] * self.num_layers
+
+    @property
+    def logit_softcap(self) -> float | None:
+        key = self.spec.logit_softcap_key
+        return getattr(self.config, key, None) if key else None
+
+    def cap_logits(self, logits):
+        """What the model's forward does to lm_head's output: cap * tanh(logits / cap) where
+        the family soft-caps its logits, nothing otherwise."""
+        cap = self.logit_softcap
+        return logits if cap is None else cap * (logits / cap).tanh()
+
     def require(self, what: str, ok: bool, method: str) -> None:
         """Refuse, in one line naming the method and the family, what a method cannot handle."""
         if not ok:
@@ -196,7 +241,32 @@ class ModelAdapter:
         return s.attn_in + s.attn_out + s.mlp_in + s.mlp_out
 
     def role(self, block: nn.Module, role: str) -> nn.Linear:
-        return get_path(block, self.spec.roles[role])
+        """The linear computing `role` (for a fused role: the whole fused matrix)."""
+        return get_path(block, self.role_rows(role)[0])
+
+    @property
+    def ffn_in_roles(self) -> tuple:
+        """The FFN's input roles: gate and up (gated), up (plain)."""
+        return ("gate", "up") if self.spec.ffn == "gated" else ("up",)
+
+    @property
+    def partial_rotary(self) -> bool:
+        """Rotary embeddings on only part of each head (Phi-3's `partial_rotary_factor` < 1)."""
+        return getattr(self.config, "partial_rotary_factor", None) not in (None, 1.0)
+
+    def role_rows(self, role: str) -> tuple[str, slice]:
+        """(linear name inside a block, its rows that compute `role`): all rows of an unfused
+        linear, the role's share of a fused one (its parts stacked in row order)."""
+        if role in self.spec.roles:
+            return self.spec.roles[role], slice(None)
+        hd = self.dim("head_dim")
+        sizes = {"q": self.dim("heads") * hd, "k": self.dim("kv_heads") * hd, "v": self.dim("kv_heads") * hd,
+                 "gate": self.dim("mlp"), "up": self.dim("mlp")}
+        for name, parts in self.spec.fused.items():
+            if role in parts:
+                start = sum(sizes[p] for p in parts[:parts.index(role)])
+                return name, slice(start, start + sizes[role])
+        raise PrunekitError(f"{self.config.model_type} models have no {role} projection")
 
     def block_linears(self, block: nn.Module) -> dict[str, nn.Linear]:
         """The prunable linears of one block, in forward order, by their name inside the block."""

@@ -4,7 +4,12 @@ A Llama-layout model whose blocks may each have their own MLP width and their ow
 head width. A pruned attention keeps, for every KV head, a set of rotary pairs (dims p and
 p + head_dim/2 of the original head); `rope_index` stores those original dims so that each kept
 pair keeps its original rotary frequency, and the softmax scale stays 1/sqrt(original head_dim):
-the sliced model computes exactly what the masked dense model computed. The attention is
+the sliced model computes exactly what the masked dense model computed. Per-head q/k norms
+(Qwen3) keep the original head's weight and normalise by the original head dim, gathered per KV
+head like the rotary frequencies (the masked dense model's removed dims are zeros that still
+count in the RMS). Sliding-window layers (`layer_types`, `sliding_window`: Mistral, Qwen2, Qwen3)
+get their own mask from the decoder's forward, which is transformers' Qwen2 decoder forward
+(the one that builds a mask per layer type). The attention is
 transformers' LlamaAttention with only that rotary gather overridden; its forward takes the KV
 cache under whichever keyword the installed transformers passes it (see CACHE_KEYWORDS).
 
@@ -16,7 +21,8 @@ import torch
 import torch.nn as nn
 from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.cache_utils import Cache
-from transformers.models.llama.modeling_llama import LlamaAttention, eager_attention_forward, rotate_half
+from transformers.models.llama.modeling_llama import LlamaAttention, LlamaModel, eager_attention_forward, rotate_half
+from transformers.models.qwen2.modeling_qwen2 import Qwen2Model
 
 try:
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
@@ -49,8 +55,10 @@ class PrunedLlamaConfig(LlamaConfig):
     model_type = "prunekit_llama"
 
     def __init__(self, layer_intermediate_sizes=None, layer_head_dims=None, attention_qkv_bias=None,
-                 attention_o_bias=None, **kwargs):
+                 attention_o_bias=None, qk_norm=False, sliding_window=None, layer_types=None, **kwargs):
         super().__init__(**kwargs)
+        self.qk_norm = qk_norm
+        self.sliding_window = sliding_window
         # Qwen2-style models have q/k/v biases but none on o_proj
         self.attention_qkv_bias = self.attention_bias if attention_qkv_bias is None else attention_qkv_bias
         self.attention_o_bias = self.attention_bias if attention_o_bias is None else attention_o_bias
@@ -58,6 +66,27 @@ class PrunedLlamaConfig(LlamaConfig):
         self.layer_intermediate_sizes = list(layer_intermediate_sizes or [self.intermediate_size] * n)
         full = getattr(self, "head_dim", None) or self.hidden_size // self.num_attention_heads
         self.layer_head_dims = list(layer_head_dims or [full] * n)
+        # a window without per-layer types applies to every layer (Mistral's convention)
+        kind = "sliding_attention" if sliding_window else "full_attention"
+        self.layer_types = list(layer_types or [kind] * n)
+
+
+class HeadNorm(nn.Module):
+    """RMSNorm over one attention head of the original width, applied to the dims a pruned head
+    kept: x * rsqrt(sum(x^2) / original_dim + eps) * weight[kept dims] (float32 inside, like
+    transformers' RMSNorm)."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """x: [B, heads, T, d]; index: [heads, d], the original dims each head kept."""
+        dtype = x.dtype
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).sum(-1, keepdim=True) / self.weight.shape[0] + self.eps)
+        return self.weight[index][None, :, None, :] * x32.to(dtype)
 
 
 class PrunedLlamaAttention(LlamaAttention):
@@ -75,6 +104,11 @@ class PrunedLlamaAttention(LlamaAttention):
         self.o_proj = nn.Linear(h * d, config.hidden_size, bias=o_bias)
         # original dims kept by each KV head: its kept pairs' first halves, then their partners
         self.register_buffer("rope_index", torch.zeros(kv, d, dtype=torch.long))
+        self.sliding_window = config.sliding_window if config.layer_types[layer_idx] == "sliding_attention" else None
+        if config.qk_norm:
+            full = getattr(config, "head_dim", None) or config.hidden_size // h
+            self.q_norm = HeadNorm(full, config.rms_norm_eps)
+            self.k_norm = HeadNorm(full, config.rms_norm_eps)
 
     def forward(self, hidden_states, position_embeddings=None, attention_mask=None, cache=None, **kwargs):
         cache = take_cache(cache, kwargs)
@@ -83,6 +117,9 @@ class PrunedLlamaAttention(LlamaAttention):
         q = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
         k = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
         v = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        if self.config.qk_norm:
+            q = self.q_norm(q, self.rope_index.repeat_interleave(self.num_key_value_groups, dim=0))
+            k = self.k_norm(k, self.rope_index)
         q, k = self.apply_rope(q, k, *position_embeddings)
         if cache is not None:
             k, v = cache.update(k, v, self.layer_idx)
@@ -91,7 +128,7 @@ class PrunedLlamaAttention(LlamaAttention):
             ALL_ATTENTION_FUNCTIONS.get(self.config._attn_implementation, eager_attention_forward)
         out, weights = interface(self, q, k, v, attention_mask,
                                  dropout=0.0 if not self.training else self.attention_dropout,
-                                 scaling=self.scaling, **kwargs)
+                                 scaling=self.scaling, sliding_window=self.sliding_window, **kwargs)
         out = out.reshape(*input_shape, -1).contiguous()
         return self.o_proj(out), weights
 
@@ -105,11 +142,22 @@ class PrunedLlamaAttention(LlamaAttention):
         return q * cos_q + rotate_half(q) * sin_q, k * cos_kv + rotate_half(k) * sin_kv
 
 
+class PrunedLlamaModel(LlamaModel):
+    """Llama's decoder with transformers' Qwen2 forward: one mask per layer type, each layer
+    given its own (LlamaModel's forward gives every layer the full causal mask)."""
+    forward = Qwen2Model.forward
+
+    def __init__(self, config: PrunedLlamaConfig):
+        super().__init__(config)
+        self.has_sliding_layers = "sliding_attention" in config.layer_types
+
+
 class PrunedLlamaForCausalLM(LlamaForCausalLM):
     config_class = PrunedLlamaConfig
 
     def __init__(self, config: PrunedLlamaConfig):
         super().__init__(config)
+        self.model = PrunedLlamaModel(config)
         for i, layer in enumerate(self.model.layers):
             width = config.layer_intermediate_sizes[i]
             if width != config.intermediate_size:

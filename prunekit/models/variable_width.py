@@ -37,8 +37,11 @@ def empty_model(adapter: ModelAdapter, depth: int, mlp_widths: list[int], head_d
     for k in _DROP_KEYS:
         base.pop(k, None)
     base["num_hidden_layers"] = depth
+    if getattr(model.config, "layer_types", None):    # the kept (leading) blocks keep their kinds
+        base["layer_types"] = adapter.layer_types[:depth]
     mlp_key = adapter.spec.dims["mlp"]
-    if all(d == adapter.dim("head_dim") for d in head_dims) and len(set(mlp_widths)) == 1:
+    # a family with fused projections always gets the variable-width code, which keeps them apart
+    if all(d == adapter.dim("head_dim") for d in head_dims) and len(set(mlp_widths)) == 1 and not adapter.spec.fused:
         cfg = type(model.config)(**{**base, mlp_key: mlp_widths[0]})
         return AutoModelForCausalLM.from_config(cfg, dtype=dtype)
     config_cls, model_cls = _variable_classes(adapter.spec.variable_width)
@@ -47,7 +50,9 @@ def empty_model(adapter: ModelAdapter, depth: int, mlp_widths: list[int], head_d
         cfg = config_cls(**base, layer_ffn_dims=mlp_widths, layer_head_dims=head_dims)
     else:
         base.pop("attention_bias", None)
+        base["layer_types"] = adapter.layer_types[:depth]
         cfg = config_cls(**base, layer_intermediate_sizes=mlp_widths, layer_head_dims=head_dims,
+                         qk_norm=bool(adapter.spec.qk_norms),
                          attention_qkv_bias=adapter.role(first, "q").bias is not None,
                          attention_o_bias=adapter.role(first, "o").bias is not None)
     small = model_cls(cfg).to(dtype)

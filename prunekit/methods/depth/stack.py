@@ -81,7 +81,7 @@ class BlockStack:
         mods = self.adapter.post_block_modules()
         with on_device(mods, self.engine.device, self.engine.offload):
             for j in range(hidden.shape[0]):  # one window at a time: logits are vocab-sized
-                logits = self._apply(mods, hidden[j:j + 1])[0, :-1]
+                logits = self.adapter.cap_logits(self._apply(mods, hidden[j:j + 1])[0, :-1])
                 target = self.input_ids[j, 1:].to(logits.device)
                 total += F.cross_entropy(logits, target, reduction="sum").item()
                 count += target.numel()

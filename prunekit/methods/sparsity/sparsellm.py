@@ -28,8 +28,8 @@ from ..registry import register_method
 from .base import LayerwiseMethod
 from .sparsegpt import SparseGPTConfig, collect_hessians, obs_logged, prune_linear_obs
 
-# the activation each FFN form's closed forms are derived for
-ACTIVATIONS = {"gated": ("silu", "swish"), "plain": ("relu",)}
+# the activations each FFN form's closed forms are derived for
+ACTIVATIONS = {"gated": tuple(S.GATED_ACTIVATIONS), "plain": ("relu",)}
 
 
 @dataclass
@@ -61,15 +61,15 @@ class SparseLLMConfig(SparseGPTConfig):
 class SparseLLMPruner(LayerwiseMethod):
     def __init__(self, config, adapter):
         super().__init__(config, adapter)
+        ffn, act = adapter.spec.ffn, adapter.activation
+        if act not in ACTIVATIONS[ffn]:
+            raise PrunekitError(f"sparsellm's closed forms assume a {' or '.join(ACTIVATIONS[ffn])} FFN; "
+                                f"this {adapter.family} model uses {act}")
         d = adapter.spec.defaults["sparsellm_penalty"]
         self.alpha = config.alpha or d
         self.beta = config.beta or d
         self.gamma = config.gamma or d
         self.history = {}            # block index -> relative FFN reconstruction error per iteration
-        ffn, act = adapter.spec.ffn, adapter.activation
-        if act not in ACTIVATIONS[ffn]:
-            raise PrunekitError(f"sparsellm's closed forms assume a {ACTIVATIONS[ffn][0]} FFN; "
-                                f"this {adapter.family} model uses {act}")
 
     def observe(self, index, block):
         lin = self.linears(block)
@@ -114,29 +114,36 @@ class SparseLLMPruner(LayerwiseMethod):
         H_in = self.hessians[spec.mlp_in[0]].H
         H_out0 = self.hessians[spec.mlp_out[0]].H
         if self.adapter.spec.ffn == "plain":
-            weights, errs = self._relu_ffn(index, lin, X, Y, pre[spec.roles["up"]], H_in, H_out0)
+            weights, errs = self._relu_ffn(index, lin, X, Y, pre, H_in, H_out0)
         else:
             weights, errs = self._swiglu_ffn(index, lin, X, Y, pre, H_in, H_out0)
-        for name, W in weights.items():
-            lin[name].weight.copy_(W.to(lin[name].weight.dtype))
+        for (name, rows), W in weights:     # a fused matrix gets each part's rows back
+            lin[name].weight[rows] = W.to(lin[name].weight.dtype)
         self.history[index] = errs
         self.hessians = {}
 
     def _prune(self, index, name, W, H):
         return obs_logged(self, index, name, W, H, self.config)
 
-    @staticmethod
-    def _bias(linear, like):
-        return linear.bias.float() if linear.bias is not None else torch.zeros(like, device=linear.weight.device)
+    def _parts(self, lin, pre, roles):
+        """Per FFN role, seen through the adapter (a fused gate/up matrix as its two parts):
+        (linear name, rows), weight, bias (zeros if none) and pre-activation (None for the output
+        linear), all float32."""
+        out = []
+        for role in roles:
+            name, rows = self.adapter.role_rows(role)
+            linear = lin[name]
+            W = linear.weight[rows].float()
+            bias = linear.bias[rows].float() if linear.bias is not None else torch.zeros(W.shape[0], device=W.device)
+            out.append(((name, rows), W, bias, pre[name][:, rows] if name in pre else None))
+        return out
 
     def _swiglu_ffn(self, index, lin, X, Y, pre, H_in, H_out0):
-        names = [self.adapter.spec.roles[r] for r in ("gate", "up", "down")]
-        gate, up, down = (lin[n] for n in names)
-        bg, bu, bd = self._bias(gate, gate.out_features), self._bias(up, up.out_features), self._bias(down, down.out_features)
+        (kg, Wg, bg, s), (ku, Wu, bu, z), (kd, Wd, bd, _) = self._parts(lin, pre, ("gate", "up", "down"))
+        names = [kg[0], ku[0], kd[0]]
         a, b, g = self.alpha, self.beta, self.gamma
-        s, z = pre[names[0]], pre[names[1]]
-        p = F.silu(s) * z
-        Wg, Wu, Wd = gate.weight.float(), up.weight.float(), down.weight.float()
+        act, act_grad = S.GATED_ACTIVATIONS[self.adapter.activation]
+        p = act(s) * z
         errs = []
         T = self.iterations_for(index)
         for t in range(T):
@@ -145,25 +152,26 @@ class SparseLLMPruner(LayerwiseMethod):
                 Wg = S.ridge_fit(X, s - bg, self.config.ridge)
                 Wd = S.ridge_fit(p, Y - bd, self.config.ridge)
             H_p = H_out0 if t == 0 else S.hessian_of(p)
-            Wg = self._prune(index, names[0], Wg, H_in)
-            Wu = self._prune(index, names[1], Wu, H_in)
+            if kg[0] == ku[0]:   # one fused matrix: pruned as a whole, as SparseGPT prunes it
+                Wg, Wu = self._prune(index, kg[0], torch.cat([Wg, Wu]), H_in).split([Wg.shape[0], Wu.shape[0]])
+            else:
+                Wg = self._prune(index, names[0], Wg, H_in)
+                Wu = self._prune(index, names[1], Wu, H_in)
             Wd = self._prune(index, names[2], Wd, H_p)
             m_g, m_u = X @ Wg.T + bg, X @ Wu.T + bu
-            errs.append(S.relative_error(Y, (F.silu(m_g) * m_u) @ Wd.T + bd))
+            errs.append(S.relative_error(Y, (act(m_g) * m_u) @ Wd.T + bd))
             if t == T - 1:
                 break
-            p = S.update_p(Wd, Y - bd, F.silu(s) * z, b, g)
-            z = S.update_z_swiglu(p, m_u, s, a, g)
-            s = S.update_s_swiglu(s, m_g, z, p, a, g, safeguard=self.config.s_step == "safe")
-        return dict(zip(names, (Wg, Wu, Wd))), errs
+            p = S.update_p(Wd, Y - bd, act(s) * z, b, g)
+            z = S.update_z_swiglu(p, m_u, s, a, g, act)
+            s = S.update_s_swiglu(s, m_g, z, p, a, g, safeguard=self.config.s_step == "safe", act=act, act_grad=act_grad)
+        return list(zip((kg, ku, kd), (Wg, Wu, Wd))), errs
 
-    def _relu_ffn(self, index, lin, X, Y, z, H_in, H_out0):
-        names = [self.adapter.spec.roles[r] for r in ("up", "down")]
-        fc1, fc2 = (lin[n] for n in names)
-        b1, b2 = self._bias(fc1, fc1.out_features), self._bias(fc2, fc2.out_features)
+    def _relu_ffn(self, index, lin, X, Y, pre, H_in, H_out0):
+        (k1, W1, b1, z), (k2, W2, b2, _) = self._parts(lin, pre, ("up", "down"))
+        names = [k1[0], k2[0]]
         a, b, g = self.alpha, self.beta, self.gamma
         p = F.relu(z)
-        W1, W2 = fc1.weight.float(), fc2.weight.float()
         errs = []
         T = self.iterations_for(index)
         for t in range(T):
@@ -179,7 +187,7 @@ class SparseLLMPruner(LayerwiseMethod):
                 break
             p = S.update_p(W2, Y - b2, F.relu(z), b, g)
             z = S.update_z_relu(p, m, a, g)
-        return dict(zip(names, (W1, W2))), errs
+        return list(zip((k1, k2), (W1, W2))), errs
 
     def summary(self) -> dict:
         return {"cholesky_retries": getattr(self, "cholesky_retries", 0),

@@ -33,7 +33,7 @@ from ..options import option, require
 from ..registry import register_method
 from ..sparsity.sparsegpt import DampedConfig
 from .genome import Genome, Space, Shape, crossover
-from .slicing import DenseWeights, block_channels, keep_rows, shape_of, sliced_model
+from .slicing import DenseWeights, block_channels, keep_producer_rows, shape_of, sliced_model
 
 # the paper's mutation probabilities: generation 0 / large-randomness, and ordinary mutants
 P_RATIO0, P_MASK0 = 0.3, 0.6
@@ -87,7 +87,8 @@ class _ImportanceScores(BlockVisitor):
     def observe(self, index, block):
         r = self.adapter.spec.roles
         lins = self.adapter.block_linears(block)
-        names = {"attn_in": r["q"], "attn_out": r["o"], "mlp_in": self.adapter.spec.mlp_in[0], "mlp_out": r["down"]}
+        names = {"attn_in": self.adapter.role_rows("q")[0], "attn_out": r["o"], "mlp_in": self.adapter.spec.mlp_in[0],
+                 "mlp_out": r["down"]}
         self.stats = {k: InputHessian(lins[n].in_features, lins[n].weight.device) for k, n in names.items()}
         return {lins[n]: _input_only(self.stats[k]) for k, n in names.items()}
 
@@ -106,7 +107,7 @@ def block_unit_scores(adapter: ModelAdapter, block, shape: Shape, score: str, pe
     """(attention unit scores [kv_heads, pairs], MLP channel scores [intermediate]) of one block:
     summed importance (or squared weight norms) over the rows of the producers and the columns
     of the consumer of each unit."""
-    s, r = adapter.spec, adapter.spec.roles
+    r = adapter.spec.roles
     lins = adapter.block_linears(block)
 
     def rows_cols(name, key):
@@ -114,10 +115,14 @@ def block_unit_scores(adapter: ModelAdapter, block, shape: Shape, score: str, pe
         if score == "magnitude":
             return w.double().square().sum(1), w.double().square().sum(0)
         return importance(w, stats[key].H.cpu(), percdamp)
-    q, k, v = (rows_cols(r[role], "attn_in")[0] for role in ("q", "k", "v"))
+
+    def role_rows(role, key):      # a fused matrix's scores are per row: take the role's rows
+        name, rows = adapter.role_rows(role)
+        return rows_cols(name, key)[0][rows]
+    q, k, v = (role_rows(role, "attn_in") for role in ("q", "k", "v"))
     o = rows_cols(r["o"], "attn_out")[1]
     attn = attention_unit_scores(q, k, v, o, shape.heads, shape.kv_heads, shape.head_dim, shape.rotary)
-    mlp = sum(rows_cols(n, "mlp_in")[0] for n in s.mlp_in) + rows_cols(r["down"], "mlp_out")[1]
+    mlp = sum(role_rows(role, "mlp_in") for role in adapter.ffn_in_roles) + rows_cols(r["down"], "mlp_out")[1]
     return attn, mlp
 
 
@@ -137,15 +142,11 @@ class _Reformer(BlockVisitor):
 
     @torch.no_grad()
     def edit(self, index, block):
-        s, r = self.adapter.spec, self.adapter.spec.roles
+        r = self.adapter.spec.roles
         lins = self.adapter.block_linears(block)
         ch = block_channels(self.genome, index, self.shape)
         dense = {n: lins[n].weight.detach().clone() for n in self.h}
-        keep_rows(lins[r["q"]], ch["q"])
-        for role in ("k", "v"):
-            keep_rows(lins[r[role]], ch["kv"])
-        for n in s.mlp_in:
-            keep_rows(lins[n], ch["mlp"])
+        keep_producer_rows(self.adapter, lins, ch)
         for name, keep in ((r["o"], ch["q"]), (r["down"], ch["mlp"])):
             omit = torch.ones(lins[name].in_features, dtype=torch.bool)
             omit[keep] = False

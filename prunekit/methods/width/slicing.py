@@ -14,7 +14,7 @@ from .genome import Genome, Shape
 
 
 def _sliceable(spec) -> bool:
-    return spec.variable_width is not None and not spec.fused and not spec.qk_norms
+    return spec.variable_width is not None
 
 
 def shape_of(adapter: ModelAdapter, method: str = "search") -> Shape:
@@ -22,12 +22,13 @@ def shape_of(adapter: ModelAdapter, method: str = "search") -> Shape:
     known = ", ".join(t for f in FAMILIES if _sliceable(f) for t in f.model_types if not t.startswith("prunekit"))
     why = f" (width search supports {known} so far)"
     adapter.require("no per-layer-width modeling code for this family yet" + why, spec.variable_width is not None, method)
-    adapter.require("fused projections cannot be sliced yet" + why, not spec.fused, method)
-    adapter.require("sliding-window attention is not supported yet", not adapter.sliding_window, method)
-    adapter.require("per-head q/k norms cannot be sliced yet" + why, not spec.qk_norms, method)
+    adapter.require("partial rotary embeddings cannot be sliced yet", not adapter.partial_rotary, method)
+    # per-head q/k norms: only the llama modeling code (HeadNorm) slices them
+    adapter.require("per-head q/k norms cannot be sliced yet" + why, not spec.qk_norms or spec.variable_width == "llama",
+                    method)
     return Shape(adapter.num_layers, adapter.dim("hidden"), adapter.dim("heads"), adapter.dim("kv_heads"),
                  adapter.dim("head_dim"), adapter.dim("mlp"), rotary=spec.rotary,
-                 mlp_matrices=len(spec.mlp_in) + len(spec.mlp_out))
+                 mlp_matrices=len(adapter.ffn_in_roles) + 1)
 
 
 def rope_index(genome: Genome, b: int, shape: Shape) -> torch.Tensor:
@@ -62,19 +63,15 @@ class DenseWeights:
     def apply(self, genome: Genome, shape: Shape) -> None:
         """Write the genome's masked weights (zeros for removed rows and columns) and keep only
         the first `depth` blocks in the decoder."""
-        spec, r = self.adapter.spec, self.adapter.spec.roles
+        r = self.adapter.spec.roles
         for b in range(genome.depth):
             block, dense = self.layers[b], self.weights[b]
             ch = block_channels(genome, b, shape)
             lins = self.adapter.block_linears(block)
             for name, lin in lins.items():
                 _copy(lin, dense[name])
-            keep_rows(lins[r["q"]], ch["q"])
-            for role in ("k", "v"):
-                keep_rows(lins[r[role]], ch["kv"])
+            keep_producer_rows(self.adapter, lins, ch)
             keep_cols(lins[r["o"]], ch["q"])
-            for name in spec.mlp_in:
-                keep_rows(lins[name], ch["mlp"])
             keep_cols(lins[r["down"]], ch["mlp"])
         self.set_depth(genome.depth)
 
@@ -95,14 +92,28 @@ def _copy(lin: nn.Linear, dense: tuple) -> None:
         lin.bias.copy_(dense[1])
 
 
-def keep_rows(lin: nn.Linear, keep: torch.Tensor) -> None:
-    """Zero the removed output rows, biases included (a bias left on a removed q/k row would
+def keep_rows(lin: nn.Linear, keep: torch.Tensor, rows: slice = slice(None)) -> None:
+    """Zero the removed output rows among `rows` (all, or one part of a fused matrix; `keep`
+    counts from the part's first row), biases included (a bias left on a removed q/k row would
     still add to the attention logits)."""
-    mask = torch.ones(lin.out_features, dtype=torch.bool)
-    mask[keep] = False
+    part = torch.arange(lin.out_features)[rows]
+    mask = torch.zeros(lin.out_features, dtype=torch.bool)
+    mask[part] = True
+    mask[part[keep]] = False
     lin.weight[mask] = 0
     if lin.bias is not None:
         lin.bias[mask] = 0
+
+
+def producer_channels(adapter: ModelAdapter, ch: dict) -> list[tuple[str, torch.Tensor]]:
+    """(role, kept rows of that role) for every producer: q, k, v and the FFN inputs."""
+    return [("q", ch["q"]), ("k", ch["kv"]), ("v", ch["kv"])] + [(role, ch["mlp"]) for role in adapter.ffn_in_roles]
+
+
+def keep_producer_rows(adapter: ModelAdapter, lins: dict, ch: dict) -> None:
+    for role, keep in producer_channels(adapter, ch):
+        name, rows = adapter.role_rows(role)
+        keep_rows(lins[name], keep, rows)
 
 
 def keep_cols(lin: nn.Linear, keep: torch.Tensor) -> None:
@@ -123,9 +134,15 @@ def sliced_model(model, genome: Genome, shape: Shape):
     dims = [shape.unit_dims(genome.pairs_kept(b)) for b in range(depth)]
     small = empty_model(adapter, depth, widths, dims)
     standard = not hasattr(small.config, "layer_head_dims")
-    attention = r["q"].rsplit(".", 1)[0]       # the module holding the kept dims' rotary index
+    out_roles = ModelAdapter(small).spec.roles     # the small model's linears (fused parts come apart)
+    attention = out_roles["q"].rsplit(".", 1)[0]    # the module holding the kept dims' rotary index
+    producers = {}                                  # linear name -> [(role, rows of that role)]
+    for role in ("q", "k", "v") + adapter.ffn_in_roles:
+        name, rows = adapter.role_rows(role)
+        producers.setdefault(name, []).append((role, rows))
     state = {}
     prefix = spec.layers_path + "."
+    out_prefix = ModelAdapter(small).spec.layers_path + "."
     for key, value in model.state_dict().items():
         if not key.startswith(prefix):
             state[key] = value
@@ -135,20 +152,19 @@ def sliced_model(model, genome: Genome, shape: Shape):
         if b >= depth:
             continue
         ch = block_channels(genome, b, shape)
+        kept = dict(producer_channels(adapter, ch))
         name, kind = rest.rsplit(".", 1)
-        if name == r["q"]:
-            value = value[ch["q"]]
-        elif name in (r["k"], r["v"]):
-            value = value[ch["kv"]]
-        elif name == r["o"] and kind == "weight":
+        if name in producers:
+            for role, rows in producers[name]:
+                state[f"{out_prefix}{b}.{out_roles[role]}.{kind}"] = value[rows][kept[role]]
+            continue
+        if name == r["o"] and kind == "weight":
             value = value[:, ch["q"]]
-        elif name in spec.mlp_in:
-            value = value[ch["mlp"]]
         elif name == r["down"] and kind == "weight":
             value = value[:, ch["mlp"]]
-        state[key] = value
+        state[f"{out_prefix}{b}.{rest}"] = value
         if name == r["o"] and kind == "weight" and not standard and shape.rotary:
-            state[f"{prefix}{b}.{attention}.rope_index"] = ch["rope"]
+            state[f"{out_prefix}{b}.{attention}.rope_index"] = ch["rope"]
     missing, unexpected = small.load_state_dict(state, strict=False)
     missing = [m for m in missing if not m.endswith("lm_head.weight") or not model.config.tie_word_embeddings]
     if missing or unexpected:
