@@ -11,9 +11,12 @@ import torch.nn as nn
 from ..errors import PrunekitError
 from .adapter import ModelAdapter
 
-# config keys that describe the dense model or its saved form, not the new one
-_DROP_KEYS = ("architectures", "auto_map", "model_type", "transformers_version", "layer_types",
-              "layer_intermediate_sizes", "layer_head_dims", "layer_ffn_dims", "dtype", "torch_dtype")
+# config lists with one entry per block (a depth change must keep the kept blocks' entries)
+PER_LAYER_KEYS = ("layer_types", "layer_intermediate_sizes", "layer_head_dims", "layer_ffn_dims")
+# config keys that describe the dense model or its saved form, not the new one (the attention
+# biases of a variable-width input are read from its first block again)
+_DROP_KEYS = ("architectures", "auto_map", "model_type", "transformers_version", *PER_LAYER_KEYS, "dtype",
+              "torch_dtype", "attention_qkv_bias", "attention_o_bias")
 
 
 def _variable_classes(kind: str):

@@ -13,6 +13,7 @@ import torch
 
 from ..data.sources import default_data_dir
 from ..errors import PrunekitError
+from ..lineage import extend as extend_lineage
 from ..models.adapter import ModelAdapter
 from ..stats import sparsity_stats
 from .config import RecoveryConfig
@@ -197,6 +198,7 @@ def _report(result: RecoveryResult, run: dict, targets, trainable, masked, maske
               "method": (prior or {}).get("method"), "calibration": (prior or {}).get("calibration"),
               "sparsity": result.sparsity_after, "recovery": recovery,
               "before_recovery": prior, "environment": rep.environment(result.config["device"])}
+    report["lineage"] = extend_lineage(prior, report, section)     # issue 15: the stages so far
     return report
 
 

@@ -1,10 +1,11 @@
 """`prunekit prune` as a function: load, check, calibrate, prune, evaluate, report, save."""
 from __future__ import annotations
 
+from .. import lineage
 from .. import report as rep
 from ..api import prune
 from ..data.calibration import build_calibration
-from ..export.save import check_output_dir, save_checkpoint
+from ..export.save import check_output_dir, read_report, save_checkpoint
 from ..methods.registry import method_for
 from ..models.adapter import ModelAdapter
 from ..models.loading import load_model
@@ -45,9 +46,11 @@ def prune_model(model: str, config, *, calib: str = "c4", nsamples: int | None =
     report["calibration"] = calibration.describe() if calibration else None
     report["sparsity"] = result.sparsity
     report["timing"] = {"prune_s": result.seconds, "peak_rss_gb": rep.peak_rss_gb()}
+    before = dict(report["model"])
     report["model"].update(rep.model_section(model, source))
     report["eval"] = run_evals(model, texts, eval_seqlen, eval_windows, device)
     report["environment"] = rep.environment(device)
+    lineage.attach(report, read_report(source.path) if source.kind == "local" else None, before)  # issue 15
     if output:
         report["output"] = output
         save_checkpoint(model, tok, report, output, overwrite, lambda folder: cls.figures(report, folder))
