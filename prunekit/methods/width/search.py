@@ -160,6 +160,7 @@ class SearchMethod(Method):
     """Searches and reforms on the dense model (left masked in `masked_model`), then returns a new,
     physically smaller model."""
     returns_new_model = True
+    varies_block_widths = True
 
     def check(self) -> None:
         shape_of(self.adapter, self.name)

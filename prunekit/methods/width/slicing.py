@@ -9,6 +9,7 @@ import torch.nn as nn
 
 from ...errors import PrunekitError
 from ...models.adapter import FAMILIES, ModelAdapter
+from ...models.block_shapes import full_width
 from ...models.variable_width import empty_model
 from .genome import Genome, Shape
 
@@ -25,6 +26,8 @@ def shape_of(adapter: ModelAdapter, method: str = "search") -> Shape:
     adapter.require("fused projections cannot be sliced yet" + why, not spec.fused, method)
     adapter.require("sliding-window attention is not supported yet", not adapter.sliding_window, method)
     adapter.require("per-head q/k norms cannot be sliced yet" + why, not spec.qk_norms, method)
+    adapter.require("its blocks are already narrower than its config states (a width-pruned model with per-layer "
+                    "widths); width search starts from full-width blocks so far", full_width(adapter), method)
     return Shape(adapter.num_layers, adapter.dim("hidden"), adapter.dim("heads"), adapter.dim("kv_heads"),
                  adapter.dim("head_dim"), adapter.dim("mlp"), rotary=spec.rotary,
                  mlp_matrices=len(spec.mlp_in) + len(spec.mlp_out))
