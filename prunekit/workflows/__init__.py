@@ -5,5 +5,6 @@ from .analyze import analyze_model
 from .bench import bench_model
 from .evaluate import evaluate_model
 from .prune import prune_model
+from .recipe import run_recipe
 
-__all__ = ["prune_model", "evaluate_model", "analyze_model", "bench_model"]
+__all__ = ["prune_model", "evaluate_model", "analyze_model", "bench_model", "run_recipe"]
