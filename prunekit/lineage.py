@@ -117,3 +117,23 @@ def lines(lineage: list[dict]) -> list[str]:
 
 def _m(n) -> str:
     return "?" if n is None else f"{n / 1e6:.2f}M"
+
+
+def describe_chain(lineage: list[dict]) -> dict:
+    """A comparison's view of a multi-stage run: the stages' labels joined, and the fraction of the
+    dense parameters the chain removed as the quality plot's x."""
+    x = removed_fraction(lineage)
+    return {"method": label(lineage), "what": f"{len(lineage)} stages" + (f", {x:.3f} of params" if x else ""),
+            "x": x or 0.0}
+
+
+def page_section(runs: list[dict]) -> list[str]:
+    """The comparison page's lineage section: every multi-stage run's stages, one line each."""
+    chains = [r for r in runs if len(r.get("lineage") or []) > 1]
+    if not chains:
+        return []
+    out = ["", "## Lineage", ""]
+    for r in chains:
+        out += [f"**{r['_name']}** ({label(r['lineage'])}):", ""]
+        out += [f"{line}  " for line in lines(r["lineage"])] + [""]
+    return out
