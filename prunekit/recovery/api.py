@@ -168,6 +168,7 @@ def _recover_loaded(model, tok, config, data_spec, data_dir, folder: Path, progr
     result.report = _report(result, run, targets, trainable, len(masks), masked_training, section, prior, spec)
     if measure is not None:
         result.report.update(measure(recovered))
+    result.report["lineage"] = extend_lineage(prior, result.report, section)   # issue 15: the stages so far
     return result
 
 
@@ -198,7 +199,6 @@ def _report(result: RecoveryResult, run: dict, targets, trainable, masked, maske
               "method": (prior or {}).get("method"), "calibration": (prior or {}).get("calibration"),
               "sparsity": result.sparsity_after, "recovery": recovery,
               "before_recovery": prior, "environment": rep.environment(result.config["device"])}
-    report["lineage"] = extend_lineage(prior, report, section)     # issue 15: the stages so far
     return report
 
 
