@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM
 import prunekit.workflows.prune as prune_workflow
 from prunekit import lineage
 from prunekit.cli import main
-from prunekit.compare import describe, table
+from prunekit.compare import describe, table, write_page
 from prunekit.errors import PrunekitError
 from prunekit.methods import SearchConfig, SLMConfig
 from prunekit.workflows import prune_model, run_recipe
@@ -90,6 +90,10 @@ def test_lineage_chains_counts_and_protocols_and_compare_labels_the_chain(four_b
     assert d["x"] == pytest.approx(1 - second["params_after"] / first["params_before"])
     head, rows, _ = table([run])
     assert rows[0][1] == "slm-rdsc+search"
+    page = write_page([str(out)], str(tmp_path / "page.md")).read_text()
+    lineage_part = page.split("## Lineage", 1)[1]
+    assert "**chain** (slm-rdsc+search)" in lineage_part
+    assert "1. slm-rdsc: params" in lineage_part and "layers 4 -> 3" in lineage_part
 
 
 def test_pruning_a_prunekit_output_carries_its_lineage(four_block_dir, data_dir, tmp_path):

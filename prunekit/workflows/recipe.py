@@ -35,7 +35,7 @@ from pathlib import Path
 from .. import lineage as lin
 from ..atomic import check_output_dir, json_text
 from ..errors import ConfigError, PrunekitError
-from ..export.save import REPORT_NAME, read_report
+from ..export.save import REPORT_NAME
 from ..methods.registry import all_methods, method_named
 from .common import at_least, check_device
 
@@ -360,7 +360,3 @@ def format_recipe(report: dict) -> str:
     lines += ["    " + line for line in lin.lines(report["lineage"])]
     return "\n".join(lines)
 
-
-def read_lineage(folder) -> list[dict]:
-    """The lineage of a prunekit output folder ([] for anything else)."""
-    return lin.stages_of(read_report(folder))
