@@ -1,7 +1,8 @@
 """A prunekit output is a valid input of every method (issue 15): depth on width, width on depth,
-sparsity on width, width on a standard-width output, on tiny Llama and OPT models; each result
+sparsity on width, width on width (standard and per-layer widths), on tiny Llama and OPT models; each result
 saves, reloads, and computes what the in-memory model computes. What cannot work is refused in
-one line: merging blocks of different widths, width search on per-layer widths."""
+one line: merging blocks of different widths. Width search on per-layer widths equals its masked
+input."""
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
@@ -83,16 +84,30 @@ def test_width_on_a_standard_width_output(family, tmp_path):
 
 
 @pytest.mark.parametrize("family", ["llama", "opt"])
-def test_what_cannot_work_on_per_layer_widths_is_refused_in_one_line(family):
+def test_width_on_a_per_layer_width_output_equals_its_masked_input(family, tmp_path):
+    """The second search runs on per-layer widths (and, for Llama, kept rotary pairs that must keep
+    their original frequencies): the smaller model computes what its masked input computes."""
+    first = _chain(family, [SearchConfig(**WIDTH)])
+    assert not full_width(ModelAdapter(first))
+    block = lambda m: sum(lin.weight.numel() for _, lin in ModelAdapter(m).all_linears())
+    before = block(first)
+    second = prune(first, SearchConfig(**{**WIDTH, "keep": 0.8, "seed": 1}), _ids(), progress=False)
+    assert second.details["block_params_dense"] == before
+    assert block(second.model) == second.details["block_params_kept"]
+    assert abs(block(second.model) / before - 0.8) <= 0.05 + 1e-9
+    x = _ids(2, 20, seed=4)
+    with torch.no_grad():
+        assert torch.allclose(second.model(x).logits, first(x).logits, atol=1e-5)   # `first` is left masked
+    _reloads_equal(second.model, tmp_path)
+
+
+@pytest.mark.parametrize("family", ["llama", "opt"])
+def test_merging_blocks_of_different_widths_is_refused_in_one_line(family):
     width = _chain(family, [SearchConfig(**WIDTH)])
-    adapter = ModelAdapter(width)
-    assert not full_width(adapter)
-    if not blocks_alike(adapter):
-        with pytest.raises(PrunekitError, match="^method slm does not support prunekit_.*different widths") as e:
-            prune(width, SLMConfig(remove_layers=1), _ids(), progress=False)
-        assert "\n" not in str(e.value)
-    with pytest.raises(PrunekitError, match="^method search does not support prunekit_.*narrower than its config"):
-        prune(width, SearchConfig(**WIDTH), _ids(), progress=False)
+    assert not blocks_alike(ModelAdapter(width))
+    with pytest.raises(PrunekitError, match="^method slm does not support prunekit_.*different widths") as e:
+        prune(width, SLMConfig(remove_layers=1), _ids(), progress=False)
+    assert "\n" not in str(e.value)
 
 
 def test_blocks_alike_sees_kept_dims_not_only_widths():

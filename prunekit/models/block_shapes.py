@@ -1,6 +1,6 @@
 """Whether a model's blocks still have one shape, read from the modules themselves (so it holds
-for any family): depth merging adds blocks' weights entry by entry, and width search starts from
-the widths the config states. A width-pruned input can break either."""
+for any family): depth merging adds blocks' weights entry by entry, so it needs alike blocks;
+width search reads each block's own widths when they differ from the config's."""
 from __future__ import annotations
 
 import torch

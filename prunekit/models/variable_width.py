@@ -41,7 +41,8 @@ def empty_model(adapter: ModelAdapter, depth: int, mlp_widths: list[int], head_d
         base.pop(k, None)
     base["num_hidden_layers"] = depth
     mlp_key = adapter.spec.dims["mlp"]
-    if all(d == adapter.dim("head_dim") for d in head_dims) and len(set(mlp_widths)) == 1:
+    variable_input = any(hasattr(model.config, k) for k in PER_LAYER_KEYS[1:])   # it keeps its modeling code
+    if not variable_input and all(d == adapter.dim("head_dim") for d in head_dims) and len(set(mlp_widths)) == 1:
         cfg = type(model.config)(**{**base, mlp_key: mlp_widths[0]})
         return AutoModelForCausalLM.from_config(cfg, dtype=dtype)
     config_cls, model_cls = _variable_classes(adapter.spec.variable_width)

@@ -116,7 +116,8 @@ def block_unit_scores(adapter: ModelAdapter, block, shape: Shape, score: str, pe
         return importance(w, stats[key].H.cpu(), percdamp)
     q, k, v = (rows_cols(r[role], "attn_in")[0] for role in ("q", "k", "v"))
     o = rows_cols(r["o"], "attn_out")[1]
-    attn = attention_unit_scores(q, k, v, o, shape.heads, shape.kv_heads, shape.head_dim, shape.rotary)
+    head_dim = lins[r["k"]].out_features // shape.kv_heads      # this block's (narrower after a width stage)
+    attn = attention_unit_scores(q, k, v, o, shape.heads, shape.kv_heads, head_dim, shape.rotary)
     mlp = sum(rows_cols(n, "mlp_in")[0] for n in s.mlp_in) + rows_cols(r["down"], "mlp_out")[1]
     return attn, mlp
 
