@@ -16,7 +16,8 @@ from prunekit.cli import main
 from prunekit.compare import describe, table, write_page
 from prunekit.errors import PrunekitError
 from prunekit.methods import SearchConfig, SLMConfig
-from prunekit.workflows import prune_model, run_recipe
+from prunekit.report import format_summary
+from prunekit.workflows import evaluate_model, prune_model, run_recipe
 from prunekit.workflows.recipe import RecipeError, load_recipe
 
 from .conftest import make_tiny_model
@@ -108,6 +109,9 @@ def test_pruning_a_prunekit_output_carries_its_lineage(four_block_dir, data_dir,
     assert report["pruned_from"] == str(a) and report["model"]["source"] == str(four_block_dir)
     assert lineage.label(report["lineage"]) == "shortgpt+wanda"
     assert json.loads((b / "prunekit_report.json").read_text())["lineage"] == report["lineage"]
+    assert "  lineage       shortgpt+wanda" in format_summary(report).splitlines()
+    evaluated = evaluate_model(str(b), evals="wikitext2", eval_seqlen=32, eval_windows=1, data_dir=data_dir)
+    assert evaluated["lineage"] == report["lineage"]
 
 
 def _no_work(*args, **kwargs):

@@ -356,7 +356,9 @@ def _publish(folder: Path, output: str) -> None:
 def format_recipe(report: dict) -> str:
     """What `prunekit prune --recipe` prints: the final summary and one line per stage."""
     from ..report import format_summary
-    lines = [format_summary(report), "  lineage       " + lin.label(report["lineage"])]
+    lines = [format_summary(report)]
+    if len(report["lineage"]) == 1:     # the summary names the lineage of several stages itself
+        lines.append("  lineage       " + lin.label(report["lineage"]))
     lines += ["    " + line for line in lin.lines(report["lineage"])]
     return "\n".join(lines)
 
