@@ -21,6 +21,7 @@ def stage_of(report: dict, before: dict | None = None) -> dict:
     stage = {"command": report.get("command", "prune"),
              "input": report.get("pruned_from") or report.get("recovered_from") or model.get("source"),
              "params_before": before.get("params_total"), "params_after": model.get("params_total"),
+             "nonzero_after": model.get("params_nonzero"),
              "layers_before": before.get("num_layers"), "layers_after": model.get("num_layers"),
              "eval": _evals(report)}
     if report.get("command") == RECOVER:
@@ -102,7 +103,9 @@ def lines(lineage: list[dict]) -> list[str]:
     """One line per stage, for summaries and comparison pages."""
     out = []
     for s in lineage:
-        what = [f"params {_m(s.get('params_before'))} -> {_m(s.get('params_after'))}"]
+        what = [f"params {_m(s.get('params_before'))} -> {_m(s.get('params_after'))}"
+                + (f" ({_m(s['nonzero_after'])} non-zero)" if s.get("nonzero_after") not in (None, s.get("params_after"))
+                   else "")]
         if s.get("layers_before") != s.get("layers_after") and s.get("layers_before") is not None:
             what.append(f"layers {s['layers_before']} -> {s['layers_after']}")
         if s.get("method") == RECOVER:

@@ -110,6 +110,9 @@ def test_pruning_a_prunekit_output_carries_its_lineage(four_block_dir, data_dir,
     assert lineage.label(report["lineage"]) == "shortgpt+wanda"
     assert json.loads((b / "prunekit_report.json").read_text())["lineage"] == report["lineage"]
     assert "  lineage       shortgpt+wanda" in format_summary(report).splitlines()
+    second = report["lineage"][1]
+    assert second["params_before"] == second["params_after"] == report["model"]["params_total"]
+    assert second["nonzero_after"] == report["model"]["params_nonzero"] < second["params_after"]
     evaluated = evaluate_model(str(b), evals="wikitext2", eval_seqlen=32, eval_windows=1, data_dir=data_dir)
     assert evaluated["lineage"] == report["lineage"]
 
