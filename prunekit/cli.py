@@ -59,7 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Prune the decoder-block linears of a causal LM, evaluate it, and save a "
                                    "Hugging Face checkpoint plus prunekit_report.json.")
     _add_model_args(p)
-    p.add_argument("--method", required=True,
+    p.add_argument("--recipe", default=None,
+                   help="a YAML file of stages (methods with their options, and recover) run one after another "
+                        "into one output folder; replaces --method (docs/recipes.md)")
+    p.add_argument("--method", default=None,
                    help=f"pruning method: {', '.join(methods)}. Sparsity methods zero weights inside the blocks; "
                         "depth methods remove or merge whole blocks and width methods remove rows and columns; both "
                         "save a physically smaller model. Each method's options are in its group below")
@@ -261,6 +264,8 @@ def _make_config(args):
 
 
 def cmd_prune(args) -> int:
+    if args.recipe or not args.method:       # issue 15: prunekit prune --recipe FILE.yaml
+        return _cmd_recipe(args)
     from .report import format_summary
     from .workflows import prune_model, stream_prune_model
     if args.resume and not args.stream:
@@ -280,6 +285,26 @@ def cmd_prune(args) -> int:
                          eval_windows=args.eval_windows, eval_dense=args.eval_dense, output=args.output,
                          overwrite=args.overwrite)
     print(format_summary(report))
+    return 0
+
+
+def _cmd_recipe(args) -> int:
+    from .methods.registry import all_methods
+    from .workflows.recipe import format_recipe, run_recipe
+    if not args.recipe:
+        raise PrunekitError("give --method or --recipe")
+    given = [decls[0][0] for dest, decls in _method_fields(all_methods()).items() if getattr(args, dest, None) is not None]
+    flags = {"--method": args.method, "--calib": args.calib != "c4", "--nsamples": args.nsamples,
+             "--seqlen": args.seqlen, "--seed": args.seed != 0, "--eval-dense": args.eval_dense}
+    stray = [flag for flag, value in flags.items() if value] + [_flag_name(f.name) for f in given]
+    if stray:
+        raise PrunekitError(f"{stray[0]} does not go with --recipe: methods, their options and calibration are "
+                            f"set per stage in the recipe")
+    report = run_recipe(args.recipe, model=args.model, output=args.output, overwrite=args.overwrite,
+                        data_dir=args.data_dir, dtype=args.dtype, device=args.device,
+                        trust_remote_code=args.trust_remote_code, evals=args.eval, eval_seqlen=args.eval_seqlen,
+                        eval_windows=args.eval_windows)
+    print(format_recipe(report))
     return 0
 
 

@@ -45,6 +45,9 @@ def _check_fields(report, f: Path) -> None:
 
 def describe(r: dict) -> dict:
     """Method, what was removed, and the x of the quality plot."""
+    if len(r.get("lineage") or []) > 1:      # issue 15: several stages, labelled by all of them
+        from .lineage import describe_chain
+        return describe_chain(r["lineage"])
     if not r.get("method"):
         return {"method": "dense", "what": "-", "x": 0.0}
     cls = method_class(r)
@@ -248,6 +251,8 @@ def write_page(paths: list[str], output: str) -> Path:
         lines += [f"> {n}" for n in notes] + ([""] if notes else [])
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
+        from .lineage import page_section
+        lines += page_section(runs)
         zs_runs = [r for r in runs if r.get("zero_shot")]
         if zs_runs:
             tasks = list(zs_runs[0]["zero_shot"]["tasks"])

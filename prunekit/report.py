@@ -70,6 +70,9 @@ def format_summary(report: dict) -> str:
     lines = [f"prunekit {report.get('command', '')}: {m['source']} ({m['architecture']}, {m['num_layers']} layers)"]
     if report.get("method"):
         lines += method_lines(report)
+    if len(report.get("lineage") or []) > 1:      # issue 15: a model pruned in several stages
+        from .lineage import label
+        lines.append(f"  lineage       {label(report['lineage'])}")
     cal = report.get("calibration")
     if cal:
         split = f":{cal['split']}" if cal.get("split") else ""

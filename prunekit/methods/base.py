@@ -39,6 +39,10 @@ class Method:
     calibration: ClassVar[CalibrationDefaults | None] = CalibrationDefaults(nsamples=128, seqlen=2048)
     returns_new_model: ClassVar[bool] = False
     streamable: ClassVar[bool] = False            # can run block by block from a checkpoint on disk (--stream)
+    # what a recipe checks before any work (issue 15): a method that merges blocks' weights needs
+    # blocks of one shape, which a method that sets per-block widths may not leave
+    needs_alike_blocks: ClassVar[bool] = False
+    varies_block_widths: ClassVar[bool] = False
 
     def __init__(self, config, adapter: ModelAdapter):
         self.config = config

@@ -11,9 +11,12 @@ import torch.nn as nn
 from ..errors import PrunekitError
 from .adapter import ModelAdapter
 
-# config keys that describe the dense model or its saved form, not the new one
-_DROP_KEYS = ("architectures", "auto_map", "model_type", "transformers_version", "layer_types",
-              "layer_intermediate_sizes", "layer_head_dims", "layer_ffn_dims", "dtype", "torch_dtype")
+# config lists with one entry per block (a depth change must keep the kept blocks' entries)
+PER_LAYER_KEYS = ("layer_types", "layer_intermediate_sizes", "layer_head_dims", "layer_ffn_dims")
+# config keys that describe the dense model or its saved form, not the new one (the attention
+# biases of a variable-width input are read from its first block again)
+_DROP_KEYS = ("architectures", "auto_map", "model_type", "transformers_version", *PER_LAYER_KEYS, "dtype",
+              "torch_dtype", "attention_qkv_bias", "attention_o_bias")
 
 
 def _variable_classes(kind: str):
@@ -40,8 +43,11 @@ def empty_model(adapter: ModelAdapter, depth: int, mlp_widths: list[int], head_d
     if getattr(model.config, "layer_types", None):    # the kept (leading) blocks keep their kinds
         base["layer_types"] = adapter.layer_types[:depth]
     mlp_key = adapter.spec.dims["mlp"]
-    # a family with fused projections always gets the variable-width code, which keeps them apart
-    if all(d == adapter.dim("head_dim") for d in head_dims) and len(set(mlp_widths)) == 1 and not adapter.spec.fused:
+    # a variable-width input keeps its modeling code; a family with fused projections always gets
+    # the variable-width code, which keeps them apart
+    variable_input = any(hasattr(model.config, k) for k in PER_LAYER_KEYS[1:])
+    if (not variable_input and not adapter.spec.fused and all(d == adapter.dim("head_dim") for d in head_dims)
+            and len(set(mlp_widths)) == 1):
         cfg = type(model.config)(**{**base, mlp_key: mlp_widths[0]})
         return AutoModelForCausalLM.from_config(cfg, dtype=dtype)
     config_cls, model_cls = _variable_classes(adapter.spec.variable_width)
@@ -49,10 +55,11 @@ def empty_model(adapter: ModelAdapter, depth: int, mlp_widths: list[int], head_d
     if adapter.spec.variable_width == "opt":
         cfg = config_cls(**base, layer_ffn_dims=mlp_widths, layer_head_dims=head_dims)
     else:
-        base.pop("attention_bias", None)
+        for key in ("attention_bias", "attention_qkv_bias", "attention_o_bias"):
+            base.pop(key, None)
+        qk_norm = bool(adapter.spec.qk_norms) or bool(base.pop("qk_norm", False))   # a sliced Qwen3 input keeps it
         base["layer_types"] = adapter.layer_types[:depth]
-        cfg = config_cls(**base, layer_intermediate_sizes=mlp_widths, layer_head_dims=head_dims,
-                         qk_norm=bool(adapter.spec.qk_norms),
+        cfg = config_cls(**base, layer_intermediate_sizes=mlp_widths, layer_head_dims=head_dims, qk_norm=qk_norm,
                          attention_qkv_bias=adapter.role(first, "q").bias is not None,
                          attention_o_bias=adapter.role(first, "o").bias is not None)
     small = model_cls(cfg).to(dtype)

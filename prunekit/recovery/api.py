@@ -13,6 +13,7 @@ import torch
 
 from ..data.sources import default_data_dir
 from ..errors import PrunekitError
+from ..lineage import extend as extend_lineage
 from ..models.adapter import ModelAdapter
 from ..stats import sparsity_stats
 from .config import RecoveryConfig
@@ -167,6 +168,7 @@ def _recover_loaded(model, tok, config, data_spec, data_dir, folder: Path, progr
     result.report = _report(result, run, targets, trainable, len(masks), masked_training, section, prior, spec)
     if measure is not None:
         result.report.update(measure(recovered))
+    result.report["lineage"] = extend_lineage(prior, result.report, section)   # issue 15: the stages so far
     return result
 
 

@@ -5,7 +5,9 @@ from .analyze import analyze_model
 from .bench import bench_model
 from .evaluate import evaluate_model
 from .prune import prune_model
+from .recipe import run_recipe
 from .recover import recover_model
 from .stream import stream_prune_model
 
-__all__ = ["prune_model", "evaluate_model", "analyze_model", "bench_model", "stream_prune_model", "recover_model"]
+__all__ = ["prune_model", "evaluate_model", "analyze_model", "bench_model", "stream_prune_model", "recover_model",
+           "run_recipe"]

@@ -7,6 +7,7 @@ from pathlib import Path
 from .. import report as rep
 from ..atomic import atomic_dir, write_json
 from ..errors import PrunekitError
+from ..lineage import stages_of
 from ..export.save import REPORT_NAME, check_output_dir, read_report, update_report
 from ..models.adapter import ModelAdapter
 from ..models.loading import load_model
@@ -51,6 +52,8 @@ def evaluate_model(model: str, *, evals="wikitext2", eval_seqlen: int = 2048, ev
               "sparsity": sparsity_stats(ModelAdapter(loaded))}
     if prior and prior.get("method"):   # evaluating a prunekit output: keep what was done to it
         report.update(method=prior["method"], calibration=prior.get("calibration"), pruned_from=prior["model"]["source"])
+    if prior:       # issue 15: the stages that made the model
+        report["lineage"] = stages_of(prior)
     results = {}
     if texts:
         results["eval"] = run_evals(loaded, texts, eval_seqlen, eval_windows, device)

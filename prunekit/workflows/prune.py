@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import lineage
 from .. import report as rep
 from ..api import prune
 from ..data.calibration import build_calibration
 from ..errors import PrunekitError
-from ..export.save import check_output_dir, save_checkpoint, update_report
+from ..export.save import check_output_dir, read_report, save_checkpoint, update_report
 from ..export.stale import remove_stale_temporaries
 from ..methods.registry import method_for
 from ..models.adapter import ModelAdapter
@@ -67,13 +68,19 @@ def prune_model(model: str, config, *, calib: str = "c4", nsamples: int | None =
     report["calibration"] = calibration.describe() if calibration else None
     report["sparsity"] = _sparsity(result.sparsity, model)
     report["timing"] = {"prune_s": result.seconds, "peak_rss_gb": rep.peak_rss_gb()}
+    before = dict(report["model"])
     report["model"].update(rep.model_section(model, source))
     report["environment"] = rep.environment(device)
     report["eval"] = {}
+    lineage.attach(report, read_report(source.path) if source.kind == "local" else None, before)  # issue 15
     if output:
         report["output"] = str(Path(output).expanduser().resolve())
         save_checkpoint(model, tok, report, output, overwrite, lambda folder: cls.figures(report, folder))
     report["eval"] = _evaluate_saved(model, texts, eval_seqlen, eval_windows, device, report.get("output"))
+    if report["eval"]:      # this stage's protocols join its lineage entry once measured
+        report["lineage"][-1]["eval"] = lineage.stage_evals(report)
+        if output:
+            update_report(output, {"lineage": report["lineage"]})
     return report
 
 

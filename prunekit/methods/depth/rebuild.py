@@ -4,7 +4,8 @@ A plan is a list of groups of consecutive original block indices, bottom to top.
 keeps that block; a longer group becomes one block: the base (lowest) block with its
 projections (weights and biases) merged by a rule and its own norms; blocks in no group are
 removed. Afterwards the attention modules' `layer_idx` (their KV-cache slot), the config's
-`num_hidden_layers` and, where present, its per-layer `layer_types` describe the new stack.
+`num_hidden_layers` and, where present, its per-layer lists (`layer_types`, the widths of a
+width-pruned model) describe the new stack.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import torch.nn as nn
 
 from ...errors import PrunekitError
 from ...models.adapter import ModelAdapter, get_path
+from ...models.variable_width import PER_LAYER_KEYS
 from ...solvers.similarity import merge_tensors
 
 
@@ -51,9 +53,10 @@ def reindex(adapter: ModelAdapter, kept_from: list[int]) -> None:
             if hasattr(mod, "layer_idx"):
                 mod.layer_idx = new
     cfg = adapter.model.config
-    types = getattr(cfg, "layer_types", None)
-    if types is not None:
-        cfg.layer_types = [types[i] for i in kept_from]
+    for key in PER_LAYER_KEYS:      # layer_types, and the widths of a width-pruned input
+        values = getattr(cfg, key, None)
+        if values is not None:
+            setattr(cfg, key, [values[i] for i in kept_from])
     cfg.num_hidden_layers = len(adapter.layers)
 
 

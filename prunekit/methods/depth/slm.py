@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
+from ...models.block_shapes import blocks_alike
 from ...solvers.similarity import MERGE_RULES
 from ..options import option, require
 from ..registry import register_method
@@ -78,6 +79,12 @@ class _ThresholdMerging(DepthMethod):
     protects_last = True
     default_threshold = 0.0
     cap_trials = False        # whether bisection trials already stop at K
+    needs_alike_blocks = True
+
+    def check(self) -> None:
+        super().check()
+        self.adapter.require("its blocks have different widths (a width-pruned model), and merging adds blocks' "
+                             "weights entry by entry", blocks_alike(self.adapter), self.name)
 
     def rule(self) -> str:
         raise NotImplementedError

@@ -23,11 +23,32 @@ class Shape:
     intermediate: int
     rotary: bool = True           # units are rotary pairs (dims p, p + head_dim/2), else single dims
     mlp_matrices: int = 3         # gate, up, down; OPT's fc1, fc2: 2
+    # a width-pruned input: each block's own head width and MLP width (empty: all as above)
+    block_head_dims: tuple = ()
+    block_intermediates: tuple = ()
 
     @property
     def pairs(self) -> int:
         """Attention units per KV head."""
         return self.head_dim // 2 if self.rotary else self.head_dim
+
+    def head_dim_of(self, b: int) -> int:
+        return self.block_head_dims[b] if self.block_head_dims else self.head_dim
+
+    def pairs_of(self, b: int) -> int:
+        """Attention units per KV head of block b (its kept pairs keep the rotate-half layout)."""
+        d = self.head_dim_of(b)
+        return d // 2 if self.rotary else d
+
+    def intermediate_of(self, b: int) -> int:
+        return self.block_intermediates[b] if self.block_intermediates else self.intermediate
+
+    @property
+    def uniform(self) -> bool:
+        return not self.block_head_dims and not self.block_intermediates
+
+    def block_params(self, b: int) -> int:
+        return self.attn_params(self.pairs_of(b)) + self.mlp_params(self.intermediate_of(b))
 
     def unit_dims(self, units_kept: int) -> int:
         return 2 * units_kept if self.rotary else units_kept
@@ -41,7 +62,9 @@ class Shape:
 
     @property
     def dense_params(self) -> int:
-        return self.layers * (self.attn_params(self.pairs) + self.mlp_params(self.intermediate))
+        if self.uniform:
+            return self.layers * (self.attn_params(self.pairs) + self.mlp_params(self.intermediate))
+        return sum(self.block_params(b) for b in range(self.layers))
 
 
 @dataclass
@@ -66,8 +89,8 @@ class Genome:
 
     def ratios(self, shape: Shape) -> dict:
         return {"depth": self.depth,
-                "attn": [self.pairs_kept(b) / shape.pairs for b in range(self.depth)],
-                "mlp": [int(self.mlp[b].sum()) / shape.intermediate for b in range(self.depth)]}
+                "attn": [self.pairs_kept(b) / shape.pairs_of(b) for b in range(self.depth)],
+                "mlp": [int(self.mlp[b].sum()) / shape.intermediate_of(b) for b in range(self.depth)]}
 
     def copy(self) -> "Genome":
         return Genome([a.clone() for a in self.attn], [m.clone() for m in self.mlp], self.depth)
@@ -89,8 +112,8 @@ def search_space(keep: float) -> tuple[float, float, float]:
 @dataclass
 class Space:
     shape: Shape
-    attn_choices: list[int]        # allowed kept pairs per head
-    mlp_choices: list[int]         # allowed kept channels
+    attn_choices: list[list[int]]  # per block: allowed kept pairs per head
+    mlp_choices: list[list[int]]   # per block: allowed kept channels
     depth_choices: list[int]
     attn_scores: list[torch.Tensor]
     mlp_scores: list[torch.Tensor]
@@ -99,8 +122,10 @@ class Space:
     @classmethod
     def build(cls, shape: Shape, keep: float, attn_scores, mlp_scores, search_depth: bool, prune_attention: bool = True):
         a_min, m_min, d_min = search_space(keep)
-        attn = sorted({max(1, round(r * shape.pairs)) for r in _grid(a_min, 0.01)}) if prune_attention else [shape.pairs]
-        mlp = sorted({max(1, round(r * shape.intermediate)) for r in _grid(m_min, 0.05)})
+        attn = [sorted({max(1, round(r * shape.pairs_of(b))) for r in _grid(a_min, 0.01)}) if prune_attention
+                else [shape.pairs_of(b)] for b in range(shape.layers)]
+        mlp = [sorted({max(1, round(r * shape.intermediate_of(b))) for r in _grid(m_min, 0.05)})
+               for b in range(shape.layers)]
         depths = list(range(math.ceil(d_min * shape.layers), shape.layers + 1)) if search_depth else [shape.layers]
         return cls(shape, attn, mlp, depths, attn_scores, mlp_scores)
 
@@ -110,10 +135,14 @@ class Space:
         closest to the target (the grid's 0.05 steps are too coarse for a uniform start)."""
         s = self.shape
         target = keep * s.dense_params
-        a = min(self.attn_choices, key=lambda c: abs(c / s.pairs - keep))
-        m = round((target / s.layers - s.attn_params(a)) / s.mlp_params(1))
-        m = min(max(m, 1), s.intermediate)
-        return self.with_ratios([a] * s.layers, [m] * s.layers, s.layers)
+        attn, mlp = [], []
+        for b in range(s.layers):    # each block's share of the target: its share of the parameters
+            a = min(self.attn_choices[b], key=lambda c: abs(c / s.pairs_of(b) - keep))
+            share = target / s.layers if s.uniform else target * s.block_params(b) / s.dense_params
+            m = round((share - s.attn_params(a)) / s.mlp_params(1))
+            attn.append(a)
+            mlp.append(min(max(m, 1), s.intermediate_of(b)))
+        return self.with_ratios(attn, mlp, s.layers)
 
     def with_ratios(self, attn: list[int], mlp: list[int], depth: int, base: Genome | None = None) -> Genome:
         out_a, out_m = [], []
@@ -134,8 +163,8 @@ class Space:
         out = g.copy()
         out.depth = depth
         for b in range(self.shape.layers):
-            a = pick(self.attn_choices) if rnd() < p_ratio else g.pairs_kept(b)
-            m = pick(self.mlp_choices) if rnd() < p_ratio else int(g.mlp[b].sum())
+            a = pick(self.attn_choices[b]) if rnd() < p_ratio else g.pairs_kept(b)
+            m = pick(self.mlp_choices[b]) if rnd() < p_ratio else int(g.mlp[b].sum())
             out.attn[b] = torch.stack([mutate_mask(g.attn[b][h], a, p_mask, self.alpha, gen, self.attn_scores[b][h])
                                        for h in range(self.shape.kv_heads)])
             out.mlp[b] = mutate_mask(g.mlp[b], m, p_mask, self.alpha, gen, self.mlp_scores[b])

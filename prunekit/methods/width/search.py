@@ -121,7 +121,8 @@ def block_unit_scores(adapter: ModelAdapter, block, shape: Shape, score: str, pe
         return rows_cols(name, key)[0][rows]
     q, k, v = (role_rows(role, "attn_in") for role in ("q", "k", "v"))
     o = rows_cols(r["o"], "attn_out")[1]
-    attn = attention_unit_scores(q, k, v, o, shape.heads, shape.kv_heads, shape.head_dim, shape.rotary)
+    head_dim = k.numel() // shape.kv_heads      # this block's (narrower after a width stage)
+    attn = attention_unit_scores(q, k, v, o, shape.heads, shape.kv_heads, head_dim, shape.rotary)
     mlp = sum(role_rows(role, "mlp_in") for role in adapter.ffn_in_roles) + rows_cols(r["down"], "mlp_out")[1]
     return attn, mlp
 
@@ -161,6 +162,7 @@ class SearchMethod(Method):
     """Searches and reforms on the dense model (left masked in `masked_model`), then returns a new,
     physically smaller model."""
     returns_new_model = True
+    varies_block_widths = True
 
     def check(self) -> None:
         shape_of(self.adapter, self.name)

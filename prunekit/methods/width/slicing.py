@@ -9,6 +9,7 @@ import torch.nn as nn
 
 from ...errors import PrunekitError
 from ...models.adapter import FAMILIES, ModelAdapter
+from ...models.block_shapes import full_width
 from ...models.variable_width import empty_model
 from .genome import Genome, Shape
 
@@ -26,9 +27,14 @@ def shape_of(adapter: ModelAdapter, method: str = "search") -> Shape:
     # per-head q/k norms: only the llama modeling code (HeadNorm) slices them
     adapter.require("per-head q/k norms cannot be sliced yet" + why, not spec.qk_norms or spec.variable_width == "llama",
                     method)
+    per_block = {}
+    if not full_width(adapter):     # a width-pruned input: each block's widths, read from its linears
+        kv = adapter.dim("kv_heads")
+        per_block = dict(block_head_dims=tuple(adapter.role(b, "k").out_features // kv for b in adapter.layers),
+                         block_intermediates=tuple(adapter.role(b, "down").in_features for b in adapter.layers))
     return Shape(adapter.num_layers, adapter.dim("hidden"), adapter.dim("heads"), adapter.dim("kv_heads"),
                  adapter.dim("head_dim"), adapter.dim("mlp"), rotary=spec.rotary,
-                 mlp_matrices=len(adapter.ffn_in_roles) + 1)
+                 mlp_matrices=len(adapter.ffn_in_roles) + 1, **per_block)
 
 
 def rope_index(genome: Genome, b: int, shape: Shape) -> torch.Tensor:
@@ -37,7 +43,7 @@ def rope_index(genome: Genome, b: int, shape: Shape) -> torch.Tensor:
     rows = []
     for g in range(shape.kv_heads):
         units = torch.nonzero(genome.attn[b][g]).flatten()
-        rows.append(torch.cat([units, units + shape.pairs]) if shape.rotary else units)
+        rows.append(torch.cat([units, units + shape.pairs_of(b)]) if shape.rotary else units)
     return torch.stack(rows)
 
 
@@ -45,8 +51,9 @@ def block_channels(genome: Genome, b: int, shape: Shape) -> dict:
     """Kept output rows of q, k/v and kept intermediate channels (also the consumers' columns)."""
     idx = rope_index(genome, b, shape)
     group = shape.heads // shape.kv_heads
-    q = torch.cat([h * shape.head_dim + idx[h // group] for h in range(shape.heads)])
-    kv = torch.cat([g * shape.head_dim + idx[g] for g in range(shape.kv_heads)])
+    d = shape.head_dim_of(b)
+    q = torch.cat([h * d + idx[h // group] for h in range(shape.heads)])
+    kv = torch.cat([g * d + idx[g] for g in range(shape.kv_heads)])
     return {"q": q, "kv": kv, "mlp": torch.nonzero(genome.mlp[b]).flatten(), "rope": idx}
 
 
@@ -143,7 +150,8 @@ def sliced_model(model, genome: Genome, shape: Shape):
     state = {}
     prefix = spec.layers_path + "."
     out_prefix = ModelAdapter(small).spec.layers_path + "."
-    for key, value in model.state_dict().items():
+    dense_state = model.state_dict()
+    for key, value in dense_state.items():
         if not key.startswith(prefix):
             state[key] = value
             continue
@@ -164,7 +172,10 @@ def sliced_model(model, genome: Genome, shape: Shape):
             value = value[:, ch["mlp"]]
         state[f"{out_prefix}{b}.{rest}"] = value
         if name == r["o"] and kind == "weight" and not standard and shape.rotary:
-            state[f"{out_prefix}{b}.{attention}.rope_index"] = ch["rope"]
+            # a width-pruned input keeps its kept dims' original frequencies through its own rope_index
+            old = dense_state.get(f"{prefix}{b}.{attention}.rope_index")
+            state[f"{out_prefix}{b}.{attention}.rope_index"] = ch["rope"] if old is None else torch.stack(
+                [old[g][ch["rope"][g]] for g in range(shape.kv_heads)])
     missing, unexpected = small.load_state_dict(state, strict=False)
     missing = [m for m in missing if not m.endswith("lm_head.weight") or not model.config.tie_word_embeddings]
     if missing or unexpected:
