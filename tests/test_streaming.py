@@ -195,7 +195,9 @@ def test_sigkill_then_resume_equals_uninterrupted(tokenizer, tmp_path):
     ids = _ids()
     torch.save(ids, tmp_path / "ids.pt")
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    # float sums depend on the thread count: the killed run and the resume use the same one, as a
+    # resume on the same machine does
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(torch.get_num_threads())}
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(src), str(out), str(tmp_path / "ids.pt")],
                              stdout=subprocess.PIPE, text=True, env=env)
     try:
