@@ -40,3 +40,15 @@ def run_evals(model, texts: dict, seqlen: int, windows: int | None, device: str)
     from ..eval.ppl import perplexity
     return {name: perplexity(model, None, seqlen=seqlen, windows=windows, device=device, text=t)
             for name, t in texts.items()}
+
+
+def calibration_size(cls, nsamples: int | None, seqlen: int | None) -> tuple[int | None, int | None]:
+    """The method's default calibration where the caller gave none; zero and negative refused."""
+    defaults = cls.calibration
+    if defaults is None:
+        return nsamples, seqlen
+    nsamples = defaults.nsamples if nsamples is None else nsamples
+    seqlen = defaults.seqlen if seqlen is None else seqlen
+    at_least("nsamples", nsamples)
+    at_least("seqlen", seqlen, 2)
+    return nsamples, seqlen

@@ -18,7 +18,7 @@ from ..methods.registry import method_for
 from ..models.adapter import ModelAdapter
 from ..models.loading import load_model
 from ..stats import sparsity_stats
-from .common import at_least, check_device, eval_names, prepare_evals, run_evals
+from .common import at_least, calibration_size, check_device, eval_names, prepare_evals, run_evals
 from .preflight import check_positions, check_remote_code, check_writable
 
 
@@ -34,12 +34,7 @@ def prune_model(model: str, config, *, calib: str = "c4", nsamples: int | None =
     Returns the report."""
     device = check_device(device)
     cls = method_for(config)
-    defaults = cls.calibration
-    if defaults is not None:
-        nsamples = defaults.nsamples if nsamples is None else nsamples
-        seqlen = defaults.seqlen if seqlen is None else seqlen
-        at_least("nsamples", nsamples)
-        at_least("seqlen", seqlen, 2)
+    nsamples, seqlen = calibration_size(cls, nsamples, seqlen)
     names = eval_names(evals)
     if names:
         at_least("eval_seqlen", eval_seqlen, 2)

@@ -32,6 +32,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..atomic import replace_dir
 from .. import lineage as lin
 from ..atomic import check_output_dir, json_text
 from ..errors import ConfigError, PrunekitError
@@ -343,14 +344,7 @@ def _rename_inputs(report: dict, names: dict) -> None:
 
 def _publish(folder: Path, output: str) -> None:
     """The final stage's folder becomes `output` in one rename (a replaced folder goes after)."""
-    out = Path(output).resolve()
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.replace(out, old / "x")
-    os.replace(folder, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    replace_dir(Path(folder), Path(output).resolve())
 
 
 def format_recipe(report: dict) -> str:

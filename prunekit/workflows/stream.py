@@ -13,7 +13,7 @@ from ..export.save import REPORT_NAME, update_report
 from ..export.stale import remove_stale_temporaries
 from ..methods.registry import method_for
 from ..streaming import StreamedModel, stream_perplexity, stream_prune
-from .common import at_least, check_device, eval_names
+from .common import calibration_size, check_device, eval_names
 from .preflight import check_positions, check_writable
 
 
@@ -32,12 +32,7 @@ def stream_prune_model(model: str, config, *, output: str, calib: str = "c4", ns
     cls = method_for(config)
     if calib == "self" and cls.needs_calibration():
         raise PrunekitError("--stream cannot calibrate on 'self' (generating text needs the whole model)")
-    defaults = cls.calibration
-    if defaults is not None:
-        nsamples = defaults.nsamples if nsamples is None else nsamples
-        seqlen = defaults.seqlen if seqlen is None else seqlen
-        at_least("nsamples", nsamples)
-        at_least("seqlen", seqlen, 2)
+    nsamples, seqlen = calibration_size(cls, nsamples, seqlen)
     names = eval_names(evals)
     check_writable(output)
     stale = remove_stale_temporaries(output)
