@@ -24,12 +24,12 @@ import json, resource, sys, time
 import torch
 from transformers import AutoTokenizer
 from prunekit.data.calibration import build_calibration
-from prunekit.methods import config_class
+from prunekit.methods import method_named
 from prunekit.streaming import stream_prune
 a = json.loads(sys.argv[1])
 tok = AutoTokenizer.from_pretrained(a["model"])
 calib = build_calibration(a["calib"], None, tok, a["nsamples"], a["seqlen"], data_dir=a["data_dir"])
-cfg = config_class(a["method"])(**a["options"])
+cfg = method_named(a["method"]).config_class(**a["options"])
 times = []
 last = [time.perf_counter()]
 def unit(k):

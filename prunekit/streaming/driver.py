@@ -81,8 +81,10 @@ class _Run:
         checkpoint one tensor at a time after the loaded ones are freed."""
         block_prefix = self.layers_path + "."
         # named before the release, which unties the twins: a tied head must be named once
-        rest = {n: Lazy(tuple(p.shape), self.sm.dtype, partial(self.sm.read, n))
-                for n, p in self.sm.model.named_parameters() if not n.startswith(block_prefix)}
+        rest = {}
+        for n, p in self.sm.model.named_parameters():
+            if not n.startswith(block_prefix) and not any(t in rest for t in self.sm.twins.get(n, ())):
+                rest[n] = Lazy(tuple(p.shape), self.sm.dtype, partial(self.sm.read, n))
         for m in self.adapter.pre_block_modules() + self.adapter.post_block_modules():
             self.sm.release(self.sm.module_path(m))
         self.writer.add("rest", rest)
@@ -123,8 +125,9 @@ def stream_prune(model: str, config, calibration: Calibration | torch.Tensor | N
     writer.forget_unlisted()
     run.drop_stale()
     r = _Run(sm, adapter, run, writer, on_unit)
-    for m in adapter.pre_block_modules() + adapter.post_block_modules():
-        sm.load(sm.module_path(m))
+    if depth:       # scoring passes may need the head; layer-wise pruning loads the embeddings only to start
+        for m in adapter.pre_block_modules() + adapter.post_block_modules():
+            sm.load(sm.module_path(m))
     start = time.perf_counter()
     if depth:
         details, layers = _depth(r, method, ids, device, progress)
@@ -177,13 +180,25 @@ def _layerwise(r: _Run, method, impl, config, ids, device, progress) -> None:
         return
     visitor = method if len(blocks) == n else OnlyBlocks(method, blocks)
     engine = LayerwiseEngine(r.adapter, device, progress=progress)
-    inputs = None
+    inputs = _capture(r, engine, ids)
     if payload is not None:
-        inputs = engine.capture(ids)        # the kwargs are recomputed; the activations come from disk
-        inputs.hidden = payload["hidden"]
+        inputs.hidden = payload["hidden"]   # the kwargs are recomputed; the activations come from disk
     model_cfg.use_cache = False
     engine.run(ids, visitor, desc=f"{impl.name} (streamed)", start=r.run.finished, inputs=inputs,
                load_block=r.load, release_block=release)
+
+
+def _capture(r: _Run, engine, ids):
+    """Block 0's inputs and every block's kwargs; the embeddings are freed at once, since
+    layer-wise pruning never needs them again (their memory goes to the blocks)."""
+    paths = [r.sm.module_path(m) for m in r.adapter.pre_block_modules()]
+    for p in paths:
+        r.sm.load(p)
+    try:
+        return engine.capture(ids)
+    finally:
+        for p in paths:
+            r.sm.release(p)
 
 
 def _depth(r: _Run, method, ids, device, progress):
