@@ -79,6 +79,19 @@ def test_cholesky_retry_path():
         inverse_hessian_factor(-torch.eye(2) * 100, 0.01, max_retries=1)
 
 
+def test_hessian_workspace_is_restored_and_overwriting_changes_nothing():
+    W, _, H = _problem()
+    H[5, 5] = 0                                           # a dead input: the solver edits H there
+    before = H.clone()
+    U, *_ = inverse_hessian_factor(H, 0.01)
+    assert torch.equal(H, before)                         # the dampening is undone exactly
+    for pattern in (None, (2, 4)):
+        ref, _ = sparsegpt_prune(W, H, 0.5, pattern)
+        assert torch.equal(H, before)
+        mine, _ = sparsegpt_prune(W, H.clone(), 0.5, pattern, overwrite_h=True)
+        assert torch.equal(ref, mine)
+
+
 def test_sparsegpt_method_on_tiny_models(family):
     model = make_tiny_model(family)
     ids = torch.randint(3, VOCAB, (4, 32), generator=torch.Generator().manual_seed(0))

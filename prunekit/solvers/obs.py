@@ -23,33 +23,43 @@ class OBSInfo:
 
 def inverse_hessian_factor(H: torch.Tensor, percdamp: float = 0.01, max_retries: int = 3):
     """Upper Cholesky factor U of (H + damp*mean(diag H)*I)^-1, retrying with 10x the
-    dampening when H is not positive definite. Returns (U, damp, retries, log)."""
-    mean_diag = torch.mean(torch.diag(H))
-    eye = torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
+    dampening when H is not positive definite. Returns (U, damp, retries, log). The dampening is
+    added to H's diagonal in place and undone (from a saved copy, exactly) before returning, so at
+    most three [in, in] matrices are alive at once: a large MLP's Hessian is the peak of a block."""
+    diag = H.diagonal()
+    saved = diag.clone()
+    mean_diag = torch.mean(saved)
     damp, log = percdamp, []
-    for attempt in range(max_retries + 1):
-        try:
-            L = torch.linalg.cholesky(H + damp * mean_diag * eye)
-            Hinv = torch.cholesky_inverse(L)
-            U = torch.linalg.cholesky(Hinv, upper=True)
-            return U, damp, attempt, log
-        except torch.linalg.LinAlgError:
+    try:
+        for attempt in range(max_retries + 1):
+            diag.add_(damp * mean_diag)
+            L, info = torch.linalg.cholesky_ex(H)
+            diag.copy_(saved)
+            if int(info) == 0:
+                Hinv = torch.cholesky_inverse(L)
+                del L
+                return torch.linalg.cholesky(Hinv, upper=True), damp, attempt, log
             log.append(f"Cholesky failed at relative dampening {damp:g}; retrying with {damp * 10:g}")
             damp *= 10
+    finally:
+        diag.copy_(saved)
     raise PrunekitError(f"Hessian not positive definite even with relative dampening {damp / 10:g}")
 
 
 @torch.no_grad()
 def sparsegpt_prune(W: torch.Tensor, H: torch.Tensor, sparsity: float, pattern: tuple[int, int] | None = None,
-                    blocksize: int = 128, percdamp: float = 0.01, max_retries: int = 3):
+                    blocksize: int = 128, percdamp: float = 0.01, max_retries: int = 3, overwrite_h: bool = False):
     """Return (pruned float32 weight, OBSInfo). W is [out, in]; H is [in, in].
 
     Unstructured: in every block of `blocksize` columns, exactly round(sparsity * out * block)
     weights with the lowest w^2 / [H^-1]_jj^2 are pruned (an exact count where the reference
     prunes every score <= its threshold). N:M: in every group of M consecutive columns of every
-    row the M - N lowest scores are pruned, chosen from the compensated values when the group starts."""
+    row the M - N lowest scores are pruned, chosen from the compensated values when the group starts.
+    `overwrite_h`: H's dead inputs may be changed in place instead of in a copy."""
     W = W.detach().float().clone()
-    H = H.detach().float().clone()
+    H = H.detach().float()
+    if not overwrite_h:     # the caller may hand H over as workspace: one [in, in] copy less
+        H = H.clone()
     rows, cols = W.shape
     if pattern is not None:
         n, m = pattern

@@ -44,12 +44,14 @@ def collect_hessians(method: LayerwiseMethod, names_linears: dict) -> dict:
     return hooks
 
 
-def obs_logged(method: LayerwiseMethod, index: int, name: str, W: torch.Tensor, H: torch.Tensor, config):
+def obs_logged(method: LayerwiseMethod, index: int, name: str, W: torch.Tensor, H: torch.Tensor, config,
+               overwrite_h: bool = False):
     """SparseGPT on a weight matrix; Cholesky retries go into method.events and are counted."""
     if not torch.isfinite(H).all():
         raise PrunekitError(f"non-finite activations at the input of block {index} {name}: "
                             f"the model produces NaN/Inf on the calibration data (try float32)")
-    W, info = sparsegpt_prune(W, H, config.sparsity, config.nm, config.blocksize, config.percdamp)
+    W, info = sparsegpt_prune(W, H, config.sparsity, config.nm, config.blocksize, config.percdamp,
+                              overwrite_h=overwrite_h)
     for line in info.log:
         method.events.append(f"block {index} {name}: {line}")
     method.cholesky_retries = getattr(method, "cholesky_retries", 0) + info.retries
@@ -57,9 +59,10 @@ def obs_logged(method: LayerwiseMethod, index: int, name: str, W: torch.Tensor, 
 
 
 @torch.no_grad()
-def prune_linear_obs(method: LayerwiseMethod, index: int, name: str, lin, H: torch.Tensor, config) -> None:
+def prune_linear_obs(method: LayerwiseMethod, index: int, name: str, lin, H: torch.Tensor, config,
+                     overwrite_h: bool = False) -> None:
     """SparseGPT on one linear, in place."""
-    lin.weight.copy_(obs_logged(method, index, name, lin.weight, H, config).to(lin.weight.dtype))
+    lin.weight.copy_(obs_logged(method, index, name, lin.weight, H, config, overwrite_h).to(lin.weight.dtype))
 
 
 @register_method("sparsegpt", SparseGPTConfig)
@@ -68,8 +71,8 @@ class SparseGPTPruner(LayerwiseMethod):
         return collect_hessians(self, self.linears(block))
 
     def edit(self, index, block):
-        for name, lin in self.linears(block).items():
-            prune_linear_obs(self, index, name, lin, self.hessians[name].H, self.config)
+        for name, lin in self.linears(block).items():   # each Hessian freed once used
+            prune_linear_obs(self, index, name, lin, self.hessians.pop(name).H, self.config, overwrite_h=True)
         self.hessians = {}
 
     def summary(self) -> dict:
