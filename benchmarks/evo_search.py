@@ -1,0 +1,102 @@
+"""Issue-16 benchmark: evolutionary search (EvoPress-style, KL fitness, staged selection) on
+SmolLM2-135M against the one-shot allocations it should beat, all evaluated on WikiText-2 test
+(`wt2-2048/16`, as the depth benchmark), which no search sees.
+
+    python benchmarks/evo_search.py --part depth --reuse       # evo-depth at 6 and 10 blocks
+    python benchmarks/evo_search.py --part sparsity --reuse    # uniform SparseGPT, OWL, evo-sparsity at 70/80%
+    python benchmarks/evo_search.py --part executors           # one small search under each executor
+
+The depth baselines (ShortGPT, SLEB, SLM) come from benchmarks/results/depth_methods.json (same
+evaluation). Search budgets are CPU-sized and given on the command line below (defaults of this
+script), far below EvoPress's: the tables state them. Writes benchmarks/results/evo_search.json
+and copies each run's evolution.png to benchmarks/results/evo-<tag>.png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import runner
+
+
+def depth_runs(args) -> list[tuple[str, list[str]]]:
+    calib = ["--calib", "c4", "--nsamples", str(args.nsamples), "--seqlen", str(args.seqlen), "--seed", "0"]
+    search = ["--stages", args.depth_stages, "--generations", str(args.generations), "--offspring",
+              str(args.offspring)]
+    return [(f"evo-depth-{k}", ["--method", "evo-depth", "--remove-layers", str(k), *calib, *search])
+            for k in (6, 10)]
+
+
+def sparsity_runs(args) -> list[tuple[str, list[str]]]:
+    calib = ["--calib", "c4", "--nsamples", str(args.nsamples), "--seqlen", str(args.seqlen), "--seed", "0"]
+    search = ["--stages", args.sparsity_stages, "--generations", str(args.sparsity_generations),
+              "--offspring", str(args.offspring)]
+    runs = []
+    for s in ("0.7", "0.8"):
+        pct = int(float(s) * 100)
+        runs += [(f"uniform-sparsegpt-{pct}", ["--method", "sparsegpt", "--sparsity", s, *calib]),
+                 (f"owl-sparsegpt-{pct}", ["--method", "owl", "--base", "sparsegpt", "--sparsity", s, *calib]),
+                 (f"evo-sparsity-{pct}", ["--method", "evo-sparsity", "--base", "sparsegpt", "--sparsity", s,
+                                          *calib, *search])]
+    return runs
+
+
+def executor_runs(args) -> list[tuple[str, list[str]]]:
+    base = ["--method", "evo-depth", "--remove-layers", "6", "--calib", "c4", "--nsamples", str(args.nsamples),
+            "--seqlen", str(args.seqlen), "--seed", "0", "--stages", args.depth_stages, "--generations", "3",
+            "--offspring", "4", "--eval", "none"]
+    return [("exec-local", base), ("exec-workers2", [*base, "--workers", "2"]),
+            ("exec-ray2", [*base, "--executor", "ray", "--workers", "2"])]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    runner.common_args(ap, nsamples=32, seqlen=128, eval_windows=16)
+    ap.add_argument("--part", choices=("depth", "sparsity", "executors"), required=True)
+    ap.add_argument("--generations", type=int, default=12, help="evo-depth generations")
+    ap.add_argument("--sparsity-generations", type=int, default=12, help="evo-sparsity generations")
+    ap.add_argument("--offspring", type=int, default=8)
+    ap.add_argument("--depth-stages", default="512:2,2048:1")
+    ap.add_argument("--sparsity-stages", default="512:2,2048:1")
+    args = ap.parse_args()
+    work = Path(args.work)
+    runs = {"depth": depth_runs, "sparsity": sparsity_runs, "executors": executor_runs}[args.part](args)
+    path = runner.HERE / "results" / "evo_search.json"
+    reports = json.loads(path.read_text()) if path.exists() else {}
+    if args.part != "executors":
+        reports["dense"] = runner.dense(work, args.model, args.eval_windows)
+    for tag, flags in runs:
+        if args.part == "executors":
+            out = work / tag
+            runner.run(runner.PRUNEKIT + ["prune", "--model", args.model, *flags, "--output", str(out),
+                                          "--overwrite"])
+            reports[tag] = json.loads((out / "prunekit_report.json").read_text())
+        else:
+            reports[tag] = runner.prune(work, tag, args.model, args.eval_windows, flags, reuse=args.reuse)
+        png = work / tag / "evolution.png"
+        if png.exists():
+            shutil.copy(png, runner.HERE / "results" / f"evo-{tag}.png")
+        path.write_text(json.dumps(reports, indent=2))
+    print(table(reports))
+
+
+def table(reports: dict) -> str:
+    lines = ["| run | method | wt2 ppl | fitness start → end | search s | evaluations | choice |", "|---|---|---|---|---|---|---|"]
+    for tag, r in reports.items():
+        if tag == "dense":
+            continue
+        m = r["method"]
+        ppl = r.get("eval", {}).get("wikitext2", {}).get("ppl")
+        fit = (f"{m['initial_fitness']:.4f} → {m['final_fitness']:.4f}" if "final_fitness" in m else "")
+        choice = m.get("block_levels") or m.get("removed") or m.get("depth", {}).get("groups", "")
+        if isinstance(choice, list):
+            choice = " ".join(map(str, choice))
+        lines.append(f"| {tag} | {m.get('name')} | {ppl if ppl is None else f'{ppl:.2f}'} | {fit} | "
+                     f"{m.get('search_s', 0):.0f} | {m.get('evaluations', '')} | {str(choice)[:80]} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
