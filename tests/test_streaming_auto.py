@@ -1,15 +1,19 @@
 """Issue 14, the rest: the streamed-or-in-memory decision (a pure function of the sizes, the
 available memory read from /proc and the memory cgroups, the weights' size read from safetensors
-headers)."""
+headers), and streamed KL to the dense model equal to the in-memory one."""
 from pathlib import Path
 
 import pytest
 import torch
 
-from prunekit.streaming import decide_mode, weight_bytes
+import prunekit
+from prunekit.eval.kl import kl_to_dense
+from prunekit.methods import MagnitudeConfig
+from prunekit.stats import param_counts, sparsity_stats
+from prunekit.streaming import StreamedModel, decide_mode, stream_counts, stream_kl, weight_bytes
 from prunekit.streaming.memory import available_memory
 
-from .conftest import make_tiny_model
+from .conftest import VOCAB, make_tiny_model
 
 GiB = 1 << 30
 
@@ -128,3 +132,37 @@ def test_weight_bytes_from_headers_at_the_load_dtype(tokenizer, tmp_path):
         for f, data in files.items():
             (tmp_path / name / f).write_bytes(data)
         assert weight_bytes(str(tmp_path / name)) is None     # no safetensors / unreadable: the loader says why
+
+
+# --- streamed evaluation ---------------------------------------------------------------------------
+
+def _pruned_pair(tokenizer, tmp_path, family="llama"):
+    dense = make_tiny_model(family)
+    dense.save_pretrained(tmp_path / "dense")
+    tokenizer.save_pretrained(tmp_path / "dense")
+    pruned = make_tiny_model(family)
+    prunekit.prune(pruned, MagnitudeConfig(sparsity=0.5), None, progress=False)
+    pruned.save_pretrained(tmp_path / "pruned")
+    tokenizer.save_pretrained(tmp_path / "pruned")
+    return dense, pruned
+
+
+@pytest.mark.parametrize("family", ["llama", "opt"])
+def test_streamed_kl_equals_in_memory(family, tokenizer, tmp_path):
+    dense, pruned = _pruned_pair(tokenizer, tmp_path, family)
+    ids = torch.randint(3, VOCAB, (5, 24), generator=torch.Generator().manual_seed(1))
+    ref = kl_to_dense(pruned, dense, ids, progress=False)
+    got = stream_kl(str(tmp_path / "pruned"), str(tmp_path / "dense"), ids, chunk_windows=2, progress=False)
+    assert ref["kl"] > 0.01 and got["tokens"] == ref["tokens"] == 5 * 24
+    assert got["kl"] == pytest.approx(ref["kl"], rel=1e-5)
+    assert got["top1_agreement"] == ref["top1_agreement"]
+    same = stream_kl(str(tmp_path / "dense"), str(tmp_path / "dense"), ids, progress=False)
+    assert same["kl"] == 0.0 and same["top1_agreement"] == 1.0
+
+
+@pytest.mark.parametrize("family", ["llama", "opt"])     # OPT ties its head to the embeddings
+def test_stream_counts_equal_the_loaded_models(family, tokenizer, tmp_path):
+    _, pruned = _pruned_pair(tokenizer, tmp_path, family)
+    params, sparsity = stream_counts(StreamedModel(str(tmp_path / "pruned")))
+    assert params == param_counts(pruned)
+    assert sparsity == sparsity_stats(prunekit.ModelAdapter(pruned))
