@@ -46,8 +46,8 @@ def decide_mode(stream: bool | None, weights: int | None, available: int | None,
     if stream is not None:
         return Mode(stream, "--stream" if stream else "--no-stream", **facts)
     if weights is None:
-        return Mode(False, "auto: the weights' size is not known before loading (not a local safetensors "
-                           "checkpoint)", **facts)
+        return Mode(False, "auto: not a local safetensors checkpoint, so its size is unknown before loading",
+                    **facts)
     if available is None:
         return Mode(False, "auto: the available memory is not known", **facts)
     compared = f"{human_bytes(weights)} of weights {{}} {fraction:g} × {human_bytes(available)} available"
