@@ -47,6 +47,22 @@ def _add_eval_args(p, default):
                    help="evaluate only the first K windows (default: all); the protocol label says so, e.g. wt2-2048/32")
 
 
+def _add_stream_args(p, stream_help: str, weights: str, blockers: str) -> None:
+    """--stream / --no-stream / --stream-above: forced or automatic streaming (issue 14)."""
+    from .streaming.mode import DEFAULT_STREAM_ABOVE
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--stream", dest="stream", action="store_const", const=True, default=None, help=stream_help)
+    g.add_argument("--no-stream", dest="stream", action="store_const", const=False,
+                   help="load the model in memory whatever its size")
+    p.add_argument("--stream-above", type=float, default=DEFAULT_STREAM_ABOVE, metavar="F",
+                   help=f"without --stream or --no-stream, stream when {weights} at the load dtype (summed from a "
+                        f"local safetensors checkpoint's headers; unknown for a GGUF file or hub id, which then "
+                        f"load in memory) exceed F times the available memory (MemAvailable, bounded by the "
+                        f"cgroup limit minus usage); default {DEFAULT_STREAM_ABOVE:g}. When they do but the run "
+                        f"cannot stream ({blockers}), one warning line and the run stays in memory. The summary "
+                        f"says which mode ran and why")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .methods.registry import all_methods
 
@@ -82,14 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output folder (a Hugging Face checkpoint plus the report), saved before the evaluation "
                         "so a failed evaluation keeps it; without it nothing is saved and the summary says so")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
-    p.add_argument("--stream", action="store_true",
-                   help="never load the whole model: read each block from the checkpoint's safetensors when "
+    _add_stream_args(p, "never load the whole model: read each block from the checkpoint's safetensors when "
                         "needed and write it to the output as soon as it is pruned (about one block in memory; "
                         "magnitude, wanda, sparsegpt, sparsellm, shortgpt, sleb, ppl; needs --output; the "
-                        "checkpoint's dtype is kept unless --dtype is given)")
+                        "checkpoint's dtype is kept unless --dtype is given)",
+                     "the weights", "a method that cannot stream, no --output, or --calib self")
     p.add_argument("--resume", action="store_true",
-                   help="with --stream: continue an interrupted run of the same command from its last finished "
-                        "block (a different command is refused)")
+                   help="continue an interrupted streamed run of the same command from its last finished block "
+                        "(a different command is refused); implies --stream")
 
     e = sub.add_parser("eval", help="perplexity, zero-shot accuracy and KL to dense of any model",
                        description="Evaluate a dense or pruned model: perplexity under a stated protocol (--eval), "
@@ -111,6 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--kl-nsamples", type=int, default=16, help="--eval kl: windows (default 16)")
     e.add_argument("--kl-seqlen", type=int, default=512,
                    help="--eval kl: window length, at most the model's positions (longer is refused); default 512")
+    _add_stream_args(e, "never load the whole model (nor the --dense one): carry the windows through one block "
+                        "at a time, read from the checkpoint's safetensors (perplexity and --eval kl; each "
+                        "dataset reads the checkpoint once more)",
+                     "the weights (with --eval kl, the model's and the dense model's)", "--tasks, or --kl-data self")
     e.add_argument("--save-to-model", action="store_true",
                    help="also merge the results into MODEL/prunekit_report.json (for prunekit compare)")
     e.add_argument("--output", default=None, help="folder to write prunekit_report.json into")
@@ -267,23 +287,13 @@ def cmd_prune(args) -> int:
     if args.recipe or not args.method:       # issue 15: prunekit prune --recipe FILE.yaml
         return _cmd_recipe(args)
     from .report import format_summary
-    from .workflows import prune_model, stream_prune_model
-    if args.resume and not args.stream:
-        raise PrunekitError("--resume continues a --stream run: give --stream too")
-    if args.stream:
-        report = stream_prune_model(args.model, _make_config(args), output=args.output, calib=args.calib,
-                                    nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed,
-                                    data_dir=args.data_dir, dtype=args.dtype,
-                                    device=args.device, trust_remote_code=args.trust_remote_code, evals=args.eval,
-                                    eval_seqlen=args.eval_seqlen, eval_windows=args.eval_windows,
-                                    resume=args.resume, overwrite=args.overwrite)
-        print(format_summary(report))
-        return 0
+    from .workflows import prune_model
     report = prune_model(args.model, _make_config(args), calib=args.calib, nsamples=args.nsamples, seqlen=args.seqlen,
                          seed=args.seed, data_dir=args.data_dir, dtype=args.dtype, device=args.device,
                          trust_remote_code=args.trust_remote_code, evals=args.eval, eval_seqlen=args.eval_seqlen,
                          eval_windows=args.eval_windows, eval_dense=args.eval_dense, output=args.output,
-                         overwrite=args.overwrite)
+                         overwrite=args.overwrite, stream=args.stream, stream_above=args.stream_above,
+                         resume=args.resume)
     print(format_summary(report))
     return 0
 
@@ -300,6 +310,9 @@ def _cmd_recipe(args) -> int:
     if stray:
         raise PrunekitError(f"{stray[0]} does not go with --recipe: methods, their options and calibration are "
                             f"set per stage in the recipe")
+    if args.stream or args.resume:
+        raise PrunekitError(f"{'--stream' if args.stream else '--resume'} does not go with --recipe: a recipe's "
+                            f"stages run in memory")
     report = run_recipe(args.recipe, model=args.model, output=args.output, overwrite=args.overwrite,
                         data_dir=args.data_dir, dtype=args.dtype, device=args.device,
                         trust_remote_code=args.trust_remote_code, evals=args.eval, eval_seqlen=args.eval_seqlen,
@@ -316,7 +329,8 @@ def cmd_eval(args) -> int:
                             kl_data=args.kl_data, kl_nsamples=args.kl_nsamples, kl_seqlen=args.kl_seqlen,
                             data_dir=args.data_dir, dtype=args.dtype, device=args.device,
                             trust_remote_code=args.trust_remote_code, save_to_model=args.save_to_model,
-                            output=args.output, overwrite=args.overwrite)
+                            output=args.output, overwrite=args.overwrite, stream=args.stream,
+                            stream_above=args.stream_above)
     print(format_summary(report))
     return 0
 

@@ -68,6 +68,9 @@ def method_lines(report: dict) -> list[str]:
 def format_summary(report: dict) -> str:
     m = report["model"]
     lines = [f"prunekit {report.get('command', '')}: {m['source']} ({m['architecture']}, {m['num_layers']} layers)"]
+    mode = report.get("mode")
+    if mode:    # issue 14: streamed or in memory, and why
+        lines.append(f"  mode          {'streamed' if mode['streamed'] else 'in memory'} ({mode['reason']})")
     if report.get("method"):
         lines += method_lines(report)
     if len(report.get("lineage") or []) > 1:      # issue 15: a model pruned in several stages

@@ -370,8 +370,10 @@ def test_cli_stream_equals_in_memory_and_keeps_bf16(tiny_model_dir, tmp_path, da
     assert b["eval"]["wikitext2"]["protocol"] == a["eval"]["wikitext2"]["protocol"] == "wt2-64/2"
     assert abs(b["eval"]["wikitext2"]["ppl"] - a["eval"]["wikitext2"]["ppl"]) < 1e-4 * a["eval"]["wikitext2"]["ppl"]
     capsys.readouterr()
-    assert main(common + ["--output", str(tmp_path / "x"), "--resume"]) == 2
-    assert "--resume continues a --stream run" in capsys.readouterr().err
+    assert main(common + ["--output", str(tmp_path / "x"), "--resume", "--eval", "none"]) == 0   # --resume streams
+    assert "  mode          streamed (--resume)" in capsys.readouterr().out
+    assert torch.equal(tensors(tmp_path / "x")["model.layers.1.mlp.up_proj.weight"],
+                       streamed["model.layers.1.mlp.up_proj.weight"])
 
     bf16 = tmp_path / "bf16"
     AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16).save_pretrained(bf16)

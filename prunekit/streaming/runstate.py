@@ -34,7 +34,7 @@ def _size(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def _human(n: int) -> str:
+def human_bytes(n: int) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
@@ -73,7 +73,7 @@ class RunState:
             self.notes.append(f"resumed after {saved['finished']} finished units from {self.folder}")
             return
         if self.folder.exists():
-            note = (f"replacing the leftover temporary folder {self.folder} ({_human(_size(self.folder))}) "
+            note = (f"replacing the leftover temporary folder {self.folder} ({human_bytes(_size(self.folder))}) "
                     f"of an interrupted run")
             if resume:
                 note += " (it holds no resumable state)"

@@ -67,7 +67,7 @@ def _save_atomic(tensors: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _read_header(path: Path) -> tuple[dict, int]:
+def read_header(path: Path) -> tuple[dict, int]:
     with open(path, "rb") as f:
         n = struct.unpack("<Q", f.read(8))[0]
         header = json.loads(f.read(n))
@@ -79,7 +79,7 @@ def _merge(parts: list[Path], path: Path) -> None:
     """One safetensors file holding all tensors of `parts`, by copying their data regions."""
     entries, offset, regions = {}, 0, []
     for p in parts:
-        header, start = _read_header(p)
+        header, start = read_header(p)
         size = 0
         for k, e in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
             a, b = e["data_offsets"]

@@ -42,6 +42,20 @@ def run_evals(model, texts: dict, seqlen: int, windows: int | None, device: str)
             for name, t in texts.items()}
 
 
+def run_stream_evals(model, texts: dict, seqlen: int, windows: int | None, device: str, dtype="auto",
+                     progress: bool = True) -> dict:
+    """run_evals on a checkpoint streamed block by block (a spec or a StreamedModel); the same
+    fields and protocol labels."""
+    from ..eval.ppl import protocol_label
+    from ..streaming import stream_perplexity
+    out = {}
+    for name, t in texts.items():
+        r = stream_perplexity(model, t.ids, seqlen, windows, device, dtype, progress=progress)
+        out[name] = {**r, **{k: v for k, v in t.info.items() if k != "short"},
+                     "protocol": protocol_label(t.info["short"], seqlen, r["windows"], r["windows_total"])}
+    return out
+
+
 def calibration_size(cls, nsamples: int | None, seqlen: int | None) -> tuple[int | None, int | None]:
     """The method's default calibration where the caller gave none; zero and negative refused."""
     defaults = cls.calibration

@@ -12,7 +12,8 @@ from ..export.save import REPORT_NAME, check_output_dir, read_report, update_rep
 from ..models.adapter import ModelAdapter
 from ..models.loading import load_model
 from ..stats import sparsity_stats
-from .common import at_least, check_device, eval_names, prepare_evals, run_evals
+from ..streaming.mode import DEFAULT_STREAM_ABOVE, choose_mode
+from .common import at_least, check_device, eval_names, prepare_evals, run_evals, run_stream_evals
 from .preflight import check_positions, check_remote_code, check_writable
 
 
@@ -21,10 +22,13 @@ def evaluate_model(model: str, *, evals="wikitext2", eval_seqlen: int = 2048, ev
                    kl_data: str = "wikitext2:test", kl_nsamples: int = 16, kl_seqlen: int = 512,
                    data_dir: str | None = None, dtype: str = "auto", device: str = "cpu",
                    trust_remote_code: bool = False, save_to_model: bool = False, output: str | None = None,
-                   overwrite: bool = False) -> dict:
+                   overwrite: bool = False, stream: bool | None = None,
+                   stream_above: float = DEFAULT_STREAM_ABOVE) -> dict:
     """Evaluate `model`: perplexity on `evals` (add 'kl' for the KL divergence from `dense`, by
     default the source named in the folder's report), zero-shot `tasks` (a list, a comma list or
-    'all') through lm-eval. Returns the report."""
+    'all') through lm-eval. `stream` True streams the model (and the dense one) block by block,
+    never whole in memory; None does so when their weights exceed `stream_above` of the available
+    memory and the evaluation can stream (not zero-shot, not KL on 'self'). Returns the report."""
     device = check_device(device)
     if output:
         check_output_dir(output, overwrite)
@@ -43,26 +47,32 @@ def evaluate_model(model: str, *, evals="wikitext2", eval_seqlen: int = 2048, ev
         if not dense_spec:
             raise PrunekitError("--eval kl needs --dense (the model is not a prunekit output folder)")
     check_remote_code(model, trust_remote_code)
-    loaded, tok, source = load_model(model, dtype, trust_remote_code)
-    check_positions(loaded.config, eval_seqlen=eval_seqlen if names else None, kl_seqlen=kl_seqlen if want_kl else None)
-    texts = prepare_evals(names, tok, eval_seqlen, eval_windows, data_dir)
+    cannot = _cannot_stream(task_list, want_kl, kl_data)
+    if stream and cannot:
+        raise PrunekitError(f"--stream: {cannot}")
+    mode = choose_mode([model] + ([dense_spec] if want_kl else []), dtype, stream, stream_above, cannot)
+    subject = _Streamed(model, dtype, trust_remote_code) if mode.streamed else _Loaded(model, dtype, trust_remote_code)
+    check_positions(subject.config, eval_seqlen=eval_seqlen if names else None,
+                    kl_seqlen=kl_seqlen if want_kl else None)
+    texts = prepare_evals(names, subject.tok, eval_seqlen, eval_windows, data_dir)
     if not texts and not task_list and not want_kl:
         raise PrunekitError("nothing to evaluate: give --eval and/or --tasks")
-    report = {"command": "eval", "model": rep.model_section(loaded, source), "method": None, "calibration": None,
-              "sparsity": sparsity_stats(ModelAdapter(loaded))}
+    section, sparsity = subject.counts()
+    report = {"command": "eval", "mode": mode.to_report(), "model": section, "method": None, "calibration": None,
+              "sparsity": sparsity}
     if prior and prior.get("method"):   # evaluating a prunekit output: keep what was done to it
         report.update(method=prior["method"], calibration=prior.get("calibration"), pruned_from=prior["model"]["source"])
     if prior:       # issue 15: the stages that made the model
         report["lineage"] = stages_of(prior)
     results = {}
     if texts:
-        results["eval"] = run_evals(loaded, texts, eval_seqlen, eval_windows, device)
+        results["eval"] = subject.perplexities(texts, eval_seqlen, eval_windows, device)
     if want_kl:
-        results["kl"] = _kl(loaded, tok, dense_spec, kl_data, kl_nsamples, kl_seqlen, data_dir, dtype, device,
-                            trust_remote_code)
+        results["kl"] = subject.kl(dense_spec, kl_data, kl_nsamples, kl_seqlen, data_dir, dtype, device,
+                                   trust_remote_code)
     if task_list:
         from ..eval.zeroshot import zero_shot
-        results["zero_shot"] = zero_shot(loaded, tok, task_list, data_dir, limit, batch_size, device)
+        results["zero_shot"] = zero_shot(subject.model, subject.tok, task_list, data_dir, limit, batch_size, device)
     report.update(results)
     report["timing"] = {"peak_rss_gb": rep.peak_rss_gb()}
     report["environment"] = rep.environment(device)
@@ -86,9 +96,68 @@ def _task_list(tasks, limit, batch_size) -> list[str] | None:
     return parse_tasks(tasks if isinstance(tasks, str) else ",".join(tasks))
 
 
-def _kl(model, tok, dense_spec, kl_data, nsamples, seqlen, data_dir, dtype, device, trust_remote_code) -> dict:
-    from ..data.calibration import build_calibration
-    from ..eval.kl import kl_to_dense
-    dense, _, _ = load_model(dense_spec, dtype, trust_remote_code)
-    windows = build_calibration(kl_data, dense, tok, nsamples, seqlen, 0, data_dir, device)
-    return {**kl_to_dense(model, dense, windows.input_ids, device), "dense": dense_spec, "data": windows.describe()}
+def _cannot_stream(task_list, want_kl: bool, kl_data: str) -> str | None:
+    """Why this evaluation could not stream, or None."""
+    if task_list:
+        return "zero-shot tasks (lm-eval) need the whole model in memory"
+    if want_kl and kl_data.split(":")[0] == "self":
+        return "--kl-data self generates text with the whole dense model"
+    return None
+
+
+class _Loaded:
+    """The model in memory."""
+
+    def __init__(self, spec: str, dtype, trust_remote_code: bool):
+        self.model, self.tok, self.source = load_model(spec, dtype, trust_remote_code)
+        self.config = self.model.config
+
+    def counts(self) -> tuple[dict, dict]:
+        return rep.model_section(self.model, self.source), sparsity_stats(ModelAdapter(self.model))
+
+    def perplexities(self, texts, seqlen, windows, device) -> dict:
+        return run_evals(self.model, texts, seqlen, windows, device)
+
+    def kl(self, dense_spec, kl_data, nsamples, seqlen, data_dir, dtype, device, trust_remote_code) -> dict:
+        from ..data.calibration import build_calibration
+        from ..eval.kl import kl_to_dense
+        dense, _, _ = load_model(dense_spec, dtype, trust_remote_code)
+        windows = build_calibration(kl_data, dense, self.tok, nsamples, seqlen, 0, data_dir, device)
+        return {**kl_to_dense(self.model, dense, windows.input_ids, device), "dense": dense_spec,
+                "data": windows.describe()}
+
+
+class _Streamed:
+    """The model read from its safetensors one block at a time, never whole in memory."""
+
+    def __init__(self, spec: str, dtype, trust_remote_code: bool):
+        from transformers import AutoTokenizer
+        from ..streaming import StreamedModel
+        self.sm = StreamedModel(spec, dtype, trust_remote_code)
+        self.config = self.sm.config
+        self.model = None
+        try:
+            self.tok = AutoTokenizer.from_pretrained(self.sm.source.path, trust_remote_code=trust_remote_code)
+        except Exception as e:
+            raise PrunekitError(f"model '{spec}' has no usable tokenizer: {str(e).splitlines()[0]}") from e
+
+    def counts(self) -> tuple[dict, dict]:
+        from ..streaming import stream_counts
+        params, sparsity = stream_counts(self.sm)
+        source = self.sm.source
+        section = {"source": rep.absolute_source(source), "source_kind": source.kind,
+                   "architecture": (self.config.architectures or ["?"])[0],
+                   "family": ModelAdapter(self.sm.model).family, "num_layers": self.config.num_hidden_layers,
+                   **params}
+        return section, sparsity
+
+    def perplexities(self, texts, seqlen, windows, device) -> dict:
+        return run_stream_evals(self.sm, texts, seqlen, windows, device)
+
+    def kl(self, dense_spec, kl_data, nsamples, seqlen, data_dir, dtype, device, trust_remote_code) -> dict:
+        from ..data.calibration import build_calibration
+        from ..streaming import StreamedModel, stream_kl
+        dense = StreamedModel(dense_spec, dtype, trust_remote_code)
+        windows = build_calibration(kl_data, None, self.tok, nsamples, seqlen, 0, data_dir, device)
+        return {**stream_kl(self.sm, dense, windows.input_ids, device), "dense": dense_spec,
+                "data": windows.describe()}

@@ -5,6 +5,7 @@ the pruned model is saved before it is evaluated, so a failing or interrupted ev
 throws it away."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from .. import lineage
@@ -18,22 +19,39 @@ from ..methods.registry import method_for
 from ..models.adapter import ModelAdapter
 from ..models.loading import load_model
 from ..stats import sparsity_stats
+from ..streaming.mode import DEFAULT_STREAM_ABOVE, choose_mode
 from .common import at_least, calibration_size, check_device, eval_names, prepare_evals, run_evals
 from .preflight import check_positions, check_remote_code, check_writable
+from .stream import stream_prune_model
 
 
 def prune_model(model: str, config, *, calib: str = "c4", nsamples: int | None = None, seqlen: int | None = None,
                 seed: int = 0, data_dir: str | None = None, dtype: str = "auto", device: str = "cpu",
                 trust_remote_code: bool = False, evals="wikitext2", eval_seqlen: int = 2048,
                 eval_windows: int | None = None, eval_dense: bool = False, output: str | None = None,
-                overwrite: bool = False, progress: bool = True) -> dict:
+                overwrite: bool = False, progress: bool = True, stream: bool | None = None,
+                stream_above: float = DEFAULT_STREAM_ABOVE, resume: bool = False) -> dict:
     """Prune the model `model` (hub id, folder, .gguf or alias) with the method of `config`;
     save a checkpoint, the report and the method's figures to `output` when given; then evaluate
     perplexity on `evals` (added to the saved report). Calibration defaults to the method's own
     (`Method.calibration`). Window lengths longer than the model's positions are refused.
+    `stream` True or False forces streaming block by block (stream_prune_model) or loading in
+    memory; None streams when the weights exceed `stream_above` of the available memory and the
+    run can stream. `resume` continues an interrupted streamed run, so it streams.
     Returns the report."""
     device = check_device(device)
     cls = method_for(config)
+    if resume and stream is False:
+        raise PrunekitError("--resume continues a streamed run: it does not go with --no-stream (stream=False)")
+    mode = choose_mode([model], dtype, True if resume else stream, stream_above, _cannot_stream(cls, calib, output))
+    if resume and not stream:
+        mode = dataclasses.replace(mode, reason="--resume")
+    if mode.streamed:
+        return stream_prune_model(model, config, output=output, calib=calib, nsamples=nsamples, seqlen=seqlen,
+                                  seed=seed, data_dir=data_dir, dtype=dtype, device=device,
+                                  trust_remote_code=trust_remote_code, evals=evals, eval_seqlen=eval_seqlen,
+                                  eval_windows=eval_windows, eval_dense=eval_dense, resume=resume,
+                                  overwrite=overwrite, progress=progress, mode=mode)
     nsamples, seqlen = calibration_size(cls, nsamples, seqlen)
     names = eval_names(evals)
     if names:
@@ -49,7 +67,7 @@ def prune_model(model: str, config, *, calib: str = "c4", nsamples: int | None =
     check_positions(model.config, seqlen=seqlen if cls.needs_calibration() else None,
                     eval_seqlen=eval_seqlen if names else None)
     texts = prepare_evals(names, tok, eval_seqlen, eval_windows, data_dir)
-    report = {"command": "prune", "model": rep.model_section(model, source)}
+    report = {"command": "prune", "mode": mode.to_report(), "model": rep.model_section(model, source)}
     if stale:
         report["removed_stale"] = stale
     if eval_dense and texts:
@@ -77,6 +95,17 @@ def prune_model(model: str, config, *, calib: str = "c4", nsamples: int | None =
         if output:
             update_report(output, {"lineage": report["lineage"]})
     return report
+
+
+def _cannot_stream(cls, calib: str, output: str | None) -> str | None:
+    """Why this run could not stream, or None."""
+    if not cls.streamable:
+        return f"method {cls.name} cannot stream"
+    if not output:
+        return "there is no --output to write the streamed blocks to"
+    if calib == "self" and cls.needs_calibration():
+        return "calibration on 'self' generates text with the whole model"
+    return None
 
 
 def _sparsity(of_method: dict, model) -> dict:

@@ -275,7 +275,8 @@ def _run_stage(stage: Stage, spec: str, folder: Path, *, data_dir, dtype, device
         return prune_model(spec, stage.config, calib=cal.get("calib", "c4"), nsamples=cal.get("nsamples"),
                            seqlen=cal.get("seqlen"), seed=cal.get("seed", 0), data_dir=data_dir, dtype=dtype,
                            device=device, trust_remote_code=trust_remote_code, evals=evals, eval_seqlen=eval_seqlen,
-                           eval_windows=eval_windows, output=str(folder), progress=progress)
+                           eval_windows=eval_windows, output=str(folder), progress=progress,
+                           stream=False)     # recipes run in memory: a streamed report has no lineage to chain
     except ConfigError as e:
         raise PrunekitError(f"{stage.name}: {e.render()}") from e
     except PrunekitError as e:

@@ -12,18 +12,20 @@ from ..errors import PrunekitError
 from ..export.save import REPORT_NAME, update_report
 from ..export.stale import remove_stale_temporaries
 from ..methods.registry import method_for
-from ..streaming import StreamedModel, stream_perplexity, stream_prune
-from .common import calibration_size, check_device, eval_names
+from ..streaming import Mode, StreamedModel, stream_prune
+from .common import calibration_size, check_device, eval_names, prepare_evals, run_stream_evals
 from .preflight import check_positions, check_writable
 
 
 def stream_prune_model(model: str, config, *, output: str, calib: str = "c4", nsamples: int | None = None,
                        seqlen: int | None = None, seed: int = 0, data_dir: str | None = None, dtype: str = "auto",
                        device: str = "cpu", trust_remote_code: bool = False, evals="wikitext2",
-                       eval_seqlen: int = 2048, eval_windows: int | None = None, resume: bool = False,
-                       overwrite: bool = False, progress: bool = True) -> dict:
+                       eval_seqlen: int = 2048, eval_windows: int | None = None, eval_dense: bool = False,
+                       resume: bool = False, overwrite: bool = False, progress: bool = True,
+                       mode: Mode | None = None) -> dict:
     """Prune the safetensors checkpoint `model` into `output` holding about one block in memory;
-    `resume` continues an interrupted run of the same command. Returns the report."""
+    `resume` continues an interrupted run of the same command. `mode` is why it streams (prune_model's
+    decision; by default --stream). Returns the report."""
     from transformers import AutoTokenizer
 
     device = check_device(device)
@@ -40,15 +42,18 @@ def stream_prune_model(model: str, config, *, output: str, calib: str = "c4", ns
     check_positions(sm.config, seqlen=seqlen if cls.needs_calibration() else None,
                     eval_seqlen=eval_seqlen if names else None)
     tok = AutoTokenizer.from_pretrained(sm.source.path, trust_remote_code=trust_remote_code)
+    texts = prepare_evals(names, tok, eval_seqlen, eval_windows, data_dir)
     calibration = build_calibration(calib, None, tok, nsamples, seqlen, seed, data_dir, device) \
         if cls.needs_calibration() else None
-    report = {"command": "prune", "streamed": True,
+    report = {"command": "prune", "streamed": True, "mode": (mode or Mode(True, "--stream")).to_report(),
               "model": {"source": rep.absolute_source(sm.source), "source_kind": sm.source.kind,
                         "architecture": (sm.config.architectures or ["?"])[0],
                         "num_layers": sm.config.num_hidden_layers, "bytes_on_disk": sm.files.nbytes()}}
     if stale:
         report["removed_stale"] = stale
     del sm
+    if eval_dense and texts:
+        report["eval_dense"] = run_stream_evals(model, texts, eval_seqlen, eval_windows, device, dtype, progress)
 
     def write_report(folder: Path) -> None:     # the method's part is added once the run returns
         tok.save_pretrained(folder)
@@ -57,12 +62,10 @@ def stream_prune_model(model: str, config, *, output: str, calib: str = "c4", ns
     result = stream_prune(model, config, calibration, output, device=device, dtype=dtype, resume=resume,
                           overwrite=overwrite, progress=progress, trust_remote_code=trust_remote_code,
                           extra=write_report)
-    return _finish(report, result, calibration, output, names, tok, eval_seqlen, eval_windows, data_dir, device,
-                   progress)
+    return _finish(report, result, calibration, output, texts, eval_seqlen, eval_windows, device, progress)
 
 
-def _finish(report, result, calibration, output, names, tok, eval_seqlen, eval_windows, data_dir, device, progress):
-    from ..eval.ppl import eval_tokens, protocol_label
+def _finish(report, result, calibration, output, texts, eval_seqlen, eval_windows, device, progress):
     report["method"] = {"name": result.method, "config": result.config, "events": result.events, **result.details}
     report["calibration"] = calibration.describe() if calibration else None
     report["sparsity"] = result.sparsity
@@ -72,12 +75,7 @@ def _finish(report, result, calibration, output, names, tok, eval_seqlen, eval_w
     report["model"].update(_saved_counts(output))
     update_report(output, {k: report[k] for k in ("model", "method", "calibration", "sparsity", "timing", "environment",
                                                    "output")})
-    evals = {}
-    for name in names:
-        text = eval_tokens(name, tok, eval_seqlen, data_dir)
-        r = stream_perplexity(output, text.ids, eval_seqlen, eval_windows, device, progress=progress)
-        evals[name] = {**r, **text.info, "protocol": protocol_label(text.info["short"], eval_seqlen, r["windows"],
-                                                                     r["windows_total"])}
+    evals = run_stream_evals(output, texts, eval_seqlen, eval_windows, device, progress=progress)
     report["eval"] = evals
     update_report(output, {"eval": evals})
     return report
