@@ -152,6 +152,14 @@ def test_initialisation_steps_off_uniform_when_the_lattice_is_coarse():
     assert abs(kept(uniform) - 0.7) > 0.03
     fitted = space.initial(0.7, 0.03)
     assert abs(kept(fitted) - 0.7) <= 0.03 and all(m % 32 == 0 for m in fitted.widths(shape)["mlp"])
+    # the blocks that moved one step toward the target are those gaining the largest share of
+    # their MLP scores by it (or, shrinking, losing the smallest)
+    u, f = uniform.widths(shape)["mlp"], fitted.widths(shape)["mlp"]
+    step = 32 if kept(uniform) < 0.7 else -32
+    moved = [b for b in range(4) if f[b] != u[b]]
+    assert moved and all(f[b] == u[b] + step for b in moved) and len(moved) < 4
+    share = lambda b: space._moved_share(b, u[b] + step, u[b]) * (1 if step > 0 else -1)
+    assert min(share(b) for b in moved) >= max(share(c) for c in range(4) if c not in moved)
     assert snap(100, 32, 128) == 96 and snap(127, 32, 128) == 128 and snap(10, 32, 128) == 32
 
 

@@ -72,7 +72,8 @@ def search(space: Space, init: Genome, shape: Shape, plan: Plan, executor, progr
     legal = lambda g: abs(g.params(shape) / dense - plan.keep) <= plan.band + 1e-12
     if not legal(init):
         raise PrunekitError(f"the uniform initialisation keeps {init.params(shape) / dense:.4f} of the block "
-                            f"parameters, outside keep {plan.keep} ± band {plan.band}: widen --band")
+                            f"parameters, outside keep {plan.keep} ± band {plan.band}: widen --band"
+                            + (" or lower --width-multiple" if space.multiple > 1 else ""))
     start = fit.of([init], fixed)[0]
     history = [{"generation": "init", "best": start, "mean": start, "evaluated": 1}]
     first: dict[bytes, float] = {}       # first-stage scores of this generation's candidates

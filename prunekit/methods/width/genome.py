@@ -165,17 +165,17 @@ class Space:
         the MLP width then set to the exact channel count (on the lattice) that brings the
         parameter count closest to the target (the grid's 0.05 steps are too coarse for a
         uniform start). Where a coarse lattice leaves the uniform start outside keep ± band,
-        single blocks move one lattice step toward the target, those whose own rounding went
-        furthest the wrong way first, until it is inside."""
+        single blocks move one lattice step toward the target until it is inside: each time the
+        block whose moved channels carry the smallest share of its MLP scores (when shrinking)
+        or the largest (when growing)."""
         s = self.shape
         target = keep * s.dense_params
-        attn, want, mlp = [], [], []
+        attn, mlp = [], []
         for b in range(s.layers):    # each block's share of the target: its share of the parameters
             a = min(self.attn_choices[b], key=lambda c: abs(c / s.pairs_of(b) - keep))
             share = target / s.layers if s.uniform else target * s.block_params(b) / s.dense_params
             attn.append(a)
-            want.append((share - s.attn_params(a)) / s.mlp_params(1))
-            mlp.append(snap(want[-1], self.multiple, s.intermediate_of(b)))
+            mlp.append(snap((share - s.attn_params(a)) / s.mlp_params(1), self.multiple, s.intermediate_of(b)))
 
         def error():
             return (sum(s.attn_params(a) + s.mlp_params(m) for a, m in zip(attn, mlp)) - target) / s.dense_params
@@ -185,13 +185,19 @@ class Space:
                      if (w := neighbour(mlp[b], self.multiple, s.intermediate_of(b), up)) is not None]
             if not moves:
                 break
-            b, w = max(moves, key=lambda t: ((want[t[0]] - mlp[t[0]]) * (1 if up else -1), -t[0]))
+            b, w = max(moves, key=lambda t: (self._moved_share(*t, mlp[t[0]]) * (1 if up else -1), -t[0]))
             before = abs(error())
             mlp[b], old = w, mlp[b]
             if abs(error()) >= before:      # overshoots: no single step gets closer
                 mlp[b] = old
                 break
         return self.with_ratios(attn, mlp, s.layers)
+
+    def _moved_share(self, b: int, new: int, old: int) -> float:
+        """Share of block b's MLP scores carried by the top-scored channels ranked between `old`
+        and `new` (those an initialisation keeping the top `new` instead of `old` adds or drops)."""
+        ranked = self.mlp_scores[b].double().sort(descending=True).values
+        return float(ranked[min(old, new):max(old, new)].sum() / ranked.sum().clamp_min(1e-300))
 
     def with_ratios(self, attn: list[int], mlp: list[int], depth: int, base: Genome | None = None) -> Genome:
         out_a, out_m = [], []
