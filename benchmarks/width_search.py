@@ -58,8 +58,14 @@ def table(reports: dict) -> str:
         m = r["method"]
         lines.append(f"| {m['config']['keep']} | {tag.split('-', 1)[1].rsplit('-', 1)[0]} | {m['kept_fraction']:.4f} | "
                      f"{r['model']['params_total'] / 1e6:.1f}M | {r['eval']['wikitext2']['ppl']:.2f} | "
-                     f"{m['initial_fitness_ppl']:.2f} -> {m['fitness_ppl']:.2f} | {r['timing']['prune_s']:.0f} |")
+                     f"{_fitness(m, 'initial')} -> {_fitness(m, 'final')} | {r['timing']['prune_s']:.0f} |")
     return "\n".join(lines)
+
+
+def _fitness(m: dict, which: str) -> str:
+    """A report's start or final fitness (reports before --fitness named them *_ppl)."""
+    old = {"initial": "initial_fitness_ppl", "final": "fitness_ppl"}[which]
+    return f"{m.get(f'{which}_fitness', m.get(old)):.2f}"
 
 
 if __name__ == "__main__":

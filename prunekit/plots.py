@@ -92,17 +92,19 @@ def line_chart(path: str | Path, title: str, xlabel: str, ylabel: str, series) -
     return Path(path)
 
 
-def plot_search_history(history: list, path: str | Path, title: str) -> Path:
-    """Best and mean fitness perplexity per generation of the evolutionary search."""
+def plot_search_history(history: list, path: str | Path, title: str, fitness: str = "ppl") -> Path:
+    """Best and mean fitness per generation of the width search (with stages: each generation's
+    best on its own last-stage windows, the mean of its children on their first-stage windows)."""
     rows = [h for h in history if h["generation"] != "init"]
     init = next((h for h in history if h["generation"] == "init"), None)
     series = []
     if rows:
-        means = [h for h in rows if h["mean_ppl"]]
-        series += [([h["generation"] for h in rows], [h["best_ppl"] for h in rows],
+        means = [h for h in rows if h["mean"] is not None]
+        series += [([h["generation"] for h in rows], [h["best"] for h in rows],
                     dict(marker="o", label="best (survivors)")),
-                   ([h["generation"] for h in means], [h["mean_ppl"] for h in means],
+                   ([h["generation"] for h in means], [h["mean"] for h in means],
                     dict(marker="s", ls="--", label="mean of the generation's candidates"))]
     if init:
-        series.append((None, init["best_ppl"], dict(color="grey", ls=":", label="importance initialisation")))
-    return line_chart(path, title, "generation", "fitness perplexity", series)
+        series.append((None, init["best"], dict(color="grey", ls=":", label="importance initialisation")))
+    ylabel = "fitness: mean KL to dense (nats/token)" if fitness == "kl" else "fitness perplexity"
+    return line_chart(path, title, "generation", ylabel, series)

@@ -75,7 +75,7 @@ def test_band_holds_and_seed_fixes_the_search():
     assert runs[0].details["history"] == runs[1].details["history"]
     for row in runs[0].details["history"][1:]:
         assert 0.68 - 1e-9 <= row["kept_min"] and row["kept_max"] <= 0.72 + 1e-9
-    best = [h["best_ppl"] for h in runs[0].details["history"][1:]]
+    best = [h["best"] for h in runs[0].details["history"][1:]]
     assert best == sorted(best, reverse=True)          # survivors never get worse
     other = prune(make_tiny_model("llama"), SearchConfig(**{**cfg, "seed": 1}), _ids(), progress=False)
     assert other.details["history"] != runs[0].details["history"]

@@ -18,11 +18,12 @@ Genome = tuple[int, ...]
 BatchFitness = Callable[[list[Genome], int, int], list[float]]
 
 
-def parse_stages(spec: str | Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+def parse_stages(spec: str | Sequence[tuple[int, int]], last: int | None = 1) -> list[tuple[int, int]]:
     """'2048:8,16384:2,65536:1' -> [(2048, 8), (16384, 2), (65536, 1)].
 
     Each stage scores the surviving candidates on TOKENS calibration tokens and keeps the best
-    SURVIVORS; budgets may not shrink, survivors may not grow, and the last stage keeps one."""
+    SURVIVORS; budgets may not shrink, survivors may not grow, and the last stage keeps `last`
+    (one for a (1 + lambda) search; None: the caller checks it)."""
     if isinstance(spec, str):
         stages = []
         for part in (p.strip() for p in spec.split(",")):
@@ -41,8 +42,8 @@ def parse_stages(spec: str | Sequence[tuple[int, int]]) -> list[tuple[int, int]]
     for (t0, s0), (t1, s1) in zip(stages, stages[1:]):
         if t1 < t0 or s1 > s0:
             raise PrunekitError(f"stages {t0}:{s0} then {t1}:{s1}: token budgets may not shrink nor survivors grow")
-    if stages[-1][1] != 1:
-        raise PrunekitError(f"the last stage must keep 1 survivor (got {stages[-1][1]})")
+    if last is not None and stages[-1][1] != last:
+        raise PrunekitError(f"the last stage must keep {last} survivor{'s' * (last != 1)} (got {stages[-1][1]})")
     return stages
 
 
@@ -86,19 +87,24 @@ class Selection:
     winner_score: float            # on the last stage's tokens
     stages: list[dict] = field(default_factory=list)
     evaluations: int = 0
+    survivors: list = field(default_factory=list)    # the last stage's survivors, best first
+    scores: list = field(default_factory=list)       # and their last-stage scores
 
 
 def staged_selection(candidates: list[Genome], stages: list[tuple[int, int]], fitness: BatchFitness,
-                     generation: int = 0, elite: Genome | None = None) -> Selection:
+                     generation: int = 0, elite: Genome | None = None, elites: Sequence[Genome] = ()) -> Selection:
     """Score the candidates on growing token budgets, keeping each stage's stated number of
-    survivors; the elite (the current parent) joins the last stage, so it is replaced only by an
-    offspring that beats it there."""
+    survivors; the elite (the current parent), or the elites (the current parents of a search
+    that keeps several), join the last stage, so they are replaced only by offspring that beat
+    them there. Candidates are compared with ==, so they must be hashable values (tuples, keys)."""
     pool = list(candidates)
+    joining = ([elite] if elite is not None else []) + list(elites)
     records, evaluations = [], 0
     for s, (tokens, survivors) in enumerate(stages):
         last = s == len(stages) - 1
-        if last and elite is not None and elite not in pool:
-            pool.append(elite)
+        for e in joining if last else ():
+            if e not in pool:
+                pool.append(e)
         scores = fitness(pool, s, generation)
         if len(scores) != len(pool):
             raise RuntimeError(f"fitness returned {len(scores)} scores for {len(pool)} candidates")
@@ -107,7 +113,7 @@ def staged_selection(candidates: list[Genome], stages: list[tuple[int, int]], fi
         records.append({"tokens": tokens, "evaluated": len(pool), "survivors": len(keep),
                         "best": scores[keep[0]]})
         pool, last_scores = [pool[i] for i in keep], [scores[i] for i in keep]
-    return Selection(pool[0], last_scores[0], records, evaluations)
+    return Selection(pool[0], last_scores[0], records, evaluations, pool, last_scores)
 
 
 def offspring(parent: Genome, count: int, mutate: Callable[[Genome, random.Random], Genome],

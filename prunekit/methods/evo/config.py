@@ -10,7 +10,26 @@ from ..options import MethodConfig, option, require
 
 
 @dataclass
-class EvoSearchOptions(MethodConfig):
+class FitnessOptions(MethodConfig):
+    """Where and how candidate fitness is computed (evo-depth, evo-sparsity and the width search)."""
+    kl_topk: int = option(512, "keep only the top-k dense log-probabilities plus the tail mass per token (0: the "
+                               "full distribution; a k at least the vocabulary is exact)")
+    executor: str = option("local", "where fitness runs: local (this process, or --workers processes) or ray "
+                                    "(pip install prunekit[ray]; joins RAY_ADDRESS or starts a local cluster)",
+                           choices=tuple(EXECUTORS))
+    workers: int = option(1, "fitness workers (processes or Ray actors)")
+    threads_per_worker: int = option(1, "torch threads in each worker")
+
+    def check_fitness(self, fitness: str) -> None:
+        require(fitness in FITNESS_KINDS, f"{{fitness}} {fitness}: choose {' or '.join(FITNESS_KINDS)}")
+        require(self.executor in EXECUTORS, f"{{executor}} {self.executor}: choose {' or '.join(EXECUTORS)}")
+        for name in ("workers", "threads_per_worker"):
+            require(getattr(self, name) >= 1, f"{{{name}}} must be at least 1")
+        require(self.kl_topk >= 0, "{kl_topk} must be at least 0")
+
+
+@dataclass
+class EvoSearchOptions(FitnessOptions):
     """Evolutionary search (EvoPress): level-switch mutation, staged selection, KL fitness."""
     fitness: str = option("kl", "candidate fitness on calibration tokens: kl (mean KL from the dense model's "
                                 "next-token distribution) or ppl (calibration perplexity)", choices=tuple(FITNESS_KINDS))
@@ -21,23 +40,13 @@ class EvoSearchOptions(MethodConfig):
     offspring: int | None = option(None, "offspring per generation (lambda of the (1+lambda) search)",
                                    default_text="per method: evo-depth 32, evo-sparsity 64")
     max_switches: int = option(3, "level switches per offspring are min(U(1,m), U(1,m)) with this m")
-    kl_topk: int = option(512, "keep only the top-k dense log-probabilities plus the tail mass per token (0: the "
-                               "full distribution; a k at least the vocabulary is exact)")
     seed: int = option(0, "seed of every random draw of the search", flag="--search-seed")
-    executor: str = option("local", "where fitness runs: local (this process, or --workers processes) or ray "
-                                    "(pip install prunekit[ray]; joins RAY_ADDRESS or starts a local cluster)",
-                           choices=tuple(EXECUTORS))
-    workers: int = option(1, "fitness workers (processes or Ray actors)")
-    threads_per_worker: int = option(1, "torch threads in each worker")
 
     def check_search(self) -> None:
-        require(self.fitness in FITNESS_KINDS, f"{{fitness}} {self.fitness}: choose {' or '.join(FITNESS_KINDS)}")
-        require(self.executor in EXECUTORS, f"{{executor}} {self.executor}: choose {' or '.join(EXECUTORS)}")
+        self.check_fitness(self.fitness)
         if self.stages is not None:
             parse_stages(self.stages)
         for name in ("generations", "offspring"):
             v = getattr(self, name)
             require(v is None or v >= 0, f"{{{name}}} must be at least 0")
-        for name in ("max_switches", "workers", "threads_per_worker"):
-            require(getattr(self, name) >= 1, f"{{{name}}} must be at least 1")
-        require(self.kl_topk >= 0, "{kl_topk} must be at least 0")
+        require(self.max_switches >= 1, "{max_switches} must be at least 1")

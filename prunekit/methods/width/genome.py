@@ -53,6 +53,10 @@ class Shape:
     def unit_dims(self, units_kept: int) -> int:
         return 2 * units_kept if self.rotary else units_kept
 
+    def unit_step(self, multiple: int) -> int:
+        """Attention units per head whose dims are a multiple of `multiple` come in steps of this."""
+        return multiple // math.gcd(multiple, 2) if self.rotary else multiple
+
     def attn_params(self, pairs_kept: int) -> int:
         dims = self.unit_dims(pairs_kept)     # kept dims per head
         return self.hidden * dims * (2 * self.heads + 2 * self.kv_heads)
@@ -92,6 +96,11 @@ class Genome:
                 "attn": [self.pairs_kept(b) / shape.pairs_of(b) for b in range(self.depth)],
                 "mlp": [int(self.mlp[b].sum()) / shape.intermediate_of(b) for b in range(self.depth)]}
 
+    def widths(self, shape: Shape) -> dict:
+        """Per kept block: its kept head dim and MLP width (what the sliced model's matrices have)."""
+        return {"head_dim": [shape.unit_dims(self.pairs_kept(b)) for b in range(self.depth)],
+                "mlp": [int(self.mlp[b].sum()) for b in range(self.depth)]}
+
     def copy(self) -> "Genome":
         return Genome([a.clone() for a in self.attn], [m.clone() for m in self.mlp], self.depth)
 
@@ -109,6 +118,22 @@ def search_space(keep: float) -> tuple[float, float, float]:
     return SEARCH_SPACE[-1][1:]
 
 
+def snap(value: float, step: int, full: int) -> int:
+    """The multiple of `step` nearest to `value` (at least one step), or the dense width `full`
+    itself: a block left at its dense width is untouched, whatever its divisibility."""
+    if value >= full:
+        return full
+    return min(max(1, round(value / step)) * step, full)
+
+
+def neighbour(width: int, step: int, full: int, up: bool) -> int | None:
+    """The next width on the lattice of `snap` above or below `width` (None past either end)."""
+    if up:
+        return None if width >= full else min((width // step + 1) * step, full)
+    lower = (width - 1) // step * step
+    return lower if lower >= step else None
+
+
 @dataclass
 class Space:
     shape: Shape
@@ -118,31 +143,61 @@ class Space:
     attn_scores: list[torch.Tensor]
     mlp_scores: list[torch.Tensor]
     alpha: float = 0.8             # mask similarity kept by a mutation
+    multiple: int = 1              # kept MLP widths and head dims are multiples of this (or dense)
 
     @classmethod
-    def build(cls, shape: Shape, keep: float, attn_scores, mlp_scores, search_depth: bool, prune_attention: bool = True):
+    def build(cls, shape: Shape, keep: float, attn_scores, mlp_scores, search_depth: bool,
+              prune_attention: bool = True, multiple: int = 1):
+        """The paper's ratio grids, each width snapped to the lattice of `multiple` (head dims:
+        their units in steps of `shape.unit_step`), so mutation and crossover, which only pick
+        from these choices or copy whole genes, keep every genome on the lattice."""
         a_min, m_min, d_min = search_space(keep)
-        attn = [sorted({max(1, round(r * shape.pairs_of(b))) for r in _grid(a_min, 0.01)}) if prune_attention
-                else [shape.pairs_of(b)] for b in range(shape.layers)]
-        mlp = [sorted({max(1, round(r * shape.intermediate_of(b))) for r in _grid(m_min, 0.05)})
-               for b in range(shape.layers)]
+        step = shape.unit_step(multiple)
+        attn = [sorted({snap(r * shape.pairs_of(b), step, shape.pairs_of(b)) for r in _grid(a_min, 0.01)})
+                if prune_attention else [shape.pairs_of(b)] for b in range(shape.layers)]
+        mlp = [sorted({snap(r * shape.intermediate_of(b), multiple, shape.intermediate_of(b))
+                       for r in _grid(m_min, 0.05)}) for b in range(shape.layers)]
         depths = list(range(math.ceil(d_min * shape.layers), shape.layers + 1)) if search_depth else [shape.layers]
-        return cls(shape, attn, mlp, depths, attn_scores, mlp_scores)
+        return cls(shape, attn, mlp, depths, attn_scores, mlp_scores, multiple=multiple)
 
-    def initial(self, keep: float) -> Genome:
+    def initial(self, keep: float, band: float = math.inf) -> Genome:
         """The same inheriting ratio in every block (top-scored units): attention on its grid,
-        the MLP width then set to the exact channel count that brings the parameter count
-        closest to the target (the grid's 0.05 steps are too coarse for a uniform start)."""
+        the MLP width then set to the exact channel count (on the lattice) that brings the
+        parameter count closest to the target (the grid's 0.05 steps are too coarse for a
+        uniform start). Where a coarse lattice leaves the uniform start outside keep ± band,
+        single blocks move one lattice step toward the target until it is inside: each time the
+        block whose moved channels carry the smallest share of its MLP scores (when shrinking)
+        or the largest (when growing)."""
         s = self.shape
         target = keep * s.dense_params
         attn, mlp = [], []
         for b in range(s.layers):    # each block's share of the target: its share of the parameters
             a = min(self.attn_choices[b], key=lambda c: abs(c / s.pairs_of(b) - keep))
             share = target / s.layers if s.uniform else target * s.block_params(b) / s.dense_params
-            m = round((share - s.attn_params(a)) / s.mlp_params(1))
             attn.append(a)
-            mlp.append(min(max(m, 1), s.intermediate_of(b)))
+            mlp.append(snap((share - s.attn_params(a)) / s.mlp_params(1), self.multiple, s.intermediate_of(b)))
+
+        def error():
+            return (sum(s.attn_params(a) + s.mlp_params(m) for a, m in zip(attn, mlp)) - target) / s.dense_params
+        while abs(error()) > band:
+            up = error() < 0
+            moves = [(b, w) for b in range(s.layers)
+                     if (w := neighbour(mlp[b], self.multiple, s.intermediate_of(b), up)) is not None]
+            if not moves:
+                break
+            b, w = max(moves, key=lambda t: (self._moved_share(*t, mlp[t[0]]) * (1 if up else -1), -t[0]))
+            before = abs(error())
+            mlp[b], old = w, mlp[b]
+            if abs(error()) >= before:      # overshoots: no single step gets closer
+                mlp[b] = old
+                break
         return self.with_ratios(attn, mlp, s.layers)
+
+    def _moved_share(self, b: int, new: int, old: int) -> float:
+        """Share of block b's MLP scores carried by the top-scored channels ranked between `old`
+        and `new` (those an initialisation keeping the top `new` instead of `old` adds or drops)."""
+        ranked = self.mlp_scores[b].double().sort(descending=True).values
+        return float(ranked[min(old, new):max(old, new)].sum() / ranked.sum().clamp_min(1e-300))
 
     def with_ratios(self, attn: list[int], mlp: list[int], depth: int, base: Genome | None = None) -> Genome:
         out_a, out_m = [], []

@@ -9,39 +9,41 @@ pairs); mask units are rotary pairs of a KV head shared by its query group (GQA 
 exact); mask mutation uses the constructive sampler (6.3); the parameter count covers the block
 projections only (not lm_head); fitness is perplexity on the first calibration windows rather
 than WikiText-2 train; population sizes default to a small CPU run.
+
+Additions from the evolutionary searches (EvoPress, arXiv 2410.14649): KL fitness, staged
+selection and the executors (evolve.py, fitness.py); and kept widths on a lattice of multiples
+(`--width-multiple`), so that a searched model's matrices have sizes its kernels run fast on.
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ...engine import BlockVisitor, LayerwiseEngine
-from ...errors import ConfigError, PrunekitError
+from ...errors import ConfigError
 from ...models.adapter import ModelAdapter
-from ...models.plumbing import on_device
+from ...search.executors import make_executor
+from ...search.fitness import FITNESS_KINDS
+from ...solvers.evolution import parse_stages
 from ...solvers.stats import InputHessian
 from ...solvers.width import admm_reform, attention_unit_scores, importance
 from ..base import Job, Method
+from ..evo.config import FitnessOptions
 from ..options import option, require
 from ..registry import register_method
 from ..sparsity.sparsegpt import DampedConfig
-from .genome import Genome, Space, Shape, crossover
+from .evolve import Plan, search
+from .fitness import WidthFactory, width_evaluator
+from .genome import Shape, Space
 from .slicing import DenseWeights, block_channels, keep_producer_rows, shape_of, sliced_model
-
-# the paper's mutation probabilities: generation 0 / large-randomness, and ordinary mutants
-P_RATIO0, P_MASK0 = 0.3, 0.6
-P_DEPTH, P_RATIO, P_MASK = 0.1, 0.1, 0.3
 
 
 @dataclass
-class SearchConfig(DampedConfig):
+class SearchConfig(DampedConfig, FitnessOptions):
     keep: float = option(0.8, "kept fraction of the decoder-block projection parameters")
     generations: int = option(5, "evolution rounds after generation 0 (0 = importance initialisation alone)")
     population: int = option(16, "generation-0 candidates (paper 100)")
@@ -58,8 +60,18 @@ class SearchConfig(DampedConfig):
                                  "calibration data", choices=("admm", "none"))
     rho: float = option(1.0, "ADMM penalty, relative to a unit-diagonal XXᵀ")
     admm_iters: int = option(30, "ADMM iterations")
-    fitness_windows: int = option(2, "calibration windows the fitness perplexity uses")
-    fitness_seqlen: int = option(256, "their length in tokens")
+    fitness: str = option("ppl", "candidate fitness: ppl (calibration perplexity, the paper's) or kl (mean KL "
+                                 "from the dense model's next-token distribution, EvoPress's)",
+                          choices=tuple(FITNESS_KINDS))
+    fitness_windows: int = option(2, "calibration windows of the fixed fitness set: the whole search's without "
+                                     "--stages, the reported initial and best fitness with")
+    fitness_seqlen: int = option(256, "tokens of every fitness window (calibration windows cut to this length)")
+    stages: str | None = option(None, "staged selection TOKENS:SURVIVORS,...: each generation's children are "
+                                      "scored on TOKENS tokens of fresh random calibration windows, the best "
+                                      "SURVIVORS go on; the parents join the last stage, which keeps --top-k",
+                                default_text="none: every candidate on the fixed fitness set")
+    width_multiple: int = option(1, "kept MLP widths and kept head dims are multiples of this (32 or 64: sizes "
+                                    "the matrix kernels run fast on); a block left dense keeps its width")
     seed: int = option(0, "seed of the evolutionary search", flag="--search-seed")
 
     def __post_init__(self):
@@ -73,6 +85,15 @@ class SearchConfig(DampedConfig):
         require(self.score in ("importance", "magnitude"), f"{{score}} {self.score}: choose importance or magnitude")
         require(self.reform in ("admm", "none"), f"{{reform}} {self.reform}: choose admm or none")
         require(self.rho > 0 and self.band > 0, "{rho} and {band} must be positive")
+        require(self.width_multiple >= 1, "{width_multiple} must be at least 1")
+        self.check_fitness(self.fitness)
+        stages = self.stage_list()
+        require(stages is None or stages[-1][1] == self.top_k,
+                f"the last of {{stages}} {self.stages} keeps {stages and stages[-1][1]} survivors but {{top_k}} is "
+                f"{self.top_k}: they are the next generation's parents, so they must agree")
+
+    def stage_list(self) -> list[tuple[int, int]] | None:
+        return None if self.stages is None else parse_stages(self.stages, last=None)
 
 
 class _ImportanceScores(BlockVisitor):
@@ -165,7 +186,13 @@ class SearchMethod(Method):
     varies_block_widths = True
 
     def check(self) -> None:
-        shape_of(self.adapter, self.name)
+        shape = shape_of(self.adapter, self.name)
+        n = self.config.width_multiple
+        head = min(shape.head_dim_of(b) for b in range(shape.layers))
+        mlp = min(shape.intermediate_of(b) for b in range(shape.layers))
+        if n > head or n > mlp:
+            raise ConfigError(f"{{width_multiple}} {n} cannot fit: the model has head dim {head} and MLP width {mlp}; "
+                              f"give at most {min(head, mlp)}")
 
     def run(self, job: Job) -> nn.Module:
         return self._run(job.input_ids, job.device, job.progress)
@@ -186,30 +213,23 @@ class SearchMethod(Method):
         else:
             scores = [block_unit_scores(adapter, b, shape, "magnitude", cfg.percdamp) for b in adapter.layers]
             attn_scores, mlp_scores = [a for a, _ in scores], [m for _, m in scores]
-        space = Space.build(shape, cfg.keep, attn_scores, mlp_scores, cfg.search_depth)
+        space = Space.build(shape, cfg.keep, attn_scores, mlp_scores, cfg.search_depth, multiple=cfg.width_multiple)
         dense_weights = DenseWeights(adapter)
-        fit_ids = ids[:cfg.fitness_windows, :cfg.fitness_seqlen]
-        cache: dict[bytes, float] = {}
-
-        @torch.no_grad()
-        def fitness(genomes: list[Genome]) -> list[float]:
-            """Perplexity of each candidate on the fitness windows (cached per genome)."""
-            out = []
-            for g in genomes:
-                k = g.key()
-                if k not in cache:
-                    dense_weights.apply(g, shape)
-                    with on_device(model, device):
-                        logits = model(fit_ids.to(device), use_cache=False).logits[:, :-1].float()
-                        nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                              fit_ids[:, 1:].reshape(-1).to(device))
-                    cache[k] = math.exp(nll.item())
-                out.append(cache[k])
-            return out
-
-        init = space.initial(cfg.keep)
-        best, history = self._evolve(space, init, fitness, shape, progress)
-        search_s = time.perf_counter() - t0
+        init = space.initial(cfg.keep, cfg.band)
+        stages = cfg.stage_list()
+        # the stages draw from every calibration window, the fixed set is the first windows
+        pool = ids[:, :cfg.fitness_seqlen] if stages else ids[:cfg.fitness_windows, :cfg.fitness_seqlen]
+        factory = WidthFactory(model, pool, shape, cfg.fitness, cfg.kl_topk, device)
+        local = lambda: width_evaluator(model, pool, shape, cfg.fitness, cfg.kl_topk, device, dense_weights)
+        plan = Plan(cfg.keep, cfg.band, cfg.generations, cfg.population, cfg.mutants, cfg.crossovers, cfg.randoms,
+                    cfg.top_k, cfg.seed, stages, cfg.fitness_windows, pool.shape[0], cfg.fitness_seqlen)
+        executor = make_executor(cfg.executor, cfg.workers, factory, local=local, threads=cfg.threads_per_worker)
+        try:
+            out = search(space, init, shape, plan, executor, progress)
+        finally:
+            executor.close()
+        best = out.pop("best")
+        out["search_s"] = time.perf_counter() - t0      # with the importance pass, as before
         dense_weights.restore()
         dense_weights.set_depth(best.depth)
         if cfg.reform == "admm":
@@ -221,97 +241,51 @@ class SearchMethod(Method):
         small = sliced_model(model, best, shape)
         self.details.update(
             genome=best.ratios(shape), kept_fraction=best.params(shape) / shape.dense_params,
-            block_params_dense=shape.dense_params, block_params_kept=best.params(shape),
-            fitness_ppl=fitness([best])[0], initial_fitness_ppl=fitness([init])[0], history=history,
-            evaluations=len(cache), search_s=search_s,
+            block_params_dense=shape.dense_params, block_params_kept=best.params(shape), **out,
+            fitness=cfg.fitness, stages=stages, executor=executor.name, widths=best.widths(shape),
             fitness_protocol=f"first {cfg.fitness_windows} calibration windows x {cfg.fitness_seqlen} tokens")
         self.masked_model = model      # the masked dense model (what the small one computes)
         return small
-
-    def _evolve(self, space: Space, init: Genome, fitness, shape: Shape, progress: bool):
-        cfg = self.config
-        dense = shape.dense_params
-        legal = lambda g: abs(g.params(shape) / dense - cfg.keep) <= cfg.band + 1e-12
-        if not legal(init):
-            raise PrunekitError(f"the uniform initialisation keeps {init.params(shape) / dense:.4f} of the block "
-                                f"parameters, outside keep {cfg.keep} ± band {cfg.band}: widen --band")
-        history = [{"generation": "init", "best_ppl": fitness([init])[0], "mean_ppl": fitness([init])[0],
-                    "evaluated": 1}]
-        if cfg.generations == 0:
-            return init, history
-        gen = torch.Generator().manual_seed(cfg.seed)
-        seen = {init.key()}
-
-        def kept_range(genomes):
-            fr = [x.params(shape) / dense for x in genomes]
-            return {"kept_min": min(fr), "kept_max": max(fr)} if fr else {}
-
-        def spawn(make, n):
-            out, tries = [], 0
-            while len(out) < n and tries < 200 * n:
-                tries += 1
-                c = make()
-                if c is not None and legal(c) and c.key() not in seen:
-                    seen.add(c.key())
-                    out.append(c)
-            return out
-
-        pick = lambda xs: xs[int(torch.randint(len(xs), (), generator=gen))]
-        pop = [init] + spawn(lambda: space.mutate(init, 0.0, P_RATIO0, P_MASK0, gen), cfg.population - 1)
-        scores = fitness(pop)
-        ranked = sorted(zip(scores, range(len(pop))), key=lambda t: t[0])
-        parents = [pop[i] for _, i in ranked[:cfg.top_k]]
-        pscores = [s for s, _ in ranked[:cfg.top_k]]
-        history.append({"generation": 0, "best_ppl": pscores[0], "mean_ppl": sum(scores) / len(scores),
-                        "evaluated": len(pop), **kept_range(pop)})
-        bar = tqdm(range(1, cfg.generations + 1), desc="search: generations", unit="gen",
-                   disable=None if progress else True)
-        for g in bar:
-            def cross():
-                a = pick(parents)
-                mates = [p for p in parents if p.depth == a.depth and p is not a]
-                return crossover(a, pick(mates), gen) if mates else None
-            children = (spawn(lambda: space.mutate(pick(parents), P_DEPTH, P_RATIO, P_MASK, gen), cfg.mutants)
-                        + spawn(cross, cfg.crossovers)
-                        + spawn(lambda: space.mutate(pick(parents), P_DEPTH, P_RATIO0, P_MASK0, gen), cfg.randoms))
-            cscores = fitness(children)
-            pool = sorted(zip(pscores + cscores, range(len(parents) + len(children))), key=lambda t: t[0])
-            everyone = parents + children
-            parents = [everyone[i] for _, i in pool[:cfg.top_k]]
-            pscores = [s for s, _ in pool[:cfg.top_k]]
-            row = {"generation": g, "best_ppl": pscores[0],
-                   "mean_ppl": sum(cscores) / len(cscores) if cscores else None, "evaluated": len(children),
-                   **kept_range(children)}
-            history.append(row)
-            bar.set_postfix(best=f"{pscores[0]:.3f}", mean=f"{row['mean_ppl'] or float('nan'):.3f}")
-            tqdm.write(f"generation {g}: best fitness ppl {pscores[0]:.4f}, mean of {len(children)} children "
-                       f"{row['mean_ppl'] or float('nan'):.4f}") if progress else None
-        return parents[0], history
 
     @classmethod
     def summary_lines(cls, report: dict) -> list[str]:
         meth = report["method"]
         cfg, g = meth["config"], meth["genome"]
-        return [f"  method        search keep {cfg['keep']} (kept {meth['kept_fraction']:.4f} of block projections; "
-                f"score {cfg['score']}, reform {cfg['reform']}, {cfg['generations']} generations)",
-                f"  fitness       ppl {meth['initial_fitness_ppl']:.3f} (initialisation) -> {meth['fitness_ppl']:.3f} "
-                f"(best; {meth['evaluations']} candidates, {meth['fitness_protocol']})",
-                f"  ratios        attention {min(g['attn']):.3f}-{max(g['attn']):.3f}, "
-                f"MLP {min(g['mlp']):.3f}-{max(g['mlp']):.3f}, depth {g['depth']}"]
+        # reports written before --fitness name the perplexities *_ppl
+        start, final = (meth.get(k, meth.get(old)) for k, old in (("initial_fitness", "initial_fitness_ppl"),
+                                                                  ("final_fitness", "fitness_ppl")))
+        how = meth["fitness_protocol"]
+        if cfg.get("stages"):
+            how = f"stages {cfg['stages']}; start and best on the {how}"
+        lines = [f"  method        search keep {cfg['keep']} (kept {meth['kept_fraction']:.4f} of block projections; "
+                 f"score {cfg['score']}, reform {cfg['reform']}, {cfg['generations']} generations)",
+                 f"  fitness       {meth.get('fitness', 'ppl')} {start:.4g} (initialisation) -> {final:.4g} "
+                 f"(best; {meth['evaluations']} evaluations, {how}; executor {meth.get('executor', 'in-process')})",
+                 f"  ratios        attention {min(g['attn']):.3f}-{max(g['attn']):.3f}, "
+                 f"MLP {min(g['mlp']):.3f}-{max(g['mlp']):.3f}, depth {g['depth']}"]
+        if meth.get("widths"):
+            w = meth["widths"]
+            lines.append(f"  widths        multiple {cfg.get('width_multiple', 1)}: head dims {min(w['head_dim'])}-"
+                         f"{max(w['head_dim'])}, MLP {min(w['mlp'])}-{max(w['mlp'])}")
+        return lines
 
     @classmethod
     def figures(cls, report: dict, folder: Path) -> list[str]:
         from ...plots import plot_search_history
         meth = report["method"]
         plot_search_history(meth["history"], Path(folder) / "search_history.png",
-                            f"search-llm, keep {meth['config']['keep']}, {report['model']['source']}")
+                            f"search-llm, keep {meth['config']['keep']}, {report['model']['source']}",
+                            meth.get("fitness", "ppl"))
         return ["search_history.png"]
 
     @classmethod
     def describe(cls, report: dict) -> dict:
         meth = report["method"]
         cfg = meth["config"]
+        multiple = cfg.get("width_multiple", 1)
         return {"method": "search" + ("" if cfg.get("generations") else "-init") +
                           ("-magnitude" if cfg.get("score") == "magnitude" else "") +
-                          ("-noreform" if cfg.get("reform") == "none" else ""),
+                          ("-noreform" if cfg.get("reform") == "none" else "") +
+                          ("-kl" if cfg.get("fitness") == "kl" and cfg.get("generations") else "") +
+                          (f"-x{multiple}" if multiple > 1 else ""),
                 "what": f"keep {meth['kept_fraction']:.3f} of block weights", "x": 1.0 - meth["kept_fraction"]}

@@ -1,0 +1,49 @@
+"""Fitness of width candidates, through the evolutionary searches' shared machinery: a genome's
+masked weights are written into the model's own blocks, its leading blocks run from the cached
+block-0 inputs (BlockStack), and the last block's output is scored by WindowFitness (KL to the
+dense model's next-token distribution, computed once, or perplexity). A picklable factory
+builds the same evaluator in a worker process or Ray actor (search/executors.py)."""
+from __future__ import annotations
+
+import torch
+
+from ...models.adapter import ModelAdapter
+from ...search.fitness import WindowFitness
+from ..depth.stack import BlockStack
+from .genome import Genome, Shape
+from .slicing import DenseWeights
+
+
+class WidthEvaluator:
+    def __init__(self, stack: BlockStack, shape: Shape, kind: str, topk: int = 0, dense: DenseWeights | None = None):
+        self.stack, self.shape = stack, shape
+        self.dense = dense or DenseWeights(stack.adapter)
+        dense_out = stack.through(self.dense.layers, stack.start.hidden)    # the model is still dense here
+        self.fitness = WindowFitness(stack, kind, dense_out, topk)
+
+    @torch.no_grad()
+    def score(self, candidates: list[Genome], windows: list[int]) -> list[float]:
+        out = []
+        for genome in candidates:
+            self.dense.apply(genome, self.shape)
+            hidden = self.stack.through(self.dense.layers[:genome.depth], self.stack.start.hidden[windows])
+            out.append(self.fitness.score(hidden, windows))
+        return out
+
+
+def width_evaluator(model, ids: torch.Tensor, shape: Shape, kind: str, topk: int = 0, device: str = "cpu",
+                    dense: DenseWeights | None = None) -> WidthEvaluator:
+    """The one way an evaluator is built, here or in a worker, so every executor scores alike."""
+    model.config.use_cache = False
+    return WidthEvaluator(BlockStack(ModelAdapter(model), ids, device), shape, kind, topk, dense)
+
+
+class WidthFactory:
+    """Builds a width evaluator in a worker from the dense model and the fitness windows (picklable;
+    the model must still be dense when a worker unpickles it)."""
+
+    def __init__(self, model, ids: torch.Tensor, shape: Shape, kind: str, topk: int, device: str = "cpu"):
+        self.model, self.ids, self.shape, self.kind, self.topk, self.device = model, ids, shape, kind, topk, device
+
+    def __call__(self) -> WidthEvaluator:
+        return width_evaluator(self.model, self.ids, self.shape, self.kind, self.topk, self.device)
