@@ -174,6 +174,26 @@ def test_kl_fitness_zero_for_dense_and_equals_direct_computation(six_block):
     assert ppl.score([(0, 1, 0, 0, 1, 0)], windows)[0] == pytest.approx(math.exp(float(nll)), rel=1e-4)
 
 
+@pytest.mark.parametrize("family", ["gemma2", "gemma3", "opt"])
+def test_kl_fitness_follows_the_models_own_head(family):
+    """Gemma 2 soft-caps its logits and OPT projects after its final norm: the fitness must see
+    what the model's forward gives."""
+    from .tiny_models import structured_model
+    model = structured_model(family, layers=4)
+    ids = calib(4, 40, seed=2)
+    ev = DepthEvaluator(BlockStack(ModelAdapter(model), ids), "kl", topk=0)
+    ppl = DepthEvaluator(BlockStack(ModelAdapter(model), ids), "ppl")
+    with torch.no_grad():
+        dense = model(ids, use_cache=False).logits
+        small = copy.deepcopy(model)
+        apply_plan(ModelAdapter(small), groups_after_removal(4, [2]))
+        cand = small(ids, use_cache=False).logits
+    windows = list(range(ids.shape[0]))
+    assert ev.score([(0, 0, 1, 0)], windows)[0] == pytest.approx(float(brute_kl(dense, cand).mean()), rel=1e-4)
+    nll = F.cross_entropy(cand[:, :-1].reshape(-1, cand.shape[-1]), ids[:, 1:].reshape(-1))
+    assert ppl.score([(0, 0, 1, 0)], windows)[0] == pytest.approx(math.exp(float(nll)), rel=1e-4)
+
+
 # ---------------------------------------------------------------- OWL
 
 

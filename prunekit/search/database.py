@@ -79,7 +79,9 @@ class _Builder(BlockVisitor):
         stats = dict(vars(self.pruners[0]))      # the statistics observe() collected
         tensors = {}
         for k, pruner in enumerate(self.pruners):
-            vars(pruner).update({n: v for n, v in stats.items() if n not in ("config", "events")})
+            # a copy each: pruners consume their statistics (SparseGPT solves in its Hessians)
+            vars(pruner).update({n: v if n == "adapter" else copy.deepcopy(v)
+                                 for n, v in stats.items() if n not in ("config", "events")})
             work = copy.deepcopy(block)
             pruner.edit(index, work)
             for name, lin in self.adapter.block_linears(work).items():

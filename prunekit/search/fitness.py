@@ -48,7 +48,7 @@ class WindowFitness:
             m.to(dev)
             h = m(h)
             m.to(self.stack.engine.offload)
-        return h[0].float().cpu()
+        return self.stack.adapter.cap_logits(h[0].float().cpu())   # as the model's forward (Gemma 2 soft-caps)
 
     @torch.no_grad()
     def score(self, output: torch.Tensor, windows: list[int]) -> float:
