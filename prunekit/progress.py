@@ -79,3 +79,40 @@ def log_to_stderr() -> None:
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.propagate = False
+
+
+class _LogBar:
+    """tqdm's update/set_postfix/close, written as a log line every few seconds (off a terminal)."""
+
+    def __init__(self, total, desc, unit):
+        self.total, self.desc, self.unit, self.n, self.note = total, desc, unit, 0, ""
+        self.every = _interval()
+        self.start = self.last = time.monotonic()
+
+    def update(self, k: int = 1) -> None:
+        self.n += k
+        now = time.monotonic()
+        if now - self.last >= self.every or self.n == self.total:
+            of = f"/{self.total}" if self.total is not None else ""
+            log.info("%s: %s %d%s (%.0f s)%s", self.desc, self.unit, self.n, of, now - self.start,
+                     f" {self.note}" if self.note else "")
+            self.last = now
+
+    def set_postfix(self, **kw) -> None:
+        self.note = ", ".join(f"{k}={v}" for k, v in kw.items())
+
+    def set_postfix_str(self, s: str) -> None:
+        self.note = s
+
+    def close(self) -> None:
+        pass
+
+
+def bar(total: int | None, desc: str, unit: str, enabled: bool = True):
+    """A progress bar for loops driven step by step: tqdm on a terminal, log lines elsewhere,
+    nothing when disabled."""
+    if not enabled:
+        return tqdm(total=total, disable=True)
+    if _is_terminal():
+        return tqdm(total=total, desc=desc, unit=unit)
+    return _LogBar(total, desc, unit)

@@ -23,12 +23,16 @@ def _deep_dir(tmp_path, tokenizer, layers=5):
     return path
 
 
-def test_evo_depth_cli_drops_exactly_k_blocks(tmp_path, tokenizer, data_dir, capsys):
+def test_evo_depth_cli_drops_exactly_k_blocks(tmp_path, tokenizer, data_dir, capsys, monkeypatch):
+    monkeypatch.setenv("PRUNEKIT_PROGRESS_SECONDS", "0")      # off a terminal: a log line per generation
     src, out = _deep_dir(tmp_path, tokenizer), tmp_path / "evo"
     assert main(_args(src, out, data_dir, "evo-depth", "--remove-layers", "2", "--stages", "32:2,64:1",
                       "--generations", "3", "--offspring", "3", "--kl-topk", "0")) == 0
-    summary = capsys.readouterr().out
+    captured = capsys.readouterr()
+    summary = captured.out
     assert "layers        5 -> 3" in summary and "search        kl" in summary
+    gens = [e.split()[4] for e in captured.err.splitlines() if e.startswith("prunekit: evo-depth") and "generation" in e]
+    assert gens == ["1/3", "2/3", "3/3"], captured.err
     report = json.loads((out / "prunekit_report.json").read_text())
     meth = report["method"]
     assert len(meth["removed"]) == 2 and meth["final_fitness"] <= meth["initial_fitness"] + 1e-9

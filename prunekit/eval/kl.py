@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from ..progress import steps
 
 
 def kl_and_agreement(dense_logits: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -23,7 +23,7 @@ def kl_to_dense(model, dense, input_ids: torch.Tensor, device: str = "cpu", prog
     model.to(device)
     dense.to(device)
     try:
-        for row in tqdm(input_ids, desc="kl to dense", unit="window", disable=None if progress else True):
+        for row in steps(input_ids, "kl to dense", "window", enabled=progress):
             x = row.unsqueeze(0).to(device)
             kl, same = kl_and_agreement(dense(x, use_cache=False).logits[0], model(x, use_cache=False).logits[0])
             kls.append(kl.cpu())

@@ -9,13 +9,13 @@ import math
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ..engine import LayerwiseEngine
 from ..errors import PrunekitError
 from ..eval.kl import kl_and_agreement
 from ..models.adapter import ModelAdapter
 from .checkpoint import StreamedModel
+from ..progress import bar as progress_bar
 
 
 class _Blocks:
@@ -76,8 +76,7 @@ def stream_perplexity(model: str | StreamedModel, ids: torch.Tensor, seqlen: int
     windows_ids = ids[:n * seqlen].view(n, seqlen)
     chunks = _chunks(n, chunk_windows)
     nlls = []
-    bar = tqdm(total=m.adapter.num_layers * len(chunks), desc="ppl (streamed)", unit="block",
-               disable=None if progress else True)
+    bar = progress_bar(m.adapter.num_layers * len(chunks), "ppl (streamed)", "block", progress)
     for c in chunks:
         hidden = m.final_hidden(windows_ids[c:c + (chunk_windows or n)], bar)
         for j in range(hidden.shape[0]):
@@ -102,8 +101,8 @@ def stream_kl(model: str | StreamedModel, dense: str | StreamedModel, input_ids:
     m, d = _Blocks(model, dtype, device), _Blocks(dense, dtype, device)
     n = input_ids.shape[0]
     chunks = _chunks(n, chunk_windows)
-    bar = tqdm(total=(m.adapter.num_layers + d.adapter.num_layers) * len(chunks), desc="kl to dense (streamed)",
-               unit="block", disable=None if progress else True)
+    bar = progress_bar((m.adapter.num_layers + d.adapter.num_layers) * len(chunks), "kl to dense (streamed)",
+                       "block", progress)
     kls, agree = [], []
     for c in chunks:
         x = input_ids[c:c + (chunk_windows or n)]

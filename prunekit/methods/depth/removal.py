@@ -9,12 +9,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from tqdm.auto import tqdm
 
 from ...solvers.similarity import block_influence
 from ..options import option, require
 from ..registry import register_method
 from .base import DepthConfig, DepthMethod, DepthState
+from ...progress import bar as progress_bar, steps
 
 
 class _CountedRemoval(DepthMethod):
@@ -62,8 +62,7 @@ class SLEB(_CountedRemoval):
         k = self.config.target(len(state))
         inputs = stack.all_inputs(state.blocks)
         rounds = []
-        bar = tqdm(total=sum(len(state) - 2 - r for r in range(k)), desc="sleb candidates", unit="cand",
-                   disable=None if progress else True)
+        bar = progress_bar(sum(len(state) - 2 - r for r in range(k)), "sleb candidates", "candidate", progress)
         for _ in range(k):
             nll = {}
             for i in range(1, len(state) - 1):
@@ -104,7 +103,7 @@ class PPL(_CountedRemoval):
         inputs = stack.all_inputs(state.blocks)
         candidates = [i for i in range(n) if i not in self.protected(n)]
         ppl = {}
-        for i in tqdm(candidates, desc="ppl criterion", unit="block", disable=None if progress else True):
+        for i in steps(candidates, "ppl criterion", "block", enabled=progress):
             ppl[i] = math.exp(stack.nll(stack.through(state.blocks[i + 1:], inputs[i])))
         drop = sorted(sorted(ppl, key=lambda i: (ppl[i], i))[:k], reverse=True)
         for i in drop:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tqdm.auto import tqdm
 
 from ...models.block_shapes import blocks_alike
 from ...solvers.similarity import MERGE_RULES
@@ -18,6 +17,7 @@ from ..options import option, require
 from ..registry import register_method
 from .base import DepthConfig, DepthMethod, DepthState, bisect_threshold
 from .fidelity import FinalStateSimilarity
+from ...progress import bar as progress_bar
 
 
 @dataclass
@@ -100,14 +100,13 @@ class _ThresholdMerging(DepthMethod):
             t = self.default_threshold if self.config.threshold is None else self.config.threshold
             self.procedure(state, t, sim.of_merge)
         else:
-            bar = tqdm(total=17, desc=f"{self.name} threshold bisection", unit="trial",
-                       disable=None if progress else True)
+            bar = progress_bar(17, f"{self.name} threshold bisection", "trial", progress)
 
             def trial(t):
                 n = self.procedure(DepthState(self.adapter, self.rule()), t, sim.of_merge,
                                    cap=k if self.cap_trials else None)
-                bar.update(1)
                 bar.set_postfix(threshold=f"{t:.4f}", removed=n)
+                bar.update(1)
                 return n
             t, trail = bisect_threshold(trial, k)
             bar.close()

@@ -7,9 +7,9 @@ import random
 import time
 from pathlib import Path
 
-from tqdm.auto import tqdm
 
 from ...solvers.evolution import draw_windows, evolve, level_switch, parse_stages, switch_count
+from ...progress import bar as progress_bar
 
 
 def run_search(options, initial: tuple, n_levels: int, executor, n_windows: int, seqlen: int,
@@ -24,11 +24,11 @@ def run_search(options, initial: tuple, n_levels: int, executor, n_windows: int,
     def mutate(genome, r):
         return level_switch(genome, n_levels, switch_count(r, options.max_switches), r)
 
-    bar = tqdm(total=generations, desc=desc, unit="gen", disable=None if progress else True)
+    bar = progress_bar(generations, desc, "generation", progress)
 
     def on_generation(row):
-        bar.update(1)
         bar.set_postfix(best=f"{row['best']:.5f}", changed=row["changed"])
+        bar.update(1)
 
     t0 = time.perf_counter()
     result = evolve(tuple(initial), fitness, mutate, stages, generations, children, rng, on_generation)

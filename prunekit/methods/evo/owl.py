@@ -47,7 +47,7 @@ class OutlierRatios(BlockVisitor):
     def observe(self, index, block):
         self.stats = {}
         for name, lin in self.adapter.block_linears(block).items():
-            self.stats[name] = acc = InputSquaredNorm(lin.in_features, device=lin.weight.device)
+            self.stats[name] = InputSquaredNorm(lin.in_features, device=lin.weight.device)
         return {lin: (lambda inp, out, acc=self.stats[name]: acc.add_batch(inp))
                 for name, lin in self.adapter.block_linears(block).items()}
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
 from ...engine import BlockVisitor, LayerwiseEngine
 from ...errors import ConfigError, PrunekitError
@@ -14,6 +13,7 @@ from ...solvers.masks import parse_pattern
 from ...stats import sparsity_stats
 from ..base import Job, Method
 from ..options import MethodConfig, option, require
+from ...progress import steps
 
 
 @dataclass
@@ -109,7 +109,7 @@ class LayerwiseMethod(Method, BlockVisitor):
     @torch.no_grad()
     def _edit_without_data(self, blocks: list[int], job: Job) -> None:
         layers = self.adapter.layers
-        for i in tqdm(blocks, desc=self.name, unit="block", disable=None if job.progress else True):
+        for i in steps(blocks, self.name, "block", enabled=job.progress):
             block = layers[i].to(job.device)
             self.edit(i, block)
             layers[i] = block.to("cpu")

@@ -12,11 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 
 from ...errors import PrunekitError
 from ...solvers.evolution import draw_windows, staged_selection
 from .genome import Genome, Shape, Space, crossover
+from ...progress import bar as progress_bar
 
 # the paper's mutation probabilities: generation 0 / large-randomness, and ordinary mutants
 P_RATIO0, P_MASK0 = 0.3, 0.6
@@ -122,9 +122,8 @@ def search(space: Space, init: Genome, shape: Shape, plan: Plan, executor, progr
     pop = [init] + spawn(lambda: space.mutate(init, 0.0, P_RATIO0, P_MASK0, gen), plan.population - 1)
     parents, row = select(pop, [], 0)
     history.append(row)
-    bar = tqdm(range(1, plan.generations + 1), desc="search: generations", unit="gen",
-               disable=None if progress else True)
-    for g in bar:
+    bar = progress_bar(plan.generations, "search", "generation", progress)
+    for g in range(1, plan.generations + 1):
         def cross():
             a = pick(parents)
             mates = [p for p in parents if p.depth == a.depth and p is not a]
@@ -134,13 +133,13 @@ def search(space: Space, init: Genome, shape: Shape, plan: Plan, executor, progr
                     + spawn(lambda: space.mutate(pick(parents), P_DEPTH, P_RATIO0, P_MASK0, gen), plan.randoms))
         if not children:
             history.append({"generation": g, "best": history[-1]["best"], "mean": None, "evaluated": 0})
+            bar.update(1)
             continue
         parents, row = select(children, parents, g)
         history.append(row)
         bar.set_postfix(best=f"{row['best']:.4g}", mean=f"{row['mean']:.4g}")
-        if progress:
-            tqdm.write(f"generation {g}: best fitness {row['best']:.4f}, mean of {len(children)} children "
-                       f"{row['mean']:.4f}")
+        bar.update(1)
+    bar.close()
     best = parents[0]
     return _result(best, history, fit, start, fit.of([best], fixed)[0])
 
