@@ -4,12 +4,13 @@ SmolLM2-135M against the one-shot allocations it should beat, all evaluated on W
 
     python benchmarks/evo_search.py --part depth --reuse       # evo-depth at 6 and 10 blocks
     python benchmarks/evo_search.py --part sparsity --reuse    # uniform SparseGPT, OWL, evo-sparsity at 70/80%
+    python benchmarks/evo_search.py --part width --bench       # search-llm: ppl vs KL-staged fitness, width multiples
     python benchmarks/evo_search.py --part executors           # one small search under each executor
 
 The depth baselines (ShortGPT, SLEB, SLM) come from benchmarks/results/depth_methods.json (same
 evaluation). Search budgets are CPU-sized and given on the command line below (defaults of this
 script), far below EvoPress's: the tables state them. Writes benchmarks/results/evo_search.json
-and copies each run's evolution.png to benchmarks/results/evo-<tag>.png.
+and copies each run's evolution.png to benchmarks/results/<tag>-evolution.png.
 """
 from __future__ import annotations
 
@@ -25,8 +26,10 @@ def depth_runs(args) -> list[tuple[str, list[str]]]:
     calib = ["--calib", "c4", "--nsamples", str(args.nsamples), "--seqlen", str(args.seqlen), "--seed", "0"]
     search = ["--stages", args.depth_stages, "--generations", str(args.generations), "--offspring",
               str(args.offspring)]
-    return [(f"evo-depth-{k}", ["--method", "evo-depth", "--remove-layers", str(k), *calib, *search])
-            for k in (6, 10)]
+    # ShortGPT on the same calibration is evo-depth's starting point: what the search itself adds
+    return [run for k in (6, 10) for run in
+            ((f"evo-depth-{k}", ["--method", "evo-depth", "--remove-layers", str(k), *calib, *search]),
+             (f"shortgpt-same-calib-{k}", ["--method", "shortgpt", "--remove-layers", str(k), *calib]))]
 
 
 def sparsity_runs(args) -> list[tuple[str, list[str]]]:
@@ -43,6 +46,17 @@ def sparsity_runs(args) -> list[tuple[str, list[str]]]:
     return runs
 
 
+def width_runs(args) -> list[tuple[str, list[str]]]:
+    """search-llm at keep 0.8 (the width benchmark's calibration and loop): perplexity fitness on
+    2 x 256 tokens as the paper, against KL with staged selection, free widths and multiples of 64."""
+    calib = ["--calib", "c4", "--nsamples", "32", "--seqlen", "512", "--seed", "0"]
+    base = ["--method", "search", "--keep", "0.8", *calib]
+    staged = ["--fitness", "kl", "--stages", args.width_stages, "--generations", str(args.width_kl_generations)]
+    return [("width-ppl", [*base, "--generations", str(args.width_ppl_generations)]),
+            ("width-kl-staged", [*base, *staged]),
+            ("width-kl-staged-m64", [*base, *staged, "--width-multiple", "64"])]
+
+
 def executor_runs(args) -> list[tuple[str, list[str]]]:
     base = ["--method", "evo-depth", "--remove-layers", "6", "--calib", "c4", "--nsamples", str(args.nsamples),
             "--seqlen", str(args.seqlen), "--seed", "0", "--stages", args.depth_stages, "--generations", "3",
@@ -54,7 +68,11 @@ def executor_runs(args) -> list[tuple[str, list[str]]]:
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     runner.common_args(ap, nsamples=32, seqlen=128, eval_windows=16)
-    ap.add_argument("--part", choices=("depth", "sparsity", "executors"), required=True)
+    ap.add_argument("--part", choices=("depth", "sparsity", "width", "executors"), required=True)
+    ap.add_argument("--width-stages", default="512:8,2048:4")
+    ap.add_argument("--width-ppl-generations", type=int, default=6)
+    ap.add_argument("--width-kl-generations", type=int, default=4)
+    ap.add_argument("--bench", action="store_true", help="with --part width: prefill/decode speed against dense")
     ap.add_argument("--generations", type=int, default=12, help="evo-depth generations")
     ap.add_argument("--sparsity-generations", type=int, default=12, help="evo-sparsity generations")
     ap.add_argument("--offspring", type=int, default=8)
@@ -62,7 +80,8 @@ def main():
     ap.add_argument("--sparsity-stages", default="512:2,2048:1")
     args = ap.parse_args()
     work = Path(args.work)
-    runs = {"depth": depth_runs, "sparsity": sparsity_runs, "executors": executor_runs}[args.part](args)
+    runs = {"depth": depth_runs, "sparsity": sparsity_runs, "width": width_runs,
+            "executors": executor_runs}[args.part](args)
     path = runner.HERE / "results" / "evo_search.json"
     reports = json.loads(path.read_text()) if path.exists() else {}
     if args.part != "executors":
@@ -77,7 +96,11 @@ def main():
             reports[tag] = runner.prune(work, tag, args.model, args.eval_windows, flags, reuse=args.reuse)
         png = work / tag / "evolution.png"
         if png.exists():
-            shutil.copy(png, runner.HERE / "results" / f"evo-{tag}.png")
+            shutil.copy(png, runner.HERE / "results" / f"{tag}-evolution.png")
+        path.write_text(json.dumps(reports, indent=2))
+    if args.part == "width" and args.bench:
+        reports["width_bench"] = runner.bench(work, args.model, [t for t, _ in runs], "evo_width_bench", seqlen=512,
+                                              prompt_len=128, new_tokens=32, reps=5, warmup=1)
         path.write_text(json.dumps(reports, indent=2))
     print(table(reports))
 
@@ -85,7 +108,7 @@ def main():
 def table(reports: dict) -> str:
     lines = ["| run | method | wt2 ppl | fitness start → end | search s | evaluations | choice |", "|---|---|---|---|---|---|---|"]
     for tag, r in reports.items():
-        if tag == "dense":
+        if tag in ("dense", "width_bench"):
             continue
         m = r["method"]
         ppl = r.get("eval", {}).get("wikitext2", {}).get("ppl")

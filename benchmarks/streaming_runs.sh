@@ -14,7 +14,7 @@ py=${PYTHON:-$here/.venv/bin/python}
 res=$here/benchmarks/results/streaming
 work=${WORK:-/tmp}
 export PRUNEKIT_DATA_DIR=${PRUNEKIT_DATA_DIR:-$(cd "$here/.." && pwd)/shared/data}
-calib=(--calib c4 --nsamples 8 --seqlen 128)
+calib=(--calib c4 --nsamples ${NSAMPLES:-8} --seqlen ${SEQLEN:-128})
 # stream_memory_limit.py takes --method/--sparsity/--pattern/--remove-layers
 taskset -c 0 "$py" "$here/benchmarks/stream_memory_limit.py" --model "$ckpt" --out "$work/$name-stream" \
     --limit-fraction 0.25 "${calib[@]}" "$@" | tee "$res/$name-limit-quarter.json"
