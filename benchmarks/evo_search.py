@@ -42,7 +42,11 @@ def sparsity_runs(args) -> list[tuple[str, list[str]]]:
         runs += [(f"uniform-sparsegpt-{pct}", ["--method", "sparsegpt", "--sparsity", s, *calib]),
                  (f"owl-sparsegpt-{pct}", ["--method", "owl", "--base", "sparsegpt", "--sparsity", s, *calib]),
                  (f"evo-sparsity-{pct}", ["--method", "evo-sparsity", "--base", "sparsegpt", "--sparsity", s,
-                                          *calib, *search])]
+                                          *calib, *search]),
+                 # the search's starting point: every block at the target level, from the database
+                 # (each block pruned on dense inputs, where uniform SparseGPT prunes sequentially)
+                 (f"evo-sparsity-start-{pct}", ["--method", "evo-sparsity", "--base", "sparsegpt", "--sparsity", s,
+                                                *calib, "--generations", "0"])]
     return runs
 
 
