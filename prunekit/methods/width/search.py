@@ -61,7 +61,8 @@ class SearchConfig(DampedConfig, FitnessOptions):
     rho: float = option(1.0, "ADMM penalty, relative to a unit-diagonal XXᵀ")
     admm_iters: int = option(30, "ADMM iterations")
     fitness: str = option("ppl", "candidate fitness: ppl (calibration perplexity, the paper's) or kl (mean KL "
-                                 "from the dense model's next-token distribution, EvoPress's)",
+                                 "from the dense model's next-token distribution, EvoPress's; experimental for "
+                                 "width: it gave far worse models than ppl in BENCHMARKS.md, cause not found yet)",
                           choices=tuple(FITNESS_KINDS))
     fitness_windows: int = option(2, "calibration windows of the fixed fitness set: the whole search's without "
                                      "--stages, the reported initial and best fitness with")
