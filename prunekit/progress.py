@@ -47,15 +47,10 @@ def _len(iterable) -> int | None:
 
 
 def _log_lines(iterable, desc, unit, total):
-    every = _interval()
-    start = last = time.monotonic()
-    of = f"/{total}" if total is not None else ""
-    for i, item in enumerate(iterable, 1):
+    line = _LogBar(total, desc, unit)
+    for item in iterable:
         yield item
-        now = time.monotonic()
-        if now - last >= every:
-            log.info("%s: %s %d%s (%.0f s)", desc, unit, i, of, now - start)
-            last = now
+        line.update()
 
 
 class _CurrentStderr(logging.StreamHandler):
@@ -82,7 +77,8 @@ def log_to_stderr() -> None:
 
 
 class _LogBar:
-    """tqdm's update/set_postfix/close, written as a log line every few seconds (off a terminal)."""
+    """tqdm's update/set_postfix/close, written as a log line every few seconds and at the last
+    step (off a terminal)."""
 
     def __init__(self, total, desc, unit):
         self.total, self.desc, self.unit, self.n, self.note = total, desc, unit, 0, ""
