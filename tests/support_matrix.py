@@ -10,6 +10,7 @@ probed refusal is what `prunekit.prune` raises."""
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
 
 import prunekit
@@ -22,6 +23,7 @@ from .tiny_models import STRUCTURED_FAMILIES, structured_model
 README = Path(__file__).resolve().parents[1] / "README.md"
 BEGIN, END = "<!-- support table: python -m tests.support_matrix -->", "<!-- end of support table -->"
 
+DATABASES = str(Path(tempfile.gettempdir()) / "prunekit-support-matrix-db")   # evo-sparsity's, not the user cache
 # small settings: the tiny models have 5 blocks, calibration is 4 windows of 16 tokens
 CONFIGS = {
     "magnitude": lambda: prunekit.MagnitudeConfig(sparsity=0.5),
@@ -35,6 +37,10 @@ CONFIGS = {
     "ppl": lambda: prunekit.PPLConfig(remove_layers=1, plus_heuristic=False),
     "search": lambda: prunekit.SearchConfig(keep=0.7, generations=1, population=4, mutants=2, crossovers=1,
                                             randoms=1, top_k=2, band=0.05, fitness_seqlen=16, admm_iters=5),
+    "evo-depth": lambda: prunekit.EvoDepthConfig(remove_layers=2, stages="32:2,64:1", generations=2, offspring=2),
+    "evo-sparsity": lambda: prunekit.EvoSparsityConfig(sparsity=0.5, base="wanda", stages="32:2,64:1", generations=2,
+                                                       offspring=2, database_dir=DATABASES),
+    "owl": lambda: prunekit.OWLConfig(sparsity=0.5),
 }
 METHODS = list(CONFIGS)
 # what the tiny models stand for, as the README names them
