@@ -23,7 +23,8 @@ def _interval() -> float:
         return DEFAULT_SECONDS
 
 
-def _is_terminal() -> bool:
+def is_terminal() -> bool:
+    """Whether progress goes to a terminal (a bar) rather than a log file (lines)."""
     try:
         return sys.stderr.isatty()
     except (AttributeError, ValueError):
@@ -34,7 +35,7 @@ def steps(iterable, desc: str, unit: str, total: int | None = None, enabled: boo
     """Iterate `iterable` with progress: a tqdm bar on a terminal, log lines elsewhere."""
     if not enabled:
         return iter(iterable)
-    if _is_terminal():
+    if is_terminal():
         return iter(tqdm(iterable, desc=desc, unit=unit, total=total))
     return _log_lines(iterable, desc, unit, total if total is not None else _len(iterable))
 
@@ -109,6 +110,6 @@ def bar(total: int | None, desc: str, unit: str, enabled: bool = True):
     nothing when disabled."""
     if not enabled:
         return tqdm(total=total, disable=True)
-    if _is_terminal():
+    if is_terminal():
         return tqdm(total=total, desc=desc, unit=unit)
     return _LogBar(total, desc, unit)

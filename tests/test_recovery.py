@@ -269,14 +269,19 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(tokenizer, data_dir, tm
     assert not work_dir(out).exists()
 
 
-def test_cli_recover_writes_report_and_refuses_evaluation_data(tiny_model_dir, data_dir, tmp_path, capsys):
+def test_cli_recover_writes_report_and_refuses_evaluation_data(tiny_model_dir, data_dir, tmp_path, capsys,
+                                                              monkeypatch):
+    monkeypatch.setenv("PRUNEKIT_PROGRESS_SECONDS", "0")      # off a terminal: a log line per step
     out = tmp_path / "rec"
     assert main(["recover", "--model", str(tiny_model_dir), "--data", DATA, "--steps", "2", "--seqlen", "32",
                  "--eval-every", "1", "--lora-r", "4", "--targets", "q_proj,v_proj", "--no-keep-zeros",
                  "--eval", "wikitext2", "--eval-seqlen", "64", "--eval-windows", "1", "--data-dir", data_dir,
                  "--output", str(out)]) == 0
-    text = capsys.readouterr().out
+    captured = capsys.readouterr()
+    text = captured.out
     assert "prunekit recover:" in text and "ppl wikitext2" in text
+    steps = [e.split()[3] for e in captured.err.splitlines() if e.startswith("prunekit: recover: step ")]
+    assert steps == ["1/2", "2/2"], captured.err
     report = json.loads((out / "prunekit_report.json").read_text())
     rec = report["recovery"]
     assert rec["config"]["lora_r"] == 4 and rec["config"]["keep_zeros"] is False

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from .. import progress as progress_lines
 from .data import IGNORE, TrainingData
 
 
@@ -91,8 +92,11 @@ def train_lora(peft_model, tokenizer, data: TrainingData, config, checkpoints: P
     from transformers import Trainer
 
     checkpoint = last_checkpoint(checkpoints) if resume else None
+    logged = progress and not progress_lines.is_terminal()      # a log file: lines, not a bar
+    if logged:
+        callbacks = [*callbacks, step_lines()]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    args = training_arguments(config, checkpoints, progress, eval_on_start=checkpoint is None)
+    args = training_arguments(config, checkpoints, progress and not logged, eval_on_start=checkpoint is None)
     trainer = Trainer(model=peft_model, args=args, train_dataset=Examples(data.train),
                       eval_dataset=Examples(data.validation), data_collator=pad_collator(pad_id),
                       callbacks=list(callbacks))
@@ -108,6 +112,26 @@ def train_lora(peft_model, tokenizer, data: TrainingData, config, checkpoints: P
             "tokens_seen": int(state.num_input_tokens_seen),
             "tokens_this_run": int(state.num_input_tokens_seen) - earlier,
             "train_s": seconds, "resumed_from": Path(checkpoint).name if checkpoint else None}
+
+
+def step_lines():
+    from transformers import TrainerCallback
+
+    class StepLines(TrainerCallback):
+        """Off a terminal, a line every few seconds ("prunekit: recover: step 12/50 (95 s) loss=3.41")."""
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.bar = progress_lines.bar(state.max_steps, "recover", "step")
+            self.bar.n = state.global_step                  # a resumed run starts part-way
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs and "loss" in logs:
+                self.bar.set_postfix(loss=f"{logs['loss']:.4g}")
+
+        def on_step_end(self, args, state, control, **kw):
+            self.bar.update(1)
+
+    return StepLines()
 
 
 def _tokens_at(checkpoint: str | None) -> int:
