@@ -1,0 +1,138 @@
+"""Issue-15 benchmark: LoRA recovery of pruned SmolLM2-135M models under one recovery budget.
+
+Three questions, each configuration a chain of `prunekit` processes (prune stages, then
+`prunekit recover` with the same budget for every model, then evaluation):
+
+- depth: SLM (rdsc), ShortGPT and SLEB at 6 and 10 of 30 blocks, before and after recovery
+  (WikiText-2 perplexity; the zero-shot average at --limit examples per task after recovery);
+- combination: SLM depth + search-llm width against depth alone and width alone at the same
+  total parameter count (about 0.79 and 0.66 of dense), before and after recovery;
+- sparse: Wanda 50% and 2:4 before and after a recovery that keeps every zero.
+
+    python benchmarks/recovery_bench.py --tags depth-shortgpt-6,sparse-wanda-0.5   # some chains
+    python benchmarks/recovery_bench.py --table                                     # results so far
+
+Chains are independent (a chain rebuilds its own prefix if missing), so two processes pinned to
+one core each can run disjoint --tags. Writes results/recovery_bench.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import runner
+
+DEPTH_CALIB = ["--calib", "c4", "--nsamples", "10", "--seqlen", "128", "--seed", "0"]     # as depth_methods.py
+WIDTH_CALIB = ["--calib", "c4", "--nsamples", "32", "--seqlen", "512", "--seed", "0"]     # as width_search.py
+SPARSE_CALIB = ["--calib", "c4", "--nsamples", "32", "--seqlen", "2048", "--seed", "0"]   # as sparsity_baselines.py
+DEPTH = {"slm": ["--method", "slm", "--merge", "rdsc"], "shortgpt": ["--method", "shortgpt"],
+         "sleb": ["--method", "sleb"]}
+
+
+def depth_stage(method: str, k: int) -> tuple[str, list[str]]:
+    return f"{method}-{k}", [*DEPTH[method], "--remove-layers", str(k), *DEPTH_CALIB]
+
+
+def width_stage(keep: float) -> tuple[str, list[str]]:
+    return f"width-{keep}", ["--method", "search", "--keep", str(keep), *WIDTH_CALIB]
+
+
+# Width keeps are fractions of the remaining blocks' projection parameters, chosen so that each
+# row of a pair has the same total parameter count (depth 8 = 106.19M, depth 13 = 88.49M).
+CHAINS = {
+    **{f"depth-{m}-{k}": [depth_stage(m, k)] for m in DEPTH for k in (6, 10)},
+    "combo-0.79-depth": [depth_stage("slm", 8)],
+    "combo-0.79-width": [width_stage(0.7332)],
+    "combo-0.79-both": [depth_stage("slm", 4), width_stage(0.8461)],
+    "combo-0.66-depth": [depth_stage("slm", 13)],
+    "combo-0.66-width": [width_stage(0.5665)],
+    "combo-0.66-both": [depth_stage("slm", 6), width_stage(0.7082)],
+    "sparse-wanda-0.5": [("wanda-0.5", ["--method", "wanda", "--sparsity", "0.5", *SPARSE_CALIB])],
+    "sparse-wanda-2of4": [("wanda-2of4", ["--method", "wanda", "--pattern", "2:4", *SPARSE_CALIB])],
+}
+
+
+def recovery_flags(args) -> list[str]:
+    return ["--data", "c4", "--steps", str(args.steps), "--batch-size", "2", "--grad-accum", "2",
+            "--seqlen", "256", "--lr", str(args.lr), "--warmup-steps", "2", "--seed", "0",
+            "--eval-every", "5", "--save-every", "1000"]
+
+
+def run_chain(work: Path, tag: str, args) -> dict:
+    """Prune stages (each a folder named by its prefix, shared between chains), recover, zero-shot."""
+    model, reports = args.model, []
+    for i, (name, flags) in enumerate(CHAINS[tag]):
+        folder = "rec-" + "+".join(n for n, _ in CHAINS[tag][:i + 1])
+        extra = ["--trust-remote-code"] if "width" in model else []
+        reports.append(runner.prune(work, folder, model, args.eval_windows, [*flags, *extra], reuse=True))
+        model = str(work / folder)
+    out = Path(model + "-recovered")
+    if not (out / "prunekit_report.json").exists():
+        runner.run(runner.PRUNEKIT + ["recover", *runner.eval_args(model, args.eval_windows), "--trust-remote-code",
+                                      *recovery_flags(args), "--output", str(out)])
+    if tag.startswith("depth-") and args.limit:
+        zero_shot(out, args.limit)
+    return {"stages": reports, "recovered": json.loads((out / "prunekit_report.json").read_text())}
+
+
+def zero_shot(folder: Path, limit: int) -> None:
+    rep = json.loads((folder / "prunekit_report.json").read_text())
+    if (rep.get("zero_shot") or {}).get("limit") != limit:
+        runner.run(runner.PRUNEKIT + ["eval", "--model", str(folder), "--eval", "none", "--tasks", "all",
+                                      "--limit", str(limit), "--trust-remote-code", "--save-to-model"])
+
+
+def summary(tag: str, chain: dict) -> dict:
+    last, rec = chain["stages"][-1], chain["recovered"]
+    r = rec["recovery"]
+    row = {"params": last["model"]["params_total"], "ppl_before": last["eval"]["wikitext2"]["ppl"],
+           "ppl_after": rec["eval"]["wikitext2"]["ppl"], "protocol": rec["eval"]["wikitext2"]["protocol"],
+           "prune_s": sum(s["timing"]["prune_s"] for s in chain["stages"]), "tokens": r["tokens_seen"],
+           "train_s": r["train_s"], "tokens_per_s": r["tokens_seen"] / r["train_s"],
+           "peak_gb": r["peak_memory_gb"], "val_loss": [r["history"]["validation"][0]["loss"],
+                                                         r["validation_loss_merged"]],
+           "sparsity": [r.get("sparsity_before"), (rec.get("sparsity") or {}).get("overall")], "nm_valid": r.get("nm_valid")}
+    zs = rec.get("zero_shot")
+    if zs:
+        row["zero_shot_after"] = {"average": zs.get("average"), "limit": zs.get("limit")}
+    return row
+
+
+def table(rows: dict, dense_params: int) -> str:
+    lines = ["| chain | params (of dense) | wt2 ppl before | after | val loss before -> after | "
+             "zero-shot avg after | sparsity before/after | recovery tokens, s, tok/s, peak GB |",
+             "|---|---|---|---|---|---|---|---|"]
+    for tag, r in rows.items():
+        zs = r.get("zero_shot_after")
+        sp = "/".join(f"{s:.4f}" for s in r["sparsity"] if s is not None)
+        lines.append(f"| {tag} | {r['params'] / 1e6:.2f}M ({r['params'] / dense_params:.3f}) | "
+                     f"{r['ppl_before']:.2f} | {r['ppl_after']:.2f} | {r['val_loss'][0]:.3f} -> {r['val_loss'][1]:.3f} | "
+                     f"{zs['average']:.4f} |" if zs else
+                     f"| {tag} | {r['params'] / 1e6:.2f}M ({r['params'] / dense_params:.3f}) | "
+                     f"{r['ppl_before']:.2f} | {r['ppl_after']:.2f} | {r['val_loss'][0]:.3f} -> {r['val_loss'][1]:.3f} | - |")
+        lines[-1] += f" {sp} | {r['tokens']}, {r['train_s']:.0f}, {r['tokens_per_s']:.1f}, {r['peak_gb']:.2f} |"
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    runner.common_args(ap, nsamples=0, seqlen=0, eval_windows=16)
+    ap.add_argument("--tags", default=",".join(CHAINS), help="comma-separated chains: " + ", ".join(CHAINS))
+    ap.add_argument("--steps", type=int, default=20, help="optimiser steps of every recovery (4 x 256 tokens each)")
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--limit", type=int, default=50, help="zero-shot examples per task for the depth chains (0: skip)")
+    ap.add_argument("--table", action="store_true", help="only print the table of the chains done so far")
+    args = ap.parse_args()
+    work, path = Path(args.work), runner.HERE / "results" / "recovery_bench.json"
+    rows = json.loads(path.read_text()) if path.exists() else {}
+    if not args.table:
+        for tag in args.tags.split(","):
+            rows = json.loads(path.read_text()) if path.exists() else {}   # the other process may have written
+            rows[tag] = summary(tag, run_chain(work, tag, args))
+            runner.save_results("recovery_bench", rows)
+    print(table({t: rows[t] for t in CHAINS if t in rows}, dense_params=134515008))
+
+
+if __name__ == "__main__":
+    main()
