@@ -59,21 +59,36 @@ def recovery_flags(args) -> list[str]:
             "--eval-every", "5", "--save-every", "1000"]
 
 
-def run_chain(work: Path, tag: str, args) -> dict:
-    """Prune stages (each a folder named by its prefix, shared between chains), recover, zero-shot."""
-    model, reports = args.model, []
-    for i, (name, flags) in enumerate(CHAINS[tag]):
-        folder = "rec-" + "+".join(n for n, _ in CHAINS[tag][:i + 1])
+def stage_folders(work: Path, tag: str) -> list[Path]:
+    """Each prune stage's folder, named by the chain prefix it holds (shared between chains)."""
+    names = [n for n, _ in CHAINS[tag]]
+    return [work / ("rec-" + "+".join(names[:i + 1])) for i in range(len(names))]
+
+
+def run_chain(work: Path, tag: str, args) -> None:
+    """Prune stages, recover, and for the depth chains the zero-shot tasks."""
+    model = args.model
+    for (_, flags), folder in zip(CHAINS[tag], stage_folders(work, tag)):
         extra = ["--trust-remote-code"] if "width" in model else []
-        reports.append(runner.prune(work, folder, model, args.eval_windows, [*flags, *extra], reuse=True))
-        model = str(work / folder)
+        runner.prune(work, folder.name, model, args.eval_windows, [*flags, *extra], reuse=True)
+        model = str(folder)
     out = Path(model + "-recovered")
     if not (out / "prunekit_report.json").exists():
         runner.run(runner.PRUNEKIT + ["recover", *runner.eval_args(model, args.eval_windows), "--trust-remote-code",
                                       *recovery_flags(args), "--output", str(out)])
     if tag.startswith("depth-") and args.limit:
         zero_shot(out, args.limit)
-    return {"stages": reports, "recovered": json.loads((out / "prunekit_report.json").read_text())}
+
+
+def collected(work: Path, tag: str) -> dict | None:
+    """The chain's reports read back from its folders, None while it is unfinished (the folders are
+    the record, so two processes never overwrite each other's rows)."""
+    folders = stage_folders(work, tag)
+    paths = [f / "prunekit_report.json" for f in folders] + [Path(str(folders[-1]) + "-recovered/prunekit_report.json")]
+    if not all(p.exists() for p in paths):
+        return None
+    reports = [json.loads(p.read_text()) for p in paths]
+    return {"stages": reports[:-1], "recovered": reports[-1]}
 
 
 def zero_shot(folder: Path, limit: int) -> None:
@@ -106,6 +121,9 @@ def table(rows: dict, dense_params: int) -> str:
     for tag, r in rows.items():
         zs = r.get("zero_shot_after")
         sp = "/".join(f"{s:.4f}" for s in r["sparsity"] if s is not None)
+        nm = (r.get("nm_valid") or {}).get("2:4", {})
+        if nm.get("before"):
+            sp += f", 2:4 valid {nm['before']}/{nm['after']}"
         lines.append(f"| {tag} | {r['params'] / 1e6:.2f}M ({r['params'] / dense_params:.3f}) | "
                      f"{r['ppl_before']:.2f} | {r['ppl_after']:.2f} | {r['val_loss'][0]:.3f} -> {r['val_loss'][1]:.3f} | "
                      f"{zs['average']:.4f} |" if zs else
@@ -124,15 +142,13 @@ def main():
     ap.add_argument("--limit", type=int, default=50, help="zero-shot examples per task for the depth chains (0: skip)")
     ap.add_argument("--table", action="store_true", help="only print the table of the chains done so far")
     args = ap.parse_args()
-    work, path = Path(args.work), runner.HERE / "results" / "recovery_bench.json"
-    rows = json.loads(path.read_text()) if path.exists() else {}
+    work = Path(args.work)
     if not args.table:
         for tag in args.tags.split(","):
-            rows = json.loads(path.read_text()) if path.exists() else {}   # the other process may have written
-            rows[tag] = summary(tag, run_chain(work, tag, args))
-            runner.save_results("recovery_bench", rows)
-    print(table({t: rows[t] for t in CHAINS if t in rows}, dense_params=134515008))
-
+            run_chain(work, tag, args)
+    rows = {tag: summary(tag, chain) for tag in CHAINS if (chain := collected(work, tag))}
+    runner.save_results("recovery_bench", rows)
+    print(table(rows, dense_params=134515008))
 
 if __name__ == "__main__":
     main()
