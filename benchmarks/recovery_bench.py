@@ -98,10 +98,11 @@ def zero_shot(folder: Path, limit: int) -> None:
                                       "--limit", str(limit), "--trust-remote-code", "--save-to-model"])
 
 
-def summary(tag: str, chain: dict) -> dict:
-    last, rec = chain["stages"][-1], chain["recovered"]
+def summary(chain: dict) -> dict:
+    first, last, rec = chain["stages"][0], chain["stages"][-1], chain["recovered"]
     r = rec["recovery"]
-    row = {"params": last["model"]["params_total"], "ppl_before": last["eval"]["wikitext2"]["ppl"],
+    row = {"params": last["model"]["params_total"], "dense_params": first["lineage"][0]["params_before"],
+           "ppl_before": last["eval"]["wikitext2"]["ppl"],
            "ppl_after": rec["eval"]["wikitext2"]["ppl"], "protocol": rec["eval"]["wikitext2"]["protocol"],
            "prune_s": sum(s["timing"]["prune_s"] for s in chain["stages"]), "tokens": r["tokens_seen"],
            "train_s": r["train_s"], "tokens_per_s": r["tokens_seen"] / r["train_s"],
@@ -114,7 +115,7 @@ def summary(tag: str, chain: dict) -> dict:
     return row
 
 
-def table(rows: dict, dense_params: int) -> str:
+def table(rows: dict) -> str:
     lines = ["| chain | params (of dense) | wt2 ppl before | after | val loss before -> after | "
              "zero-shot avg after | sparsity before/after | recovery tokens, s, tok/s, peak GB |",
              "|---|---|---|---|---|---|---|---|"]
@@ -124,18 +125,18 @@ def table(rows: dict, dense_params: int) -> str:
         nm = (r.get("nm_valid") or {}).get("2:4", {})
         if nm.get("before"):
             sp += f", 2:4 valid {nm['before']}/{nm['after']}"
-        lines.append(f"| {tag} | {r['params'] / 1e6:.2f}M ({r['params'] / dense_params:.3f}) | "
+        zs_cell = f"{zs['average']:.4f}" if zs else "-"
+        lines.append(f"| {tag} | {r['params'] / 1e6:.2f}M ({r['params'] / r['dense_params']:.3f}) | "
                      f"{r['ppl_before']:.2f} | {r['ppl_after']:.2f} | {r['val_loss'][0]:.3f} -> {r['val_loss'][1]:.3f} | "
-                     f"{zs['average']:.4f} |" if zs else
-                     f"| {tag} | {r['params'] / 1e6:.2f}M ({r['params'] / dense_params:.3f}) | "
-                     f"{r['ppl_before']:.2f} | {r['ppl_after']:.2f} | {r['val_loss'][0]:.3f} -> {r['val_loss'][1]:.3f} | - |")
-        lines[-1] += f" {sp} | {r['tokens']}, {r['train_s']:.0f}, {r['tokens_per_s']:.1f}, {r['peak_gb']:.2f} |"
+                     f"{zs_cell} | {sp} | {r['tokens']}, {r['train_s']:.0f}, {r['tokens_per_s']:.1f}, {r['peak_gb']:.2f} |")
     return "\n".join(lines)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    runner.common_args(ap, nsamples=0, seqlen=0, eval_windows=16)
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--eval-windows", type=int, default=16, help="first K windows of wt2-2048")
+    ap.add_argument("--work", default=str(runner.HERE / "runs"), help="where checkpoints go (not committed)")
     ap.add_argument("--tags", default=",".join(CHAINS), help="comma-separated chains: " + ", ".join(CHAINS))
     ap.add_argument("--steps", type=int, default=20, help="optimiser steps of every recovery (4 x 256 tokens each)")
     ap.add_argument("--lr", type=float, default=3e-4)
@@ -146,9 +147,10 @@ def main():
     if not args.table:
         for tag in args.tags.split(","):
             run_chain(work, tag, args)
-    rows = {tag: summary(tag, chain) for tag in CHAINS if (chain := collected(work, tag))}
+    rows = {tag: summary(chain) for tag in CHAINS if (chain := collected(work, tag))}
     runner.save_results("recovery_bench", rows)
-    print(table(rows, dense_params=134515008))
+    print(table(rows))
+
 
 if __name__ == "__main__":
     main()
