@@ -48,7 +48,7 @@ def _len(iterable) -> int | None:
 
 
 def _log_lines(iterable, desc, unit, total):
-    line = _LogBar(total, desc, unit)
+    line = _LogBar(total, desc, unit, last_line=False)   # an iteration's end is the next output
     for item in iterable:
         yield item
         line.update()
@@ -78,18 +78,19 @@ def log_to_stderr() -> None:
 
 
 class _LogBar:
-    """tqdm's update/set_postfix/close, written as a log line every few seconds and at the last
-    step (off a terminal)."""
+    """tqdm's update/set_postfix/close, written as a log line every few seconds and, by default, at
+    the last step (off a terminal)."""
 
-    def __init__(self, total, desc, unit):
+    def __init__(self, total, desc, unit, last_line: bool = True):
         self.total, self.desc, self.unit, self.n, self.note = total, desc, unit, 0, ""
+        self.last_line = last_line
         self.every = _interval()
         self.start = self.last = time.monotonic()
 
     def update(self, k: int = 1) -> None:
         self.n += k
         now = time.monotonic()
-        if now - self.last >= self.every or self.n == self.total:
+        if now - self.last >= self.every or (self.last_line and self.n == self.total):
             of = f"/{self.total}" if self.total is not None else ""
             log.info("%s: %s %d%s (%.0f s)%s", self.desc, self.unit, self.n, of, now - self.start,
                      f" {self.note}" if self.note else "")
