@@ -282,3 +282,22 @@ def test_interrupted_evaluation_keeps_the_saved_model(tiny_model_dir, tmp_path, 
     assert _one_line(capsys) == f"prunekit: interrupted; the pruned model is saved, unevaluated, in {out}"
     assert json.loads((out / "prunekit_report.json").read_text())["eval_error"] == "interrupted"
     assert AutoModelForCausalLM.from_pretrained(out).config.num_hidden_layers == 3
+
+
+def test_gguf_cache_is_keyed_by_content_not_path(tmp_path, monkeypatch):
+    """Each environment installs its own copy of a bundled GGUF: copies share one conversion,
+    while a changed byte in the tensor data at the end gets its own."""
+    from prunekit.models.loading import _GGUF_SAMPLE, _gguf_cache_path
+
+    monkeypatch.setenv("PRUNEKIT_CACHE", str(tmp_path / "cache"))
+    data = bytes(range(256)) * ((3 * _GGUF_SAMPLE) // 256)
+    a, b = tmp_path / "env1" / "m.gguf", tmp_path / "env2" / "m.gguf"
+    for f in (a, b):
+        f.parent.mkdir()
+        f.write_bytes(data)
+    os.utime(b, (1, 1))
+    assert _gguf_cache_path(str(a)) == _gguf_cache_path(str(b))
+    changed = bytearray(data)
+    changed[-10] ^= 1
+    b.write_bytes(bytes(changed))
+    assert _gguf_cache_path(str(a)) != _gguf_cache_path(str(b))
