@@ -37,8 +37,12 @@ times = []
 last = [time.perf_counter()]
 def unit(k):
     now = time.perf_counter(); times.append(now - last[0]); last[0] = now
+    if a["times_log"]:       # survives a kill, so a resumed run's blocks can be added up
+        with open(a["times_log"], "a") as f:
+            f.write(json.dumps({"unit": k, "seconds": times[-1], "wall": time.time()}) + "\n")
 start = time.perf_counter()
-r = stream_prune(a["model"], cfg, calib, a["out"], on_unit=unit, progress=False, overwrite=True,
+r = stream_prune(a["model"], cfg, calib, a["out"], on_unit=unit, progress=False, overwrite=not a["resume"],
+                 resume=a["resume"],
                  max_shard_bytes=a["shard"])
 print(json.dumps({"seconds": time.perf_counter() - start, "unit_seconds": times, "sparsity": r.sparsity["overall"],
                   "maxrss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}), flush=True)
@@ -59,6 +63,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seqlen", type=int, default=128)
     ap.add_argument("--data-dir", default=os.environ.get("PRUNEKIT_DATA_DIR"))
     ap.add_argument("--shard-bytes", type=int, default=300_000_000)
+    ap.add_argument("--resume", action="store_true", help="continue an interrupted run into --out")
+    ap.add_argument("--times-log", default=None, help="append each block's seconds to this file as it finishes")
     args = ap.parse_args(argv)
     size = sum(p.stat().st_size for p in Path(args.model).glob("*.safetensors"))
     limit = int(size * args.limit_fraction)
@@ -66,7 +72,8 @@ def main(argv=None) -> int:
                                  ("remove_layers", args.remove_layers)) if v is not None}
     payload = json.dumps({"model": args.model, "out": args.out, "method": args.method, "options": options,
                           "calib": args.calib, "nsamples": args.nsamples, "seqlen": args.seqlen,
-                          "data_dir": args.data_dir, "shard": args.shard_bytes})
+                          "data_dir": args.data_dir, "shard": args.shard_bytes,
+                          "resume": args.resume, "times_log": args.times_log})
     group = CGROUP / f"prunekit-bench-{os.getpid()}"
     group.mkdir()
     try:
@@ -83,6 +90,7 @@ def main(argv=None) -> int:
     result = {"model": args.model, "bytes_on_disk": size, "limit_bytes": limit, "method": args.method,
               "options": options, "calibration_tokens": args.nsamples * args.seqlen,
               "calibration": f"{args.calib} {args.nsamples}x{args.seqlen}", "returncode": child.returncode,
+              "resumed": args.resume,
               "group_peak_bytes": peak, "group_limit_hits": failcnt, "wall_seconds_with_startup": round(wall, 1)}
     if child.returncode == 0:
         run = json.loads(child.stdout.strip().splitlines()[-1])
