@@ -273,6 +273,48 @@ def test_database_reproduces_block_pruned_directly(base, tmp_path):
     assert built and other.root != db.root                        # keyed by the calibration
 
 
+@pytest.mark.parametrize("base", ["sparsegpt", "wanda"])
+def test_uniform_input_database_is_sequential_pruning(base, tmp_path):
+    """Built on the uniformly pruned prefix: the all-target candidate is the uniformly pruned model
+    and any other level of block i equals block i pruned directly after blocks 0..i-1 at the target;
+    building leaves the model dense."""
+    from prunekit import api
+    from prunekit.methods import SparseGPTConfig, WandaConfig
+    from prunekit.search.database import Level, SparsityDatabase
+
+    config = SparseGPTConfig if base == "sparsegpt" else WandaConfig
+    model = make_tiny_model("llama", layers=3)
+    before = copy.deepcopy(model.state_dict())
+    ids = calib(4, 32)
+    levels, target = [Level(0.3), Level(0.5), Level(0.7)], 1
+    db, _ = SparsityDatabase.open_or_build(ModelAdapter(model), ids, base, levels, {}, tmp_path, progress=False,
+                                           inputs="uniform", target=target)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    dense_db, _ = SparsityDatabase.open_or_build(ModelAdapter(model), ids, base, levels, {}, tmp_path,
+                                                 progress=False)
+    assert dense_db.root != db.root
+
+    uniform = copy.deepcopy(model)
+    api.prune(uniform, config(sparsity=0.5), ids, progress=False)
+    for block in range(3):
+        work = copy.deepcopy(model.model.layers[block])
+        db.load_into(block, target, work)
+        ref = ModelAdapter(uniform).block_linears(uniform.model.layers[block])
+        assert all(torch.equal(lin.weight, ref[n].weight) for n, lin in ModelAdapter(model).block_linears(work).items())
+
+    direct = copy.deepcopy(model)
+    api.prune(direct, config(sparsity=0.5, layers="0:2"), ids, progress=False)
+    api.prune(direct, config(sparsity=0.7, layers="2:3"), ids, progress=False)
+    work = copy.deepcopy(model.model.layers[2])
+    db.load_into(2, 2, work)
+    ref = ModelAdapter(direct).block_linears(direct.model.layers[2])
+    assert all(torch.equal(lin.weight, ref[n].weight) for n, lin in ModelAdapter(model).block_linears(work).items())
+    dense_work = copy.deepcopy(model.model.layers[2])
+    dense_db.load_into(2, 2, dense_work)
+    assert not torch.equal(ModelAdapter(model).block_linears(dense_work)["mlp.down_proj"].weight,
+                           ref["mlp.down_proj"].weight)          # the inputs made a difference
+
+
 # ---------------------------------------------------------------- methods
 
 

@@ -2,10 +2,14 @@
 method (SparseGPT or Wanda), built once and kept on disk as safetensors, then assembled into
 candidates by loading each block's level.
 
-Statistics come from one pass over the *dense* model (each block sees dense inputs), so every
-entry is independent of the other blocks' levels and any combination can be assembled; each
-level is produced by the base method's own pruning code on a copy of the block, so an entry
-equals that block pruned directly by the method (with the earlier blocks left dense).
+Statistics come from one pass over the model, block by block, on one of two kinds of inputs:
+- `uniform` (the default): each block sees the outputs of the blocks before it pruned at the
+  target level, as sequential pruning gives them, so that the all-target candidate is exactly the
+  uniformly pruned model and each block's entries compensate the error of a typical prefix;
+- `dense`: each block sees the dense model's inputs, so an entry is independent of every other
+  block's level; errors then add up across blocks instead of being corrected.
+Each level is produced by the base method's own pruning code on a copy of the block, so an entry
+equals that block pruned directly by the method on the same inputs.
 One file per block holds all levels (`block_0007.safetensors`, keys `LEVEL.linear.name`), in the
 model's dtype. The folder name is a hash of the model's weights and config, the base method and
 its options, the levels and the calibration tokens, so a database is reused only when all agree.
@@ -29,6 +33,7 @@ from ..models.adapter import ModelAdapter
 from ..models.loading import cache_dir
 
 BASE_METHODS = ("sparsegpt", "wanda")
+DATABASE_INPUTS = ("uniform", "dense")
 
 
 @dataclass(frozen=True)
@@ -52,23 +57,28 @@ def base_pruner(base: str, level: Level, adapter: ModelAdapter, options: dict | 
     raise PrunekitError(f"unknown base method '{base}': choose {' or '.join(BASE_METHODS)}")
 
 
-def fingerprint(adapter: ModelAdapter, ids: torch.Tensor, base: str, levels: list[Level], options: dict) -> str:
+def fingerprint(adapter: ModelAdapter, ids: torch.Tensor, base: str, levels: list[Level], options: dict,
+                inputs: str = "dense", target: int | None = None) -> str:
     h = hashlib.sha256()
     h.update(adapter.model.config.to_json_string(use_diff=False).encode())
     for _, lin in adapter.all_linears():
         h.update(lin.weight.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     h.update(ids.cpu().contiguous().numpy().tobytes())
-    h.update(json.dumps([base, [(lv.sparsity, lv.pattern) for lv in levels], sorted(options.items())]).encode())
+    key = [base, [(lv.sparsity, lv.pattern) for lv in levels], sorted(options.items())]
+    if inputs != "dense":           # dense databases keep the names they were built under
+        key += [inputs, target]
+    h.update(json.dumps(key).encode())
     return h.hexdigest()[:20]
 
 
 class _Builder(BlockVisitor):
-    """Collects the base method's statistics on the dense block, prunes a copy per level and
-    writes the block's file; the block itself stays dense."""
-    modifies = False
+    """Collects the base method's statistics on the block, prunes a copy per level and writes the
+    block's file. With `carry` (a level index) the block itself then takes that level, so the next
+    block's inputs are the pruned prefix's outputs; without, it stays dense."""
 
-    def __init__(self, adapter, base, levels, options, root: Path):
-        self.adapter, self.levels, self.root = adapter, levels, root
+    def __init__(self, adapter, base, levels, options, root: Path, carry: int | None = None):
+        self.adapter, self.levels, self.root, self.carry = adapter, levels, root, carry
+        self.modifies = carry is not None
         self.pruners = [base_pruner(base, lv, adapter, options) for lv in levels]
         self.events: list[str] = []
 
@@ -89,6 +99,22 @@ class _Builder(BlockVisitor):
             self.events += pruner.events
             pruner.events = []
         save_file(tensors, str(self.root / f"block_{index:04d}.safetensors"))
+        if self.carry is not None:      # only while the block's outputs are computed: see restore()
+            linears = self.adapter.block_linears(block)
+            self._pending = (index, {n: lin.weight.detach().to("cpu", copy=True) for n, lin in linears.items()})
+            for name, lin in linears.items():
+                lin.weight.copy_(tensors[f"{self.carry}.{name}"].to(lin.weight.device))
+
+    @torch.no_grad()
+    def restore(self, *_) -> None:
+        """The engine's release_block (and the cleanup after a failed build): the carried block has
+        passed on its pruned outputs and gets its dense weights back, so building leaves the model
+        as it was, holding one block's copy at a time."""
+        if getattr(self, "_pending", None) is not None:
+            index, dense = self._pending
+            for name, lin in self.adapter.block_linears(self.adapter.layers[index]).items():
+                lin.weight.copy_(dense[name].to(lin.weight.device))
+            self._pending = None
 
 
 class SparsityDatabase:
@@ -102,21 +128,32 @@ class SparsityDatabase:
     @classmethod
     def open_or_build(cls, adapter: ModelAdapter, ids: torch.Tensor, base: str, levels: list[Level],
                       options: dict | None = None, folder: str | os.PathLike | None = None,
-                      device: str = "cpu", progress: bool = True) -> tuple["SparsityDatabase", bool]:
-        """The database for these inputs, built if absent. Returns (database, built_now)."""
+                      device: str = "cpu", progress: bool = True, inputs: str = "dense",
+                      target: int | None = None) -> tuple["SparsityDatabase", bool]:
+        """The database for these inputs, built if absent. Returns (database, built_now).
+        `inputs` "uniform" prunes each block on the outputs of the blocks before it at level
+        index `target`; "dense" on the dense model's. The model's weights are left unchanged."""
         options = options or {}
         if base not in BASE_METHODS:
             raise PrunekitError(f"unknown base method '{base}': choose {' or '.join(BASE_METHODS)}")
+        if inputs not in DATABASE_INPUTS or (inputs == "uniform" and target is None):
+            raise PrunekitError(f"database inputs '{inputs}': choose {' or '.join(DATABASE_INPUTS)} "
+                                "(uniform needs the target level)")
         parent = Path(folder) if folder else cache_dir() / "evo-db"
-        root = parent / f"{base}-{fingerprint(adapter, ids, base, levels, options)}"
+        root = parent / f"{base}-{fingerprint(adapter, ids, base, levels, options, inputs, target)}"
         if (root / "meta.json").is_file():
             return cls(root), False
         tmp = root.with_name(root.name + f".tmp{os.getpid()}")
         tmp.mkdir(parents=True, exist_ok=True)
-        builder = _Builder(adapter, base, levels, options, tmp)
-        LayerwiseEngine(adapter, device, progress=progress).run(ids, builder, desc=f"evo database ({base})")
+        carry = target if inputs == "uniform" else None
+        builder = _Builder(adapter, base, levels, options, tmp, carry)
+        try:
+            LayerwiseEngine(adapter, device, progress=progress).run(ids, builder, desc=f"evo database ({base})",
+                                                                    release_block=builder.restore)
+        finally:
+            builder.restore()
         meta = {"base": base, "levels": [(lv.sparsity, lv.pattern) for lv in levels], "blocks": adapter.num_layers,
-                "linears": list(adapter.linear_names()), "options": options,
+                "linears": list(adapter.linear_names()), "options": options, "inputs": inputs,
                 "calibration": list(ids.shape), "events": builder.events}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         os.replace(tmp, root)        # appears complete or not at all

@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from ...errors import PrunekitError
 from ...models.adapter import ModelAdapter
-from ...search.database import BASE_METHODS, DatabaseLoader, Level, SparsityDatabase
+from ...search.database import BASE_METHODS, DATABASE_INPUTS, DatabaseLoader, Level, SparsityDatabase
 from ...search.executors import make_executor
 from ...search.fitness import AssembledEvaluator
 from ...solvers.masks import parse_pattern
@@ -44,6 +44,10 @@ class EvoSparsityConfig(EvoSearchOptions):
     level_step: float = option(0.1, "spacing of the unstructured sparsity levels")
     level_span: int = option(2, "levels on each side of the target")
     database_dir: str | None = option(None, "where databases are kept", default_text="the prunekit cache, evo-db/")
+    database_inputs: str = option("uniform", "inputs each block is pruned on when the database is built: uniform "
+                                  "(the outputs of the blocks before it pruned at the target, as sequential "
+                                  "pruning; the start is then exactly the uniform model) or dense (the dense "
+                                  "model's; entries independent of each other)", choices=DATABASE_INPUTS)
 
     def __post_init__(self):
         self.check_search()
@@ -56,6 +60,8 @@ class EvoSparsityConfig(EvoSearchOptions):
         require(self.sparsity is not None and 0 < self.sparsity < 1,
                 "evo-sparsity needs a {sparsity} in (0, 1) or an N:M {pattern}")
         require(self.base in BASE_METHODS, f"{{base}} {self.base}: choose {' or '.join(BASE_METHODS)}")
+        require(self.database_inputs in DATABASE_INPUTS,
+                f"{{database_inputs}} {self.database_inputs}: choose {' or '.join(DATABASE_INPUTS)}")
         require(self.level_span >= 1 and self.level_step > 0,
                 "{level_span} must be at least 1 and {level_step} positive")
 
@@ -110,7 +116,7 @@ class EvoSparsity(Method):
         levels, start = cfg.levels()
         options = {} if cfg.base == "wanda" else {"blocksize": 128, "percdamp": 0.01}
         db, built = SparsityDatabase.open_or_build(adapter, ids, cfg.base, levels, options, cfg.database_dir,
-                                                   device, progress)
+                                                   device, progress, cfg.database_inputs, start)
         self.events += db_events(db)
         factory = SparsityFactory(model, ids, db.root, cfg.fitness, cfg.kl_topk, device)
         n = adapter.num_layers
@@ -136,7 +142,8 @@ class EvoSparsity(Method):
             levels=[lv.label() for lv in levels], block_levels=[lv.label() for lv in chosen],
             block_sparsity=[lv.sparsity for lv in chosen],
             mean_level_sparsity=sum(lv.sparsity for lv in chosen) / n,
-            database={"path": str(db.root), "bytes": db.size_bytes(), "built_now": built, "base": cfg.base})
+            database={"path": str(db.root), "bytes": db.size_bytes(), "built_now": built, "base": cfg.base,
+                      "inputs": cfg.database_inputs})
         return model
 
     @classmethod
@@ -148,7 +155,8 @@ class EvoSparsity(Method):
                 f"  blocks        {' '.join(meth['block_levels'])}",
                 f"  search        {meth['fitness']} {meth['initial_fitness']:.4f} (uniform) -> "
                 f"{meth['final_fitness']:.4f} (best; {meth['evaluations']} evaluations, {meth['generations']} "
-                f"generations, executor {meth['executor']}); database {meth['database']['bytes'] / 1e6:.1f} MB"]
+                f"generations, executor {meth['executor']}); database {meth['database']['bytes'] / 1e6:.1f} MB, "
+                f"{meth['database'].get('inputs', 'dense')} inputs"]
 
     @classmethod
     def figures(cls, report: dict, folder: Path) -> list[str]:
