@@ -44,10 +44,13 @@ def sparsity_runs(args) -> list[tuple[str, list[str]]]:
                  (f"owl-sparsegpt-{pct}", ["--method", "owl", "--base", "sparsegpt", "--sparsity", s, *calib]),
                  (f"evo-sparsity-{pct}", ["--method", "evo-sparsity", "--base", "sparsegpt", "--sparsity", s,
                                           *calib, *search]),
-                 # the search's starting point: every block at the target level, from the database
-                 # (each block pruned on dense inputs, where uniform SparseGPT prunes sequentially)
-                 (f"evo-sparsity-start-{pct}", ["--method", "evo-sparsity", "--base", "sparsegpt", "--sparsity", s,
-                                                *calib, "--generations", "0"])]
+                 # the database on dense inputs (the first design) and its starting point: every block
+                 # at the target level, pruned independently where uniform SparseGPT prunes sequentially
+                 (f"evo-sparsity-dense-{pct}", ["--method", "evo-sparsity", "--base", "sparsegpt", "--sparsity", s,
+                                                "--database-inputs", "dense", *calib, *search]),
+                 (f"evo-sparsity-dense-start-{pct}", ["--method", "evo-sparsity", "--base", "sparsegpt",
+                                                      "--sparsity", s, "--database-inputs", "dense", *calib,
+                                                      "--generations", "0"])]
     return runs
 
 

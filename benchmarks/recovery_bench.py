@@ -5,8 +5,8 @@ Three questions, each configuration a chain of `prunekit` processes (prune stage
 
 - depth: SLM (rdsc), ShortGPT and SLEB at 6 and 10 of 30 blocks, before and after recovery
   (WikiText-2 perplexity; the zero-shot average at --limit examples per task after recovery);
-- combination: SLM depth + search-llm width against depth alone and width alone at the same
-  total parameter count (about 0.79 and 0.66 of dense), before and after recovery;
+- combination: depth (SLM, and ShortGPT) + search-llm width against depth alone and width alone
+  at the same total parameter count (about 0.79 and 0.66 of dense), before and after recovery;
 - sparse: Wanda 50% and 2:4 before and after a recovery that keeps every zero.
 
     python benchmarks/recovery_bench.py --tags depth-shortgpt-6,sparse-wanda-0.5   # some chains
@@ -48,6 +48,11 @@ CHAINS = {
     "combo-0.66-depth": [depth_stage("slm", 13)],
     "combo-0.66-width": [width_stage(0.5665)],
     "combo-0.66-both": [depth_stage("slm", 6), width_stage(0.7082)],
+    # the same pairs with ShortGPT as the depth stage: is the loss of depth + width SLM's or depth's?
+    "combo-0.79-depth-shortgpt": [depth_stage("shortgpt", 8)],
+    "combo-0.79-both-shortgpt": [depth_stage("shortgpt", 4), width_stage(0.8461)],
+    "combo-0.66-depth-shortgpt": [depth_stage("shortgpt", 13)],
+    "combo-0.66-both-shortgpt": [depth_stage("shortgpt", 6), width_stage(0.7082)],
     "sparse-wanda-0.5": [("wanda-0.5", ["--method", "wanda", "--sparsity", "0.5", *SPARSE_CALIB])],
     "sparse-wanda-2of4": [("wanda-2of4", ["--method", "wanda", "--pattern", "2:4", *SPARSE_CALIB])],
 }
