@@ -198,6 +198,41 @@ def test_refusals_are_one_line():
         assert "\n" not in str(e.value)
 
 
+# ---------------------------------------------------------------- reformation check
+
+
+def _reform_run(reform, **kw):
+    cfg = SearchConfig(keep=0.7, generations=1, population=4, mutants=2, crossovers=1, randoms=1, top_k=2, band=0.05,
+                       fitness_windows=2, fitness_seqlen=32, reform=reform, **kw)
+    return prune(make_tiny_model("llama"), cfg, _ids(4, 32), progress=False)
+
+
+def _same_weights(a, b):
+    return all(torch.equal(x, y) for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values()))
+
+
+@pytest.mark.parametrize("fitness", ["ppl", "kl"])
+def test_reformation_is_kept_only_where_it_lowers_the_fitness(fitness, monkeypatch):
+    """reform admm equals admm-always where ADMM helps and reform none where it hurts (an ADMM
+    that scrambles the projections), and its check scores what the search scores."""
+    import prunekit.methods.width.search as search_module
+
+    kw = dict(fitness=fitness, kl_topk=0)
+    checked, always, masked = _reform_run("admm", **kw), _reform_run("admm-always", **kw), _reform_run("none", **kw)
+    check = checked.details["reform_check"]
+    assert check["fitness_masked"] == pytest.approx(checked.details["final_fitness"], rel=1e-6)
+    assert check["tokens"] == 2 * 32
+    assert _same_weights(checked, always if check["admm_kept"] else masked)
+    assert "reform_check" not in always.details and "admm_final_residual_max" in always.details
+
+    real = search_module.admm_reform
+    monkeypatch.setattr(search_module, "admm_reform", lambda w, *a: (real(w, *a)[0].flip(0), [0.0]))
+    broken = _reform_run("admm", **kw)
+    assert not broken.details["reform_check"]["admm_kept"]
+    assert broken.details["reform_check"]["fitness_reformed"] > broken.details["reform_check"]["fitness_masked"]
+    assert _same_weights(broken, masked)
+
+
 # ---------------------------------------------------------------- executors
 
 

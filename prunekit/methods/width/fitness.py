@@ -31,6 +31,13 @@ class WidthEvaluator:
         return out
 
 
+    @torch.no_grad()
+    def score_current(self, depth: int, windows: list[int]) -> float:
+        """Fitness of the weights now in the first `depth` blocks (a reformed model, not a genome)."""
+        hidden = self.stack.through(self.dense.layers[:depth], self.stack.start.hidden[windows])
+        return self.fitness.score(hidden, windows)
+
+
 def width_evaluator(model, ids: torch.Tensor, shape: Shape, kind: str, topk: int = 0, device: str = "cpu",
                     dense: DenseWeights | None = None) -> WidthEvaluator:
     """The one way an evaluator is built, here or in a worker, so every executor scores alike."""
