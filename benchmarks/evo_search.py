@@ -6,6 +6,7 @@ SmolLM2-135M against the one-shot allocations it should beat, all evaluated on W
     python benchmarks/evo_search.py --part sparsity --reuse    # uniform SparseGPT, OWL, evo-sparsity at 70/80%
     python benchmarks/evo_search.py --part width --bench       # search-llm: ppl vs KL-staged fitness, width multiples
     python benchmarks/evo_search.py --part width --width-reform none   # the same two searches without ADMM
+    python benchmarks/evo_search.py --part width --width-reform admm   # ADMM kept only where it helps
     python benchmarks/evo_search.py --part executors           # one small search under each executor
 
 The depth baselines (ShortGPT, SLEB, SLM) come from benchmarks/results/depth_methods.json (same
@@ -60,10 +61,12 @@ def width_runs(args) -> list[tuple[str, list[str]]]:
     calib = ["--calib", "c4", "--nsamples", "32", "--seqlen", "512", "--seed", "0"]
     base = ["--method", "search", "--keep", "0.8", *calib]
     staged = ["--fitness", "kl", "--stages", args.width_stages, "--generations", str(args.width_kl_generations)]
-    if args.width_reform == "none":     # the same searches scored as they return, without the ADMM step
-        base += ["--reform", "none"]
-        return [("width-ppl-noreform", [*base, "--generations", str(args.width_ppl_generations)]),
-                ("width-kl-staged-noreform", [*base, *staged])]
+    # the searches do not depend on the reformation: the same masks, reformed three ways
+    base += ["--reform", args.width_reform]
+    if args.width_reform != "admm-always":
+        suffix = {"none": "-noreform", "admm": "-admm-checked"}[args.width_reform]
+        return [(f"width-ppl{suffix}", [*base, "--generations", str(args.width_ppl_generations)]),
+                (f"width-kl-staged{suffix}", [*base, *staged])]
     return [("width-ppl", [*base, "--generations", str(args.width_ppl_generations)]),
             ("width-kl-staged", [*base, *staged]),
             ("width-kl-staged-m64", [*base, *staged, "--width-multiple", "64"])]
@@ -84,8 +87,9 @@ def main():
     ap.add_argument("--width-stages", default="512:8,2048:4")
     ap.add_argument("--width-ppl-generations", type=int, default=6)
     ap.add_argument("--width-kl-generations", type=int, default=4)
-    ap.add_argument("--width-reform", choices=("admm", "none"), default="admm",
-                    help="with --part width: none runs the ppl and KL searches without ADMM reformation")
+    ap.add_argument("--width-reform", choices=("admm-always", "admm", "none"), default="admm-always",
+                    help="with --part width: the ppl and KL searches reformed by ADMM always (the first rows), "
+                         "by ADMM where it lowers the search's fitness (admm, the product's default), or not")
     ap.add_argument("--bench", action="store_true", help="with --part width: prefill/decode speed against dense")
     ap.add_argument("--generations", type=int, default=12, help="evo-depth generations")
     ap.add_argument("--sparsity-generations", type=int, default=12, help="evo-sparsity generations")
