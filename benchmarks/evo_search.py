@@ -121,12 +121,21 @@ def main():
         png = work / tag / "evolution.png"
         if png.exists():
             shutil.copy(png, runner.HERE / "results" / f"{tag}-evolution.png")
-        path.write_text(json.dumps(reports, indent=2))
+        save(path, reports, tag)
     if args.part == "width" and args.bench:
         reports["width_bench"] = runner.bench(work, args.model, [t for t, _ in runs], "evo_width_bench", seqlen=512,
                                               prompt_len=128, new_tokens=32, reps=5, warmup=1)
-        path.write_text(json.dumps(reports, indent=2))
+        save(path, reports, "width_bench")
     print(table(reports))
+
+
+def save(path: Path, reports: dict, tag: str) -> None:
+    """Write this run's row into the file as it is now: two parts run side by side (one per core)
+    would otherwise each write back the rows they read at their start and lose the other's."""
+    current = json.loads(path.read_text()) if path.exists() else {}
+    current.update({"dense": reports["dense"]} if "dense" in reports else {})
+    current[tag] = reports[tag]
+    path.write_text(json.dumps(current, indent=2))
 
 
 def table(reports: dict) -> str:
