@@ -79,6 +79,7 @@ class _Builder(BlockVisitor):
     def __init__(self, adapter, base, levels, options, root: Path, carry: int | None = None):
         self.adapter, self.levels, self.root, self.carry = adapter, levels, root, carry
         self.modifies = carry is not None
+        self._pending = None        # (block index, its dense weights) while a carried block is pruned
         self.pruners = [base_pruner(base, lv, adapter, options) for lv in levels]
         self.events: list[str] = []
 
@@ -110,7 +111,7 @@ class _Builder(BlockVisitor):
         """The engine's release_block (and the cleanup after a failed build): the carried block has
         passed on its pruned outputs and gets its dense weights back, so building leaves the model
         as it was, holding one block's copy at a time."""
-        if getattr(self, "_pending", None) is not None:
+        if self._pending is not None:
             index, dense = self._pending
             for name, lin in self.adapter.block_linears(self.adapter.layers[index]).items():
                 lin.weight.copy_(dense[name].to(lin.weight.device))

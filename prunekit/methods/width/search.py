@@ -254,7 +254,7 @@ class SearchMethod(Method):
     def _reform(self, ids, pool, best, shape, dense_weights, device, progress) -> dict:
         """ADMM on the best genome's output projections (the model must be dense on entry). With
         reform admm, the reformed weights must beat the masked ones on the search's own fitness
-        over all its windows: on SmolLM2 a KL-searched mask came out of ADMM with twice its KL."""
+        over all its windows: on SmolLM2 ADMM raised a KL-searched mask's held-out KL from 1.62 to 3.67."""
         cfg, adapter = self.config, self.adapter
         guard, windows = None, list(range(pool.shape[0]))
         if cfg.reform == "admm":
