@@ -7,7 +7,7 @@ SmolLM2-135M against the one-shot allocations it should beat, all evaluated on W
     python benchmarks/evo_search.py --part width --bench       # search-llm: ppl vs KL-staged fitness, width multiples
     python benchmarks/evo_search.py --part width --width-reform none   # the same two searches without ADMM
     python benchmarks/evo_search.py --part width --width-reform admm   # ADMM kept only where it helps
-    python benchmarks/evo_search.py --part width --width-reform admm --width-kl-only \
+    python benchmarks/evo_search.py --part width --width-reform admm --width-only kl \
         --width-stages 256:8,1024:4 --width-kl-generations 5          # KL at about the ppl search's time
     python benchmarks/evo_search.py --part executors           # one small search under each executor
 
@@ -65,8 +65,12 @@ def width_runs(args) -> list[tuple[str, list[str]]]:
     staged = ["--fitness", "kl", "--stages", args.width_stages, "--generations", str(args.width_kl_generations)]
     # the searches do not depend on the reformation: the same masks, reformed three ways
     base += ["--reform", args.width_reform]
-    if args.width_kl_only:           # one more KL search, named by its budget
+    # one more search, named by its budget, for comparisons at equal wall time
+    if args.width_only == "kl":
         return [(f"width-kl-{args.width_stages}-g{args.width_kl_generations}-{args.width_reform}", [*base, *staged])]
+    if args.width_only == "ppl":
+        return [(f"width-ppl-g{args.width_ppl_generations}-{args.width_reform}",
+                 [*base, "--generations", str(args.width_ppl_generations)])]
     if args.width_reform != "admm-always":
         suffix = {"none": "-noreform", "admm": "-admm-checked"}[args.width_reform]
         return [(f"width-ppl{suffix}", [*base, "--generations", str(args.width_ppl_generations)]),
@@ -94,8 +98,9 @@ def main():
     ap.add_argument("--width-reform", choices=("admm-always", "admm", "none"), default="admm-always",
                     help="with --part width: the ppl and KL searches reformed by ADMM always (the first rows), "
                          "by ADMM where it lowers the search's fitness (admm, the product's default), or not")
-    ap.add_argument("--width-kl-only", action="store_true",
-                    help="with --part width: only a KL search at --width-stages/--width-kl-generations")
+    ap.add_argument("--width-only", choices=("ppl", "kl"), default=None,
+                    help="with --part width: only the ppl search (--width-ppl-generations) or only the KL search "
+                         "(--width-stages, --width-kl-generations), tagged by its budget")
     ap.add_argument("--bench", action="store_true", help="with --part width: prefill/decode speed against dense")
     ap.add_argument("--generations", type=int, default=12, help="evo-depth generations")
     ap.add_argument("--sparsity-generations", type=int, default=12, help="evo-sparsity generations")

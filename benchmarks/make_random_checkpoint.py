@@ -24,9 +24,10 @@ DTYPES = {"float32": (torch.float32, "F32"), "bfloat16": (torch.bfloat16, "BF16"
 VOCAB = 49152        # SmolLM2's tokenizer
 
 
-def shape_for(params: float, tie: bool = True) -> dict:
-    """A Llama-like shape (GQA 4:1, head dim 64, MLP ~8/3 d) whose parameter count is close to `params`."""
-    d = 768 if params < 3e8 else 2048 if params < 3e9 else 4096 if params < 1.2e10 else 8192
+def shape_for(params: float, tie: bool = True, hidden: int | None = None) -> dict:
+    """A Llama-like shape (GQA 4:1, head dim 64, MLP ~8/3 d) whose parameter count is close to `params`;
+    `hidden` fixes the width (the depth then makes up the count)."""
+    d = hidden or (768 if params < 3e8 else 2048 if params < 3e9 else 4096 if params < 1.2e10 else 8192)
     inter = 256 * math.ceil(8 * d / 3 / 256)
     heads = d // 64
     kv = max(1, heads // 4)
@@ -119,12 +120,17 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--shard-size", type=float, default=2e9, help="bytes per shard (default 2e9)")
     ap.add_argument("--untied", action="store_true", help="a separate lm_head (default: tied, as SmolLM2)")
+    ap.add_argument("--hidden-size", type=int, default=None,
+                    help="fix the hidden size (a multiple of 256); default grows with --params. A narrower model "
+                         "reaches the same size with more blocks, and SparseGPT's cubic solve per block is cheaper")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     from transformers import LlamaConfig
 
     dtype, code = DTYPES[args.dtype]
-    cfg = shape_for(args.params, tie=not args.untied)
+    if args.hidden_size is not None and (args.hidden_size <= 0 or args.hidden_size % 256):
+        ap.error("--hidden-size must be a positive multiple of 256")
+    cfg = shape_for(args.params, tie=not args.untied, hidden=args.hidden_size)
     total = cfg.pop("total")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=False)
