@@ -60,16 +60,18 @@ def sparsity_runs(args) -> list[tuple[str, list[str]]]:
 def width_runs(args) -> list[tuple[str, list[str]]]:
     """search-llm at keep 0.8 (the width benchmark's calibration and loop): perplexity fitness on
     2 x 256 tokens as the paper, against KL with staged selection, free widths and multiples of 64."""
-    calib = ["--calib", "c4", "--nsamples", "32", "--seqlen", "512", "--seed", "0"]
+    calib = ["--calib", "c4", "--nsamples", "32", "--seqlen", "512", "--seed", str(args.width_seed)]
     base = ["--method", "search", "--keep", "0.8", *calib]
     staged = ["--fitness", "kl", "--stages", args.width_stages, "--generations", str(args.width_kl_generations)]
     # the searches do not depend on the reformation: the same masks, reformed three ways
     base += ["--reform", args.width_reform]
     # one more search, named by its budget, for comparisons at equal wall time
+    seed = f"-s{args.width_seed}" if args.width_seed else ""
     if args.width_only == "kl":
-        return [(f"width-kl-{args.width_stages}-g{args.width_kl_generations}-{args.width_reform}", [*base, *staged])]
+        return [(f"width-kl-{args.width_stages}-g{args.width_kl_generations}-{args.width_reform}{seed}",
+                 [*base, *staged])]
     if args.width_only == "ppl":
-        return [(f"width-ppl-g{args.width_ppl_generations}-{args.width_reform}",
+        return [(f"width-ppl-g{args.width_ppl_generations}-{args.width_reform}{seed}",
                  [*base, "--generations", str(args.width_ppl_generations)])]
     if args.width_reform != "admm-always":
         suffix = {"none": "-noreform", "admm": "-admm-checked"}[args.width_reform]
@@ -101,6 +103,8 @@ def main():
     ap.add_argument("--width-only", choices=("ppl", "kl"), default=None,
                     help="with --part width: only the ppl search (--width-ppl-generations) or only the KL search "
                          "(--width-stages, --width-kl-generations), tagged by its budget")
+    ap.add_argument("--width-seed", type=int, default=0,
+                    help="with --part width: the seed of the calibration draw and the search (tags get -sN)")
     ap.add_argument("--bench", action="store_true", help="with --part width: prefill/decode speed against dense")
     ap.add_argument("--generations", type=int, default=12, help="evo-depth generations")
     ap.add_argument("--sparsity-generations", type=int, default=12, help="evo-sparsity generations")
