@@ -7,8 +7,9 @@ SmolLM2-135M against the one-shot allocations it should beat, all evaluated on W
     python benchmarks/evo_search.py --part width --bench       # search-llm: ppl vs KL-staged fitness, width multiples
     python benchmarks/evo_search.py --part width --width-reform none   # the same two searches without ADMM
     python benchmarks/evo_search.py --part width --width-reform admm   # ADMM kept only where it helps
+    python benchmarks/evo_search.py --part width --width-reform admm --width-only ppl --width-ppl-generations 10
     python benchmarks/evo_search.py --part width --width-reform admm --width-only kl \
-        --width-stages 256:8,1024:4 --width-kl-generations 5          # KL at about the ppl search's time
+        --width-stages 256:8,1024:4 --width-kl-generations 4          # about the same search time as the line above
     python benchmarks/evo_search.py --part executors           # one small search under each executor
 
 The depth baselines (ShortGPT, SLEB, SLM) come from benchmarks/results/depth_methods.json (same
@@ -130,21 +131,12 @@ def main():
         png = work / tag / "evolution.png"
         if png.exists():
             shutil.copy(png, runner.HERE / "results" / f"{tag}-evolution.png")
-        save(path, reports, tag)
+        runner.merge_results("evo_search", {k: reports[k] for k in ("dense", tag) if k in reports})
     if args.part == "width" and args.bench:
         reports["width_bench"] = runner.bench(work, args.model, [t for t, _ in runs], "evo_width_bench", seqlen=512,
                                               prompt_len=128, new_tokens=32, reps=5, warmup=1)
-        save(path, reports, "width_bench")
+        runner.merge_results("evo_search", {"width_bench": reports["width_bench"]})
     print(table(reports))
-
-
-def save(path: Path, reports: dict, tag: str) -> None:
-    """Write this run's row into the file as it is now: two parts run side by side (one per core)
-    would otherwise each write back the rows they read at their start and lose the other's."""
-    current = json.loads(path.read_text()) if path.exists() else {}
-    current.update({"dense": reports["dense"]} if "dense" in reports else {})
-    current[tag] = reports[tag]
-    path.write_text(json.dumps(current, indent=2))
 
 
 def table(reports: dict) -> str:

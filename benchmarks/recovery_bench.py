@@ -152,13 +152,9 @@ def main():
     if not args.table:
         for tag in args.tags.split(","):
             run_chain(work, tag, args)
-    # rows whose run folders are gone (another machine, a cleaned work folder) stay as recorded
-    stored = runner.HERE / "results" / "recovery_bench.json"
-    recorded = json.loads(stored.read_text()) if stored.exists() else {}
-    rows = {tag: summary(chain) if (chain := collected(work, tag)) else recorded[tag]
-            for tag in CHAINS if tag in recorded or collected(work, tag)}
-    runner.save_results("recovery_bench", rows)
-    print(table(rows))
+    rows = runner.merge_results("recovery_bench",
+                                {tag: summary(chain) for tag in CHAINS if (chain := collected(work, tag))})
+    print(table({tag: rows[tag] for tag in CHAINS if tag in rows}))
 
 
 if __name__ == "__main__":

@@ -62,6 +62,16 @@ def save_results(name: str, reports: dict) -> Path:
     return path
 
 
+def merge_results(name: str, rows: dict) -> dict:
+    """Write `rows` into results/<name>.json as the file is now and return the whole: rows of runs
+    side by side (one per core) or of run folders since removed (another machine) are kept."""
+    path = HERE / "results" / f"{name}.json"
+    current = json.loads(path.read_text()) if path.exists() else {}
+    current.update(rows)
+    save_results(name, current)
+    return current
+
+
 def bench(work: Path, model: str, tags: list[str], name: str, **kw) -> dict:
     """Speed of each run folder against the dense model, the pair timed in interleaved rounds in
     two fresh processes (so every ratio has its own dense measurement); saved to
