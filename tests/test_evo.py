@@ -21,7 +21,7 @@ from prunekit.methods.depth.stack import BlockStack
 from prunekit.models.adapter import ModelAdapter
 from prunekit.search.fitness import DepthEvaluator
 from prunekit.solvers.divergence import kl_exact, kl_topk, topk_summary
-from prunekit.solvers.evolution import (draw_windows, evolve, level_switch, parse_stages, staged_selection,
+from prunekit.solvers.evolution import (FIXED, draw_windows, evolve, level_switch, parse_stages, staged_selection,
                                         switch_count)
 from prunekit.solvers.owl import outlier_ratio, owl_sparsities
 
@@ -109,6 +109,73 @@ def test_evolve_finds_best_drop_set_for_separable_fitness():
     assert res.best == best
     again = evolve((1, 0, 1, 0, 0, 1, 0, 0), fitness, mutate, parse_stages("1:4,2:1"), 30, 6, random.Random(0))
     assert again.history == res.history
+
+
+COST = [0.9, 0.1, 0.7, 0.3, 0.05, 0.8, 0.6, 0.2]
+CHEAPEST = tuple(int(i in {1, 4, 7}) for i in range(8))         # the three cheapest blocks dropped
+
+
+def true_cost(g):
+    return sum(c * w for c, w in zip(g, COST))
+
+
+def switch_mutate(g, r):
+    return level_switch(g, 2, switch_count(r), r)
+
+
+def test_evolve_never_returns_worse_than_its_start_on_the_fixed_set():
+    """Minibatches that rank every genome upside down: offspring win every generation there, so
+    the parent drifts to ever worse genomes, but on the fixed set the start is the best of all and
+    must be what comes back, with its own figure as both start and best."""
+    judged = []
+
+    def fitness(cands, stage, generation):
+        if generation == FIXED:
+            assert stage == 1                               # the last stage's budget
+            judged.extend(cands)
+            return [true_cost(g) for g in cands]
+        return [-true_cost(g) for g in cands]
+
+    res = evolve(CHEAPEST, fitness, switch_mutate, parse_stages("1:4,2:1"), 10, 6, random.Random(0))
+    changes = sum(r["changed"] for r in res.history)
+    assert changes >= 3                                                 # the parent was replaced again and again
+    assert judged[0] == CHEAPEST and len(judged) == len(set(judged)) == 1 + changes
+    assert all(true_cost(g) > true_cost(CHEAPEST) for g in judged[1:])   # ... by genomes worse on the fixed set
+    assert res.best == CHEAPEST
+    assert res.score == res.start_score == pytest.approx(true_cost(CHEAPEST))
+    assert [r["fixed"] for r in res.history] == [res.start_score] * 10
+    assert res.fixed_evaluations == len(judged)
+    assert res.evaluations == sum(r["evaluated"] for r in res.history) + len(judged)
+    none = evolve(CHEAPEST, fitness, switch_mutate, parse_stages("1:4,2:1"), 0, 6, random.Random(0))
+    assert (none.best, none.score, none.fixed_evaluations) == (CHEAPEST, res.start_score, 1)
+
+
+def test_evolve_keeps_the_best_so_far_under_noisy_minibatches():
+    """Minibatch scores are the true cost plus noise larger than the differences, fresh per
+    (genome, generation, stage): the result is the genome of lowest fixed-set score among the
+    start and every parent the search took, and the run is reproducible."""
+    start = (1, 0, 1, 0, 0, 1, 0, 0)
+
+    def run():
+        judged = {}
+
+        def fitness(cands, stage, generation):
+            if generation == FIXED:
+                judged.update((g, true_cost(g)) for g in cands)
+                return [true_cost(g) for g in cands]
+            return [true_cost(g) + 3 * random.Random(f"{g}:{generation}:{stage}").random() for g in cands]
+
+        return evolve(start, fitness, switch_mutate, parse_stages("1:3,2:1"), 25, 5, random.Random(1)), judged
+
+    res, judged = run()
+    assert start in judged and len(judged) > 3
+    best = min(judged, key=judged.get)
+    assert res.best == best and res.score == judged[best] <= res.start_score == true_cost(start)
+    assert res.score < res.start_score                                  # here the search did find better
+    fixed = [r["fixed"] for r in res.history]
+    assert all(a >= b for a, b in zip(fixed, fixed[1:])) and fixed[-1] == res.score
+    again, _ = run()
+    assert (again.best, again.score, again.history) == (res.best, res.score, res.history)
 
 
 def test_draw_windows_deterministic_and_sized():
@@ -354,6 +421,25 @@ def test_evo_depth_finds_brute_force_optimum(six_block):
     assert details["final_fitness"] == pytest.approx(min(scores), rel=1e-6)
     assert details["final_fitness"] < details["initial_fitness"]
     assert model.config.num_hidden_layers == 4 and len(model.model.layers) == 4
+
+
+def test_evo_depth_returns_no_worse_than_shortgpt_on_the_fixed_windows(six_block):
+    """Stages of one and two 32-token windows: with this seed the search ends on a parent that is
+    worse than ShortGPT's choice on the fixed windows (the last parent alone gives 0.0917 against
+    0.0820); the method must return its best there instead, and report that figure."""
+    model, ids = six_block
+    details = run_evo_depth(copy.deepcopy(model), ids, remove_layers=2, stages="32:2,64:1", generations=6,
+                            offspring=4, kl_topk=0, seed=2)
+    assert any(r["changed"] for r in details["history"])
+    assert details["final_fitness"] <= details["initial_fitness"]
+    fixed = draw_windows(ids.shape[0], 64, ids.shape[1], 2, FIXED, 1)
+    assert details["fitness_tokens"] == len(fixed) * ids.shape[1]
+    ev = DepthEvaluator(BlockStack(ModelAdapter(model), ids), "kl", topk=0)
+    as_genome = lambda removed: tuple(int(i in removed) for i in range(6))
+    start, best = ev.score([as_genome(details["shortgpt_removed"]), as_genome(details["removed"])], fixed)
+    assert (details["initial_fitness"], details["final_fitness"]) == pytest.approx((start, best), rel=1e-6)
+    assert details["history"][-1]["fixed"] == details["final_fitness"]
+    assert details["fixed_evaluations"] >= 2
 
 
 def test_executors_give_identical_results(six_block):

@@ -9,8 +9,8 @@ from ..plots import _pyplot
 def plot_evolution(history: list[dict], path: str | Path, title: str, fitness: str = "kl",
                    initial: float | None = None, final: float | None = None) -> Path:
     """Winner fitness per generation (each on that generation's fresh last-stage minibatch), the
-    generations where the parent was replaced, and optionally the start and end genomes scored on
-    one fixed minibatch."""
+    generations where the parent was replaced, the best genome so far on one fixed minibatch (the
+    one returned), and optionally the start and end genomes scored on that minibatch."""
     plt = _pyplot()
     rows = [h for h in history if h.get("evaluated")]
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
@@ -18,6 +18,10 @@ def plot_evolution(history: list[dict], path: str | Path, title: str, fitness: s
     changed = [h for h in rows if h["changed"]]
     ax.scatter([h["generation"] for h in changed], [h["best"] for h in changed], s=12, color="C3", zorder=3,
                label="parent replaced")
+    fixed = [h for h in rows if h.get("fixed") is not None]      # reports from before the guard lack it
+    if fixed:
+        ax.step([h["generation"] for h in fixed], [h["fixed"] for h in fixed], where="post", lw=1, color="C2",
+                label="best so far, fixed minibatch (the result)")
     if initial is not None:
         ax.axhline(initial, color="grey", ls=":", label=f"start, fixed minibatch ({initial:.4g})")
     if final is not None:

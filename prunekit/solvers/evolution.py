@@ -3,6 +3,13 @@ project's docs/methods.md): level-switch mutation under an exact total, staged s
 elitism, and the (1 + lambda) loop that ties them together. Nothing here knows about models: a
 genome is a tuple of per-unit level indices, fitness is a batch function, lower is better, and
 every random draw comes from a `random.Random` the caller seeds.
+
+The fixed selection set: `fitness(candidates, stage, FIXED)` (generation FIXED = -1) must score
+on one set of calibration data that is the same at every call (the driver uses the last stage's
+budget on one fixed draw of windows). Per-generation minibatches are noisy, so the parent may be
+replaced by an offspring that only looked better on them; the search therefore keeps the best
+genome seen so far by its score on the fixed set and returns that one, never anything worse than
+its start there.
 """
 from __future__ import annotations
 
@@ -16,6 +23,7 @@ from ..errors import PrunekitError
 Genome = tuple[int, ...]
 # fitness(candidates, stage index, generation) -> one score per candidate, lower is better
 BatchFitness = Callable[[list[Genome], int, int], list[float]]
+FIXED = -1      # the generation index that asks a fitness for its fixed selection set
 
 
 def parse_stages(spec: str | Sequence[tuple[int, int]], last: int | None = 1) -> list[tuple[int, int]]:
@@ -134,34 +142,77 @@ def offspring(parent: Genome, count: int, mutate: Callable[[Genome, random.Rando
 
 @dataclass
 class EvolutionResult:
-    best: Genome
-    score: float
+    best: Genome                # the best genome seen, by its score on the fixed selection set
+    score: float                # its score there
     history: list[dict]
-    evaluations: int
+    evaluations: int            # every candidate scored, the fixed-set scorings included
+    start_score: float = float("nan")    # the start's score on the fixed selection set: score <= start_score
+    fixed_evaluations: int = 0  # how many of the evaluations were on the fixed selection set
+
+
+class BestSoFar:
+    """The best genome by its score on the fixed selection set (lower is better): a genome
+    replaces the incumbent only when strictly better there, so the start is kept unless beaten.
+    Each genome is scored there at most once."""
+
+    def __init__(self, judge: Callable[[list[Genome]], list[float]], start):
+        self.judge, self.scores = judge, {}
+        self.evaluations = 0
+        self.best = start
+        self.start_score = self.score = self.of(start)
+
+    def of(self, genome) -> float:
+        if genome not in self.scores:
+            (s,) = self.judge([genome])
+            if math.isnan(s):
+                raise PrunekitError("a candidate's fitness is NaN: the model produces non-finite outputs")
+            self.scores[genome] = s
+            self.evaluations += 1
+        return self.scores[genome]
+
+    def offer(self, genome) -> bool:
+        """Scores `genome` on the fixed set; True if it became the best."""
+        s = self.of(genome)
+        if s < self.score:
+            self.best, self.score = genome, s
+            return True
+        return False
 
 
 def evolve(initial: Genome, fitness: BatchFitness, mutate: Callable[[Genome, random.Random], Genome],
            stages: list[tuple[int, int]], generations: int, children: int, rng: random.Random,
            on_generation: Callable[[dict], None] | None = None) -> EvolutionResult:
     """EvoPress's (1 + lambda) search: each generation, `children` distinct mutants of the parent go
-    through staged selection with the parent as elite; the winner becomes the next parent."""
+    through staged selection with the parent as elite; the winner becomes the next parent.
+
+    The result is the best genome seen by its score on the fixed selection set
+    (`fitness(..., len(stages) - 1, FIXED)`), not the last parent: the start is scored there once,
+    and every new parent once (one extra evaluation at the last stage's budget per generation
+    that replaces the parent). History rows keep the winner's score on its generation's
+    minibatch ("best") and add the best fixed-set score so far ("fixed")."""
     parent = tuple(initial)
+    last = len(stages) - 1
+    guard = BestSoFar(lambda cands: fitness(cands, last, FIXED), parent)
     history, evaluations = [], 0
     score = float("nan")
     for g in range(generations):
         kids = offspring(parent, children, mutate, rng)
         if not kids:
-            history.append({"generation": g, "best": score, "changed": False, "evaluated": 0, "stages": []})
+            history.append({"generation": g, "best": score, "changed": False, "evaluated": 0, "stages": [],
+                            "fixed": guard.score})
             continue
         sel = staged_selection(kids, stages, fitness, g, elite=parent)
         evaluations += sel.evaluations
+        if sel.winner != parent:
+            guard.offer(sel.winner)
         row = {"generation": g, "best": sel.winner_score, "changed": sel.winner != parent,
-               "evaluated": sel.evaluations, "stages": sel.stages}
+               "evaluated": sel.evaluations, "stages": sel.stages, "fixed": guard.score}
         parent, score = sel.winner, sel.winner_score
         history.append(row)
         if on_generation:
             on_generation(row)
-    return EvolutionResult(parent, score, history, evaluations)
+    return EvolutionResult(guard.best, guard.score, history, evaluations + guard.evaluations, guard.start_score,
+                           guard.evaluations)
 
 
 def draw_windows(total: int, tokens: int, seqlen: int, seed: int, generation: int, stage: int) -> list[int]:

@@ -1,6 +1,8 @@
 """Runs the (1 + lambda) level-switch search of solvers/evolution.py with fitness computed by an
 executor on calibration windows drawn per (generation, stage); returns the history for the
-report. Shared by evo-depth and evo-sparsity."""
+report. Shared by evo-depth and evo-sparsity. The fixed selection set (generation FIXED) is one
+draw of the last stage's budget that never changes: the search returns the best genome on it,
+and the start's and the best's scores on it are the two figures the summary reports."""
 from __future__ import annotations
 
 import random
@@ -8,7 +10,7 @@ import time
 from pathlib import Path
 
 
-from ...solvers.evolution import draw_windows, evolve, level_switch, parse_stages, switch_count
+from ...solvers.evolution import FIXED, draw_windows, evolve, level_switch, parse_stages, switch_count
 from ...progress import bar as progress_bar
 
 
@@ -27,19 +29,19 @@ def run_search(options, initial: tuple, n_levels: int, executor, n_windows: int,
     bar = progress_bar(generations, desc, "generation", progress)
 
     def on_generation(row):
-        bar.set_postfix(best=f"{row['best']:.5f}", changed=row["changed"])
+        bar.set_postfix(best=f"{row['best']:.5f}", fixed=f"{row['fixed']:.5f}", changed=row["changed"])
         bar.update(1)
 
     t0 = time.perf_counter()
     result = evolve(tuple(initial), fitness, mutate, stages, generations, children, rng, on_generation)
     seconds = time.perf_counter() - t0
     bar.close()
-    # initial and final genome on one fixed draw of the last stage's budget: comparable numbers
-    fixed = draw_windows(n_windows, stages[-1][0], seqlen, options.seed, -1, len(stages) - 1)
-    start_score, best_score = executor.score([tuple(initial), result.best], fixed)
+    # the start and the result on the fixed draw of the last stage's budget (generation FIXED)
+    fixed = draw_windows(n_windows, stages[-1][0], seqlen, options.seed, FIXED, len(stages) - 1)
     return {"best": result.best, "history": result.history, "evaluations": result.evaluations,
+            "fixed_evaluations": result.fixed_evaluations,
             "search_s": seconds, "executor": executor.name, "stages": stages, "generations": generations,
-            "offspring": children, "initial_fitness": start_score, "final_fitness": best_score,
+            "offspring": children, "initial_fitness": result.start_score, "final_fitness": result.score,
             "fitness_windows": len(fixed), "fitness_tokens": len(fixed) * seqlen, "fitness": options.fitness}
 
 

@@ -6,7 +6,12 @@ the best re-scored on larger ones, and the parents join the last stage (elitism)
 stages there is one stage on fixed windows, which is the paper's loop.
 
 Fitness runs through an executor and is cached per (genome, windows): a parent re-scored on
-the windows it was already scored on costs nothing."""
+the windows it was already scored on costs nothing.
+
+The result is the best genome seen by its score on the fixed set (the first `fixed_windows`
+windows), never worse there than the initialisation: each generation's winner is scored on it
+(free without stages, where the fixed set is the stage set; with stages one extra evaluation
+per new winner), and replaces the best so far only when strictly better."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from ...errors import PrunekitError
-from ...solvers.evolution import draw_windows, staged_selection
+from ...solvers.evolution import BestSoFar, draw_windows, staged_selection
 from .genome import Genome, Shape, Space, crossover
 from ...progress import bar as progress_bar
 
@@ -75,7 +80,9 @@ def search(space: Space, init: Genome, shape: Shape, plan: Plan, executor, progr
                             f"parameters, outside keep {plan.keep} ± band {plan.band}: widen --band"
                             + (" or lower --width-multiple" if space.multiple > 1 else ""))
     start = fit.of([init], fixed)[0]
-    history = [{"generation": "init", "best": start, "mean": start, "evaluated": 1}]
+    guard = BestSoFar(lambda keys: fit(keys, fixed), init.key())
+    champion = {init.key(): init}        # the genome behind guard.best
+    history = [{"generation": "init", "best": start, "mean": start, "evaluated": 1, "fixed": start}]
     first: dict[bytes, float] = {}       # first-stage scores of this generation's candidates
 
     def windows(stage: int, generation: int) -> list[int]:
@@ -95,10 +102,13 @@ def search(space: Space, init: Genome, shape: Shape, plan: Plan, executor, progr
         fit.live = {g.key(): g for g in candidates + parents}
         sel = staged_selection([g.key() for g in candidates], stages, staged, generation,
                                elites=[g.key() for g in parents])
+        if guard.offer(sel.survivors[0]):
+            champion[guard.best] = fit.live[guard.best]
         fr = [g.params(shape) / dense for g in candidates]
         row = {"generation": generation, "best": sel.scores[0],
                "mean": sum(first[g.key()] for g in candidates) / len(candidates),
-               "evaluated": fit.evaluations - before, "kept_min": min(fr), "kept_max": max(fr)}
+               "evaluated": fit.evaluations - before, "kept_min": min(fr), "kept_max": max(fr),
+               "fixed": guard.score}
         if plan.stages is not None:
             row["stages"] = sel.stages
         return [fit.live[k] for k in sel.survivors], row
@@ -132,7 +142,8 @@ def search(space: Space, init: Genome, shape: Shape, plan: Plan, executor, progr
                     + spawn(cross, plan.crossovers)
                     + spawn(lambda: space.mutate(pick(parents), P_DEPTH, P_RATIO0, P_MASK0, gen), plan.randoms))
         if not children:
-            history.append({"generation": g, "best": history[-1]["best"], "mean": None, "evaluated": 0})
+            history.append({"generation": g, "best": history[-1]["best"], "mean": None, "evaluated": 0,
+                            "fixed": guard.score})
             bar.update(1)
             continue
         parents, row = select(children, parents, g)
@@ -140,8 +151,7 @@ def search(space: Space, init: Genome, shape: Shape, plan: Plan, executor, progr
         bar.set_postfix(best=f"{row['best']:.4g}", mean=f"{row['mean']:.4g}")
         bar.update(1)
     bar.close()
-    best = parents[0]
-    return _result(best, history, fit, start, fit.of([best], fixed)[0])
+    return _result(champion[guard.best], history, fit, start, guard.score)
 
 
 def _result(best: Genome, history: list, fit: CachedFitness, start: float, final: float) -> dict:
