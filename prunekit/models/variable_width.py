@@ -19,6 +19,17 @@ _DROP_KEYS = ("architectures", "auto_map", "model_type", "transformers_version",
               "torch_dtype", "attention_qkv_bias", "attention_o_bias")
 
 
+def keep_layers(config, kept_from: list[int]) -> None:
+    """Make `config` describe the blocks `kept_from` (original indices, bottom to top): the depth
+    and every per-block list. The one place a smaller model's config is rewritten, for the
+    in-memory and the streamed path alike."""
+    for key in PER_LAYER_KEYS:
+        values = getattr(config, key, None)
+        if values is not None:
+            setattr(config, key, [values[i] for i in kept_from])
+    config.num_hidden_layers = len(kept_from)
+
+
 def _variable_classes(kind: str):
     if kind == "llama":
         from .modeling_prunekit_llama import PrunedLlamaConfig, PrunedLlamaForCausalLM

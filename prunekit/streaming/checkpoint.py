@@ -1,9 +1,11 @@
 """Read a safetensors checkpoint one tensor at a time, and a model that holds only what is in use.
 
-The model is built from its config with its parameters on the meta device (buffers such as
-rotary frequencies stay real: they are computed, not stored). Modules are materialised from the
-checkpoint with `safetensors.safe_open` when needed and sent back to meta afterwards, so host
-memory holds the embeddings, the head and one block. Sharded checkpoints are read through
+The model is built from its config with its parameters on the meta device and its buffers real.
+Computed buffers (rotary frequencies) keep their constructed values; persistent buffers the
+checkpoint stores (the kept rotary dims of a width-pruned block) are read with their module, as
+`from_pretrained` would. Modules are materialised from the checkpoint with `safetensors.safe_open`
+when needed and their parameters sent back to meta afterwards, so host memory holds the
+embeddings, the head and one block. Sharded checkpoints are read through
 `model.safetensors.index.json`; for a hub id each shard is downloaded when first needed.
 """
 from __future__ import annotations
@@ -144,6 +146,7 @@ class StreamedModel:
         self.model.eval()
         self.model.config.use_cache = False
         self.keys = self._checkpoint_keys()
+        self.buffer_keys = self._buffer_keys()
 
     def _stored_dtype(self) -> torch.dtype:
         floats = [k for k in self.files.keys() if k.endswith(".weight")]
@@ -175,6 +178,36 @@ class StreamedModel:
             raise PrunekitError(f"checkpoint of '{self.source.spec}' lacks {len(missing)} weights, e.g. {missing[0]}")
         return keys
 
+    def _buffer_keys(self) -> dict[str, str]:
+        """Persistent buffer name -> checkpoint key, for the buffers the checkpoint stores (a buffer
+        it lacks keeps its constructed value, as from_pretrained leaves it)."""
+        params = {n for n, _ in self.model.named_parameters(remove_duplicate=False)}
+        prefix = getattr(self.model, "base_model_prefix", "") + "."
+        stored = set(self.files.keys())
+        keys = {}
+        for name in self.model.state_dict(keep_vars=True):
+            if name in params:
+                continue
+            short = name[len(prefix):] if name.startswith(prefix) else None
+            key = next((c for c in (name, short, prefix + name) if c in stored), None)
+            if key is not None:
+                keys[name] = key
+        return keys
+
+    def state_names(self, path: str) -> list[str]:
+        """Local names of what the module at `path` saves: its parameters and persistent buffers."""
+        return list(self.model.get_submodule(path).state_dict(keep_vars=True))
+
+    def read_state(self, name: str) -> torch.Tensor:
+        """Parameter or persistent buffer `name` as `from_pretrained` would give it: a parameter in
+        the run's dtype, a stored buffer in its constructed dtype, an unstored buffer as constructed."""
+        if name in self.keys:
+            return self.read(name)
+        current = self.model.get_buffer(name)
+        if name not in self.buffer_keys:
+            return current
+        return self.files.read(self.buffer_keys[name]).to(current.dtype)
+
     def key_of(self, name: str) -> str:
         """The checkpoint key that holds parameter `name` (its twin's for a left-out tied one)."""
         return self.keys[name] or next(self.keys[t] for t in self.twins[name] if self.keys[t])
@@ -195,6 +228,11 @@ class StreamedModel:
                          if t != name and not self.model.get_parameter(t).is_meta), None)
             owner, leaf = _leaf(module, local)
             owner._parameters[leaf] = twin if twin is not None else nn.Parameter(self.read(name), requires_grad=False)
+        for local, _ in list(module.named_buffers()):
+            name = f"{path}.{local}"
+            if name in self.buffer_keys:     # small; kept after release, since nothing computes them again
+                owner, leaf = _leaf(module, local)
+                owner._buffers[leaf] = self.read_state(name)
         return module
 
     def release(self, path: str) -> None:

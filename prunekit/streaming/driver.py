@@ -29,6 +29,7 @@ from ..methods.depth.base import DepthMethod
 from ..methods.registry import all_methods, method_for
 from ..methods.sparsity.base import OnlyBlocks
 from ..models.adapter import ModelAdapter
+from ..models.variable_width import keep_layers
 from .checkpoint import StreamedModel
 from .runstate import RunState
 from .writer import Lazy, ShardWriter
@@ -85,6 +86,9 @@ class _Run:
         for n, p in self.sm.model.named_parameters():
             if not n.startswith(block_prefix) and not any(t in rest for t in self.sm.twins.get(n, ())):
                 rest[n] = Lazy(tuple(p.shape), self.sm.dtype, partial(self.sm.read, n))
+        for n in self.sm.buffer_keys:
+            if not n.startswith(block_prefix):
+                rest[n] = self.sm.read_state(n)
         for m in self.adapter.pre_block_modules() + self.adapter.post_block_modules():
             self.sm.release(self.sm.module_path(m))
         self.writer.add("rest", rest)
@@ -220,8 +224,7 @@ def _depth(r: _Run, method, ids, device, progress):
         r.run.save(0, r.writer.state())
     for new in range(r.run.finished, len(kept)):
         j = kept[new]
-        block = r.adapter.layers[j]
-        tensors = {local: r.sm.read(f"{r.path(j)}.{local}") for local, _ in block.named_parameters()}
+        tensors = {local: r.sm.read_state(f"{r.path(j)}.{local}") for local in r.sm.state_names(r.path(j))}
         for name in r.adapter.linear_names():
             w = tensors[f"{name}.weight"]
             r.results[f"layers.{new}.{name}"] = [w.numel() - int(torch.count_nonzero(w)), w.numel()]
@@ -237,10 +240,7 @@ def _write_metadata(sm: StreamedModel, folder: Path, layers: int, kept, trust_re
     cfg = copy.deepcopy(sm.config)
     cfg.dtype = sm.dtype
     if kept is not None:
-        types = getattr(cfg, "layer_types", None)
-        if types is not None:
-            cfg.layer_types = [types[i] for i in kept]
-        cfg.num_hidden_layers = layers
+        keep_layers(cfg, kept)
     cfg.save_pretrained(folder)
     try:
         GenerationConfig.from_pretrained(sm.source.path).save_pretrained(folder)

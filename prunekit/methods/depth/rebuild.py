@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from ...errors import PrunekitError
 from ...models.adapter import ModelAdapter, get_path
-from ...models.variable_width import PER_LAYER_KEYS
+from ...models.variable_width import keep_layers
 from ...solvers.similarity import merge_tensors
 
 
@@ -52,12 +52,9 @@ def reindex(adapter: ModelAdapter, kept_from: list[int]) -> None:
         for mod in block.modules():
             if hasattr(mod, "layer_idx"):
                 mod.layer_idx = new
-    cfg = adapter.model.config
-    for key in PER_LAYER_KEYS:      # layer_types, and the widths of a width-pruned input
-        values = getattr(cfg, key, None)
-        if values is not None:
-            setattr(cfg, key, [values[i] for i in kept_from])
-    cfg.num_hidden_layers = len(adapter.layers)
+    if len(kept_from) != len(adapter.layers):
+        raise PrunekitError(f"{len(kept_from)} kept indices for {len(adapter.layers)} blocks")
+    keep_layers(adapter.model.config, kept_from)
 
 
 def apply_plan(adapter: ModelAdapter, groups: list[list[int]], rule: str = "rdsc") -> None:
