@@ -14,6 +14,27 @@ from .eval.zeroshot import average_stderr
 from .report import method_class
 
 
+def load_runs(paths: list[str]) -> list[dict]:
+    """The reports of `paths`, labelled uniquely: a run folder's name, with as many parent folders
+    as it takes to tell runs apart that share it (a/wanda50, b/wanda50)."""
+    runs = [load_run(p) for p in paths]
+    folders = [_run_folder(p).parts for p in paths]
+    depth = 1
+    while depth < max(len(f) for f in folders):
+        labels = ["/".join(f[-depth:]) for f in folders]
+        if len(set(labels)) == len(labels):
+            break
+        depth += 1
+    for r, f in zip(runs, folders):
+        r["_name"] = "/".join(f[-depth:])
+    return runs
+
+
+def _run_folder(path: str) -> Path:
+    p = Path(path).expanduser().resolve()
+    return p if p.is_dir() else p.parent
+
+
 def load_run(path: str) -> dict:
     p = Path(path)
     f = p / "prunekit_report.json" if p.is_dir() else p
@@ -228,7 +249,7 @@ def write_page(paths: list[str], output: str) -> Path:
     import os
     import tempfile
 
-    runs = [load_run(p) for p in paths]
+    runs = load_runs(paths)
     out = Path(output)
     if out.suffix != ".md":
         raise PrunekitError(f"--output {output}: give a .md file name")

@@ -104,6 +104,26 @@ def tokenizer(tmp_path_factory, data_dir):
     return tok
 
 
+def make_word_tokenizer():
+    """A tokenizer whose ids are the words t0..t{VOCAB-1}: for tests that need no data folder."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.WordLevel({f"t{i}": i for i in range(VOCAB)}, unk_token="t3"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="t1", eos_token="t2", pad_token="t0",
+                                   unk_token="t3")
+
+
+@pytest.fixture
+def word_model_dir(tmp_path):
+    """A saved tiny Llama (4 blocks) with the word tokenizer: a CLI input needing no data folder."""
+    path = tmp_path / "tiny-llama-words"
+    make_tiny_model("llama", layers=4).save_pretrained(path)
+    make_word_tokenizer().save_pretrained(path)
+    return path
+
+
 @pytest.fixture
 def tiny_model_dir(tmp_path, tokenizer):
     """A saved tiny Llama checkpoint with a tokenizer, as the CLI would be given."""

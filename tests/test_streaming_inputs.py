@@ -17,7 +17,7 @@ from prunekit.methods import (MagnitudeConfig, PPLConfig, SearchConfig, ShortGPT
 from prunekit.models.variable_width import PER_LAYER_KEYS
 from prunekit.streaming import stream_perplexity, stream_prune
 
-from .conftest import VOCAB, make_tiny_model
+from .conftest import VOCAB, make_tiny_model, make_word_tokenizer
 from .test_streaming import _read_folder
 
 METHODS = {
@@ -34,17 +34,6 @@ INPUTS = ["dense", "sparse", "depth", "width", "width-opt", "recovered", "bf16",
 
 def _ids(n=4, length=32, seed=0):
     return torch.randint(3, VOCAB, (n, length), generator=torch.Generator().manual_seed(seed))
-
-
-def word_tokenizer():
-    """A tokenizer whose ids are the words t0..t{VOCAB-1}: no training data needed."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    tk = Tokenizer(models.WordLevel({f"t{i}": i for i in range(VOCAB)}, unk_token="t3"))
-    tk.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="t1", eos_token="t2", pad_token="t0",
-                                   unk_token="t3")
 
 
 def _save(model, tok, path: Path) -> str:
@@ -73,7 +62,7 @@ def _recovered(width: str, tok, root: Path) -> str:
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("inputs")
-    tok = word_tokenizer()
+    tok = make_word_tokenizer()
     dense = make_tiny_model("llama", layers=4)
     out = {"dense": _save(dense, tok, root / "dense")}
     sparse = make_tiny_model("llama", layers=4)

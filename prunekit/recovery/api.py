@@ -120,9 +120,11 @@ def recover(model_or_path, config: RecoveryConfig | None = None, data: str = "c4
             result.report["output"] = str(output)
             _write_outputs(result, tok, work)
             result.output = str(publish(work, output))
-    except BaseException:
+    except BaseException as e:
         if work and not last_checkpoint(work / CHECKPOINTS):
             shutil.rmtree(work, ignore_errors=True)      # nothing to resume: leave no folder behind
+        elif work and isinstance(e, KeyboardInterrupt):
+            e.resumable = str(work)      # kept for --resume: the command line says where, and how to go on
         raise
     finally:
         if scratch:

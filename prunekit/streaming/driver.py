@@ -125,6 +125,18 @@ def stream_prune(model: str, config, calibration: Calibration | torch.Tensor | N
                 "device": str(device), "max_shard_bytes": max_shard_bytes,
                 "calibration": _digest(ids) if impl.needs_calibration() else None}
     run = RunState(Path(output), settings, resume, overwrite)
+    try:
+        return _execute(sm, adapter, method, run, ids, device, progress, max_shard_bytes, on_unit, extra,
+                        trust_remote_code)
+    except KeyboardInterrupt as e:
+        e.resumable = str(run.folder)    # kept for --resume: the command line says where, and how to go on
+        raise
+
+
+def _execute(sm, adapter, method, run: RunState, ids, device, progress, max_shard_bytes, on_unit, extra,
+             trust_remote_code) -> PruneResult:
+    impl, config = type(method), method.config
+    name, depth = impl.name, issubclass(impl, DepthMethod)
     writer = ShardWriter(run.folder, max_shard_bytes, run.data["writer"])
     writer.forget_unlisted()
     run.drop_stale()

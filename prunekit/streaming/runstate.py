@@ -42,8 +42,13 @@ def human_bytes(n: int) -> str:
     return f"{n:.1f} GiB"
 
 
+# what a user changes on purpose is named before the settings that follow from it (a method's own options)
+_FIRST = ("model", "method", "calibration")
+
+
 def _first_difference(old: dict, new: dict, where: str = "") -> str:
-    for k in sorted(set(old) | set(new)):
+    keys = set(old) | set(new)
+    for k in [k for k in _FIRST if k in keys] + sorted(keys - set(_FIRST)):
         a, b = old.get(k), new.get(k)
         if isinstance(a, dict) and isinstance(b, dict) and a != b:
             return _first_difference(a, b, f"{where}{k}.")
@@ -57,12 +62,15 @@ class RunState:
         """Open the temporary folder: continue it (resume with the same settings), or start afresh,
         reporting and replacing a leftover one. Raises before any work if the output is taken."""
         self.out = Path(out).resolve()
-        check_output_dir(self.out, overwrite)
         self.folder = partial_dir(self.out)
+        state_file = self.folder / STATE
+        if resume and not overwrite and not state_file.is_file() and self.out.is_dir() and any(self.out.iterdir()):
+            raise PrunekitError(f"--resume: output folder {out} is already complete and there is no interrupted run "
+                                f"to continue (use --overwrite without --resume to prune it again)")
+        check_output_dir(self.out, overwrite)
         self.settings = json.loads(json.dumps(settings))      # what state.json will hold, compared alike
         self.notes: list[str] = []
         self.data: dict = {"settings": self.settings, "finished": 0, "writer": None, "results": {}}
-        state_file = self.folder / STATE
         if resume and state_file.is_file():
             saved = json.loads(state_file.read_text())
             if saved["settings"] != self.settings:
