@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .data.calibration import Calibration
+from .data.calibration import Calibration, checked_calibration_ids, input_vocab_size
 from .errors import PrunekitError
 from .methods.base import Job
+from .methods.options import check_types
 from .methods.registry import method_for
 from .models.adapter import ModelAdapter
 from .models.plumbing import cache_disabled
@@ -33,16 +34,19 @@ def prune(model, config, calibration: Calibration | torch.Tensor | None = None, 
     `model` itself; methods that build a smaller model (width) leave it masked and return the new
     one in `result.model`.
 
-    `calibration` is a Calibration or a LongTensor [nsamples, seqlen] of token ids; methods that
-    need no data (magnitude) ignore it."""
+    `calibration` is a Calibration or an integer tensor [nsamples, seqlen] of token ids below the
+    model's vocabulary size; methods that need no data (magnitude) ignore it. The config's fields
+    (again: they may have been set after construction) and the calibration are checked first, each
+    failure a one-line PrunekitError (ConfigError for a field)."""
     cls = method_for(config)
-    method = cls(config, ModelAdapter(model))
-    method.check()
+    check_types(config)
     ids = None
     if cls.needs_calibration():
         if calibration is None:
             raise PrunekitError(f"method {cls.name} needs calibration data")
-        ids = calibration.input_ids if isinstance(calibration, Calibration) else calibration
+        ids = checked_calibration_ids(calibration, input_vocab_size(model))
+    method = cls(config, ModelAdapter(model))
+    method.check()
     start = time.perf_counter()
     with cache_disabled(model):
         pruned = method.run(Job(ids, device, progress))

@@ -35,6 +35,43 @@ class Calibration:
         return d
 
 
+_ID_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+
+
+def input_vocab_size(model) -> int | None:
+    """Rows of the model's input embedding: token ids must lie below it (None when it has none)."""
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    weight = getattr(emb, "weight", None)
+    return int(weight.shape[0]) if weight is not None else None
+
+
+def checked_calibration_ids(calibration, vocab_size: int | None) -> torch.Tensor:
+    """The token ids of `calibration` (a Calibration or a tensor), checked before any work: a 2-D
+    integer tensor [nsamples, seqlen], not empty, every id in [0, vocab_size) (the rows of the
+    model's input embedding; not checked when None). Returned as int64, which embeddings take.
+    Each failure is one PrunekitError line naming calibration and what is wrong."""
+    ids = calibration.input_ids if isinstance(calibration, Calibration) else calibration
+    if not isinstance(ids, torch.Tensor):
+        raise PrunekitError(f"calibration must be a Calibration or a 2-D integer torch tensor of token ids "
+                            f"[nsamples, seqlen] (got {type(ids).__name__})")
+    shape = list(ids.shape)
+    if ids.dim() != 2:
+        hint = ": add the batch dimension, e.g. ids.unsqueeze(0)" if ids.dim() == 1 else ""
+        raise PrunekitError(f"calibration must be 2-D token ids [nsamples, seqlen] (got shape {shape}){hint}")
+    if ids.numel() == 0:
+        raise PrunekitError(f"calibration is empty (shape {shape})")
+    if ids.dtype not in _ID_DTYPES:
+        raise PrunekitError(f"calibration must hold integer token ids (got dtype {ids.dtype}): token ids from a "
+                            f"tokenizer, e.g. torch.long")
+    lo, hi = int(ids.min()), int(ids.max())
+    if lo < 0 or (vocab_size is not None and hi >= vocab_size):
+        raise PrunekitError(f"calibration token ids must lie in [0, {vocab_size}) (the model's input embedding rows); "
+                            f"these range over [{lo}, {hi}]: a tokenizer of another model?"
+                            if vocab_size is not None else
+                            f"calibration token ids must be at least 0 (the smallest is {lo})")
+    return ids if ids.dtype == torch.int64 else ids.long()
+
+
 def tokenize(tokenizer, text: str) -> list[int]:
     # verbose=False: a whole test set is longer than model_max_length on purpose (it is windowed later)
     return tokenizer(text, return_attention_mask=False, verbose=False)["input_ids"]

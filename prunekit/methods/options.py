@@ -4,6 +4,10 @@ from these; defaults are stated by the field itself."""
 from __future__ import annotations
 
 import dataclasses
+import functools
+import numbers
+import os
+import types
 import typing
 from dataclasses import dataclass
 from typing import Any
@@ -56,9 +60,113 @@ def declaring_class(config_cls, name: str):
     return config_cls
 
 
+@functools.lru_cache(maxsize=None)
+def _hints(config_cls) -> dict:
+    return typing.get_type_hints(config_cls)
+
+
+_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _conform(value, hint) -> tuple[bool, Any, str]:
+    """(whether `value` fits the annotation `hint`, the value as stored, what the hint asks for).
+    A bool is not an int; an int (any integral or real number) is taken for a float and stored as
+    one; None only where the hint is Optional; a path is taken for a str; lists and tuples as
+    annotated, element by element."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        arms = [a for a in args if a is not type(None)]
+        if value is None and len(arms) < len(args):
+            return True, None, ""
+        for arm in arms:
+            ok, fixed, _ = _conform(value, arm)
+            if ok:
+                return True, fixed, ""
+        words = [_conform(None, a)[2] for a in arms] + (["None"] if len(arms) < len(args) else [])
+        return False, value, " or ".join(words)
+    if hint is Any:
+        return True, value, "anything"
+    if origin is typing.Literal:
+        return value in args, value, "one of " + ", ".join(map(repr, args))
+    if origin in (list, tuple) or hint in (list, tuple):
+        kind = origin or hint
+        if not isinstance(value, (list, tuple)):
+            return False, value, f"a {kind.__name__}"
+        if kind is tuple and args and args[-1] is not Ellipsis:      # tuple[X, Y]: fixed length
+            if len(value) != len(args):
+                return False, value, f"a tuple of {len(args)} items"
+            elems = list(args)
+        else:
+            elems = [args[0] if args else Any] * len(value)
+        items = []
+        for item, elem in zip(value, elems):
+            ok, fixed, word = _conform(item, elem)
+            if not ok:
+                return False, value, f"a {kind.__name__} of items that are each {word}"
+            items.append(fixed)
+        return True, kind(items), f"a {kind.__name__}"
+    if hint is bool:
+        return isinstance(value, bool), value, _WORDS[bool]
+    if hint is int:
+        ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        return ok, int(value) if ok else value, _WORDS[int]
+    if hint is float:
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        return ok, float(value) if ok else value, _WORDS[float]
+    if hint is str:
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        return isinstance(value, str), value, _WORDS[str]
+    if isinstance(hint, type):
+        return isinstance(value, hint), value, f"a {hint.__name__}"
+    return True, value, str(hint)       # an annotation this check does not know: not refused
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    text = text if len(text) <= 60 else text[:57] + "..."
+    return f"{type(value).__name__} {text}".replace("{", "{{").replace("}", "}}")
+
+
+def check_types(config) -> None:
+    """Refuse, with a ConfigError naming the field, a value that does not fit the field's
+    annotation (see _conform); numbers are stored as the annotated type (1 for a float field is
+    kept as 1.0, a path for a str field as its string)."""
+    if not dataclasses.is_dataclass(config):
+        return
+    hints = _hints(type(config))
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        ok, fixed, want = _conform(value, hints[f.name])
+        if not ok:
+            raise ConfigError(f"{{{f.name}}} must be {want} (got {_shown(value)})")
+        if fixed is not value:
+            object.__setattr__(config, f.name, fixed)
+
+
+def _types_first(post_init):
+    @functools.wraps(post_init)
+    def wrapper(self):
+        check_types(self)
+        post_init(self)
+    wrapper.checks_types = True
+    return wrapper
+
+
 @dataclass
 class MethodConfig:
-    """Base of every method config: plain data, validated on construction."""
+    """Base of every method config: plain data, validated on construction. Every field's value is
+    checked against its annotation first (check_types), also in subclasses that define their own
+    `__post_init__`: it is wrapped so that the type check runs before its own checks."""
+
+    def __post_init__(self):
+        check_types(self)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("__post_init__")
+        if own is not None and not getattr(own, "checks_types", False):
+            cls.__post_init__ = _types_first(own)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

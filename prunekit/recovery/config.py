@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from ..errors import PrunekitError
+from ..methods.options import check_types
 
 DEFAULT_STEPS = 50
 
@@ -61,6 +62,7 @@ class RecoveryConfig:
     device: str = _opt("cpu", "cpu or cuda (default cpu)", "--device")
 
     def __post_init__(self):
+        check_types(self)       # a ConfigError naming the field for a value of the wrong type
         if self.steps is not None and self.epochs is not None:
             raise PrunekitError("give --steps or --epochs, not both")
         if self.steps is None and self.epochs is None:
