@@ -80,6 +80,7 @@ def format_summary(report: dict) -> str:
     if cal:
         split = f":{cal['split']}" if cal.get("split") else ""
         lines.append(f"  calibration   {cal['dataset']}{split} {cal['nsamples']} x {cal['seqlen']} seed {cal['seed']}"
+                     + (f" ({cal['window_note']})" if cal.get("window_note") else "")
                      + (f"  ({cal['where']})" if cal.get("where") else ""))
     sp = report.get("sparsity")
     if sp and "whole_model" in sp:   # --layers: the pruned blocks and the whole model differ
@@ -94,11 +95,14 @@ def format_summary(report: dict) -> str:
     for name, ev in report.get("eval", {}).items():
         dense = report.get("eval_dense", {}).get(name)
         extra = f"  (dense {dense['ppl']:.3f})" if dense else ""
-        lines.append(f"  ppl {name:<10s}{ev['ppl']:.3f} [{ev['protocol']}]{extra}")
+        note = f", {ev['window_note']}" if ev.get("window_note") else ""
+        lines.append(f"  ppl {name:<10s}{ev['ppl']:.3f} [{ev['protocol']}{note}]{extra}")
     kl = report.get("kl")
     if kl:
         lines.append(f"  KL to dense   {kl['kl']:.4f} nats/token, top-1 agreement {kl['top1_agreement']:.4f} "
-                     f"({kl['tokens']} tokens of {kl['data']['dataset']})")
+                     f"({kl['tokens']} tokens of {kl['data']['dataset']}"
+                     + (f"; windows of {kl['data']['seqlen']}, {kl['window_note']}" if kl.get("window_note") else "")
+                     + ")")
     zs = report.get("zero_shot")
     if zs:
         lim = f", first {zs['limit']} per task" if zs.get("limit") else ""

@@ -162,15 +162,26 @@ def load_file(path: str) -> TextSource:
     return src
 
 
-def load_source(spec: str, default_split: str, data_dir: str | None = None) -> TextSource:
-    """A named dataset ('c4', 'wikitext2:validation') or a local .txt/.jsonl file."""
+def check_source_spec(spec: str, default_split: str) -> tuple[str, str | None]:
+    """(dataset name, split), or (file path, None): an unknown name, a split the dataset lacks or a
+    file that does not exist is refused here, before anything is read."""
     name, split = parse_data_spec(spec, default_split)
     if name not in DATASETS:
-        if Path(name).expanduser().exists() or "." in Path(name).name:
-            return load_file(name)
+        if Path(name).expanduser().exists():
+            return name, None
+        if "." in Path(name).name:
+            raise PrunekitError(f"data file not found: {name}")
         raise PrunekitError(f"unknown dataset '{spec}': use one of {', '.join(DATASETS)} or a .txt/.jsonl file")
     if split not in DATASETS[name].splits:
         raise PrunekitError(f"dataset {name} has no split '{split}': choose from {', '.join(DATASETS[name].splits)}")
+    return name, split
+
+
+def load_source(spec: str, default_split: str, data_dir: str | None = None) -> TextSource:
+    """A named dataset ('c4', 'wikitext2:validation') or a local .txt/.jsonl file."""
+    name, split = check_source_spec(spec, default_split)
+    if split is None:
+        return load_file(name)
     data_dir = data_dir or default_data_dir()
     looked = []
     if data_dir:

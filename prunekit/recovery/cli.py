@@ -83,7 +83,8 @@ def summary(report: dict) -> str:
     for name, ev in (report.get("eval") or {}).items():
         before = ((report.get("before_recovery") or {}).get("eval") or {}).get(name)
         same = before and before.get("protocol") == ev["protocol"]
-        lines.append(f"  ppl {name:<10s}{ev['ppl']:.3f} [{ev['protocol']}]"
+        note = f", {ev['window_note']}" if ev.get("window_note") else ""
+        lines.append(f"  ppl {name:<10s}{ev['ppl']:.3f} [{ev['protocol']}{note}]"
                      + (f"  (before recovery {before['ppl']:.3f})" if same else ""))
     if report.get("output"):
         lines.append(f"  saved         {report['output']}")

@@ -13,13 +13,14 @@ from ..models.adapter import ModelAdapter
 from ..models.loading import load_model
 from ..stats import sparsity_stats
 from ..streaming.mode import DEFAULT_STREAM_ABOVE, choose_mode
-from .common import at_least, check_device, eval_names, prepare_evals, run_evals, run_stream_evals
-from .preflight import check_positions, check_remote_code, check_writable
+from .common import (DEFAULT_EVAL_SEQLEN, DEFAULT_KL_SEQLEN, at_least, check_calibration_spec, check_device,
+                     check_eval_names, eval_names, prepare_evals, run_evals, run_stream_evals)
+from .preflight import check_positions, check_remote_code, check_writable, fit_window
 
 
-def evaluate_model(model: str, *, evals="wikitext2", eval_seqlen: int = 2048, eval_windows: int | None = None,
+def evaluate_model(model: str, *, evals="wikitext2", eval_seqlen: int | None = None, eval_windows: int | None = None,
                    tasks=None, limit: int | None = None, batch_size: int = 8, dense: str | None = None,
-                   kl_data: str = "wikitext2:test", kl_nsamples: int = 16, kl_seqlen: int = 512,
+                   kl_data: str = "wikitext2:test", kl_nsamples: int = 16, kl_seqlen: int | None = None,
                    data_dir: str | None = None, dtype: str = "auto", device: str = "cpu",
                    trust_remote_code: bool = False, save_to_model: bool = False, output: str | None = None,
                    overwrite: bool = False, stream: bool | None = None,
@@ -28,7 +29,9 @@ def evaluate_model(model: str, *, evals="wikitext2", eval_seqlen: int = 2048, ev
     default the source named in the folder's report), zero-shot `tasks` (a list, a comma list or
     'all') through lm-eval. `stream` True streams the model (and the dense one) block by block,
     never whole in memory; None does so when their weights exceed `stream_above` of the available
-    memory and the evaluation can stream (not zero-shot, not KL on 'self'). Returns the report."""
+    memory and the evaluation can stream (not zero-shot, not KL on 'self'). Windows default to 2048
+    tokens (perplexity) and 512 (KL), shortened to the model's positions where it has fewer (the
+    report says so); a length given that is longer is refused. Returns the report."""
     device = check_device(device)
     if output:
         check_output_dir(output, overwrite)
@@ -36,6 +39,9 @@ def evaluate_model(model: str, *, evals="wikitext2", eval_seqlen: int = 2048, ev
     names = eval_names(evals)
     want_kl = "kl" in names
     names = [n for n in names if n != "kl"]
+    check_eval_names(names)         # a wrong name is refused before any window is checked
+    if want_kl:
+        check_calibration_spec(kl_data)
     task_list = _task_list(tasks, limit, batch_size)
     prior = read_report(model)
     if save_to_model and prior is None:
@@ -52,9 +58,11 @@ def evaluate_model(model: str, *, evals="wikitext2", eval_seqlen: int = 2048, ev
         raise PrunekitError(f"--stream: {cannot}")
     mode = choose_mode([model] + ([dense_spec] if want_kl else []), dtype, stream, stream_above, cannot)
     subject = _Streamed(model, dtype, trust_remote_code) if mode.streamed else _Loaded(model, dtype, trust_remote_code)
+    eval_seqlen, eval_note = fit_window(subject.config, eval_seqlen, DEFAULT_EVAL_SEQLEN)
+    kl_seqlen, kl_note = fit_window(subject.config, kl_seqlen, DEFAULT_KL_SEQLEN)
     check_positions(subject.config, eval_seqlen=eval_seqlen if names else None,
                     kl_seqlen=kl_seqlen if want_kl else None)
-    texts = prepare_evals(names, subject.tok, eval_seqlen, eval_windows, data_dir)
+    texts = prepare_evals(names, subject.tok, eval_seqlen, eval_windows, data_dir, eval_note)
     if not texts and not task_list and not want_kl:
         raise PrunekitError("nothing to evaluate: give --eval and/or --tasks")
     section, sparsity = subject.counts()
@@ -70,6 +78,8 @@ def evaluate_model(model: str, *, evals="wikitext2", eval_seqlen: int = 2048, ev
     if want_kl:
         results["kl"] = subject.kl(dense_spec, kl_data, kl_nsamples, kl_seqlen, data_dir, dtype, device,
                                    trust_remote_code)
+        if kl_note:
+            results["kl"]["window_note"] = kl_note
     if task_list:
         from ..eval.zeroshot import zero_shot
         results["zero_shot"] = zero_shot(subject.model, subject.tok, task_list, data_dir, limit, batch_size, device)

@@ -20,21 +20,24 @@ from ..models.adapter import ModelAdapter
 from ..models.loading import load_model
 from ..stats import sparsity_stats
 from ..streaming.mode import DEFAULT_STREAM_ABOVE, choose_mode
-from .common import at_least, calibration_size, check_device, eval_names, prepare_evals, run_evals
-from .preflight import check_positions, check_remote_code, check_writable
+from .common import (DEFAULT_EVAL_SEQLEN, at_least, calibration_size, check_calibration_spec, check_device,
+                     check_eval_names, eval_names, prepare_evals, run_evals)
+from .preflight import check_positions, check_remote_code, check_writable, fit_window
 from .stream import stream_prune_model
 
 
 def prune_model(model: str, config, *, calib: str = "c4", nsamples: int | None = None, seqlen: int | None = None,
                 seed: int = 0, data_dir: str | None = None, dtype: str = "auto", device: str = "cpu",
-                trust_remote_code: bool = False, evals="wikitext2", eval_seqlen: int = 2048,
+                trust_remote_code: bool = False, evals="wikitext2", eval_seqlen: int | None = None,
                 eval_windows: int | None = None, eval_dense: bool = False, output: str | None = None,
                 overwrite: bool = False, progress: bool = True, stream: bool | None = None,
                 stream_above: float = DEFAULT_STREAM_ABOVE, resume: bool = False) -> dict:
     """Prune the model `model` (hub id, folder, .gguf or alias) with the method of `config`;
     save a checkpoint, the report and the method's figures to `output` when given; then evaluate
     perplexity on `evals` (added to the saved report). Calibration defaults to the method's own
-    (`Method.calibration`). Window lengths longer than the model's positions are refused.
+    (`Method.calibration`), evaluation windows to 2048 tokens; a default longer than the model's
+    positions is shortened to them (the report and the summary say so), a length given that is
+    longer is refused.
     `stream` True or False forces streaming block by block (stream_prune_model) or loading in
     memory; None streams when the weights exceed `stream_above` of the available memory and the
     run can stream. `resume` continues an interrupted streamed run, so it streams.
@@ -52,8 +55,12 @@ def prune_model(model: str, config, *, calib: str = "c4", nsamples: int | None =
                                   trust_remote_code=trust_remote_code, evals=evals, eval_seqlen=eval_seqlen,
                                   eval_windows=eval_windows, eval_dense=eval_dense, resume=resume,
                                   overwrite=overwrite, progress=progress, mode=mode)
+    given_seqlen = seqlen
     nsamples, seqlen = calibration_size(cls, nsamples, seqlen)
     names = eval_names(evals)
+    check_eval_names(names)         # a wrong name is refused before any window is checked
+    if cls.needs_calibration():
+        check_calibration_spec(calib)
     if names:
         at_least("eval_seqlen", eval_seqlen, 2)
     stale = []
@@ -64,9 +71,11 @@ def prune_model(model: str, config, *, calib: str = "c4", nsamples: int | None =
     check_remote_code(model, trust_remote_code)
     model, tok, source = load_model(model, dtype, trust_remote_code)
     cls(config, ModelAdapter(model)).check()     # the method's own refusals first: they name its options
+    seqlen, calibration_note = fit_window(model.config, given_seqlen, seqlen) if cls.needs_calibration() else (seqlen, None)
+    eval_seqlen, eval_note = fit_window(model.config, eval_seqlen, DEFAULT_EVAL_SEQLEN)
     check_positions(model.config, seqlen=seqlen if cls.needs_calibration() else None,
                     eval_seqlen=eval_seqlen if names else None)
-    texts = prepare_evals(names, tok, eval_seqlen, eval_windows, data_dir)
+    texts = prepare_evals(names, tok, eval_seqlen, eval_windows, data_dir, eval_note)
     report = {"command": "prune", "mode": mode.to_report(), "model": rep.model_section(model, source)}
     if stale:
         report["removed_stale"] = stale
@@ -79,6 +88,8 @@ def prune_model(model: str, config, *, calib: str = "c4", nsamples: int | None =
     model = result.model
     report["method"] = {"name": result.method, "config": result.config, "events": result.events, **result.details}
     report["calibration"] = calibration.describe() if calibration else None
+    if calibration and calibration_note:
+        report["calibration"]["window_note"] = calibration_note
     report["sparsity"] = _sparsity(result.sparsity, model)
     report["timing"] = {"prune_s": result.seconds, "peak_rss_gb": rep.peak_rss_gb()}
     before = dict(report["model"])

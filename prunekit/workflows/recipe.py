@@ -38,7 +38,7 @@ from ..atomic import check_output_dir, json_text
 from ..errors import ConfigError, PrunekitError
 from ..export.save import REPORT_NAME
 from ..methods.registry import all_methods, method_named
-from .common import at_least, check_device
+from .common import at_least, check_device, check_eval_names, eval_names
 
 RECOVER = lin.RECOVER
 RECIPE_KEYS = ("model", "calibration", "eval_each_stage", "stages")
@@ -209,7 +209,7 @@ def _check_order(stages: list[Stage]) -> None:
 
 def run_recipe(recipe, *, model: str | None = None, output: str | None = None, overwrite: bool = False,
                data_dir: str | None = None, dtype: str = "float32", device: str = "cpu",
-               trust_remote_code: bool = False, evals="wikitext2", eval_seqlen: int = 2048,
+               trust_remote_code: bool = False, evals="wikitext2", eval_seqlen: int | None = None,
                eval_windows: int | None = None, progress: bool = True) -> dict:
     """Run `recipe` (a YAML path, a dict or a Recipe) on `model` (default: the recipe's) and save
     the final model to `output`, with every stage's report in `output/stages/`. Returns the
@@ -219,7 +219,8 @@ def run_recipe(recipe, *, model: str | None = None, output: str | None = None, o
     if not model:
         raise RecipeError("the recipe names no model: give one (--model)")
     device = check_device(device)
-    at_least("eval_seqlen", eval_seqlen)
+    at_least("eval_seqlen", eval_seqlen, 2)
+    check_eval_names(eval_names(evals))     # before any stage runs: evaluation comes after the last
     at_least("eval_windows", eval_windows)
     if output:
         check_output_dir(output, overwrite)
@@ -289,12 +290,16 @@ def _recover_stage(stage: Stage, spec: str, folder: Path, *, data_dir, dtype, de
     from ..models.adapter import ModelAdapter
     from ..models.loading import load_model
     from ..recovery.api import recover
-    from .common import eval_names, prepare_evals, run_evals
+    from .common import DEFAULT_EVAL_SEQLEN, prepare_evals, run_evals
+    from .preflight import check_positions, fit_window
 
     config = dataclasses.replace(stage.config, device=device)
     loaded, tok, source = load_model(spec, dtype, trust_remote_code)
     config.target_names(ModelAdapter(loaded).linear_names())
-    texts = prepare_evals(eval_names(evals), tok, eval_seqlen, eval_windows, data_dir)
+    names = eval_names(evals)
+    eval_seqlen, eval_note = fit_window(loaded.config, eval_seqlen, DEFAULT_EVAL_SEQLEN)
+    check_positions(loaded.config, eval_seqlen=eval_seqlen if names else None)
+    texts = prepare_evals(names, tok, eval_seqlen, eval_windows, data_dir, eval_note)
     result = recover(loaded, config, data=stage.data, output=str(folder), tokenizer=tok, data_dir=data_dir,
                      progress=progress, source=source,
                      measure=lambda m: {"eval": run_evals(m, texts, eval_seqlen, eval_windows, device)})

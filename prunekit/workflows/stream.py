@@ -13,14 +13,15 @@ from ..export.save import REPORT_NAME, update_report
 from ..export.stale import remove_stale_temporaries
 from ..methods.registry import method_for
 from ..streaming import Mode, StreamedModel, stream_prune
-from .common import calibration_size, check_device, eval_names, prepare_evals, run_stream_evals
-from .preflight import check_positions, check_writable
+from .common import (DEFAULT_EVAL_SEQLEN, calibration_size, check_calibration_spec, check_device, check_eval_names,
+                     eval_names, prepare_evals, run_stream_evals)
+from .preflight import check_positions, check_writable, fit_window
 
 
 def stream_prune_model(model: str, config, *, output: str, calib: str = "c4", nsamples: int | None = None,
                        seqlen: int | None = None, seed: int = 0, data_dir: str | None = None, dtype: str = "auto",
                        device: str = "cpu", trust_remote_code: bool = False, evals="wikitext2",
-                       eval_seqlen: int = 2048, eval_windows: int | None = None, eval_dense: bool = False,
+                       eval_seqlen: int | None = None, eval_windows: int | None = None, eval_dense: bool = False,
                        resume: bool = False, overwrite: bool = False, progress: bool = True,
                        mode: Mode | None = None) -> dict:
     """Prune the safetensors checkpoint `model` into `output` holding about one block in memory;
@@ -34,15 +35,21 @@ def stream_prune_model(model: str, config, *, output: str, calib: str = "c4", ns
     cls = method_for(config)
     if calib == "self" and cls.needs_calibration():
         raise PrunekitError("--stream cannot calibrate on 'self' (generating text needs the whole model)")
+    given_seqlen = seqlen
     nsamples, seqlen = calibration_size(cls, nsamples, seqlen)
     names = eval_names(evals)
+    check_eval_names(names)
+    if cls.needs_calibration():
+        check_calibration_spec(calib)
     check_writable(output)
     stale = remove_stale_temporaries(output)
     sm = StreamedModel(model, dtype, trust_remote_code)
+    seqlen, calibration_note = fit_window(sm.config, given_seqlen, seqlen) if cls.needs_calibration() else (seqlen, None)
+    eval_seqlen, eval_note = fit_window(sm.config, eval_seqlen, DEFAULT_EVAL_SEQLEN)
     check_positions(sm.config, seqlen=seqlen if cls.needs_calibration() else None,
                     eval_seqlen=eval_seqlen if names else None)
     tok = AutoTokenizer.from_pretrained(sm.source.path, trust_remote_code=trust_remote_code)
-    texts = prepare_evals(names, tok, eval_seqlen, eval_windows, data_dir)
+    texts = prepare_evals(names, tok, eval_seqlen, eval_windows, data_dir, eval_note)
     calibration = build_calibration(calib, None, tok, nsamples, seqlen, seed, data_dir, device) \
         if cls.needs_calibration() else None
     report = {"command": "prune", "streamed": True, "mode": (mode or Mode(True, "--stream")).to_report(),
@@ -62,12 +69,16 @@ def stream_prune_model(model: str, config, *, output: str, calib: str = "c4", ns
     result = stream_prune(model, config, calibration, output, device=device, dtype=dtype, resume=resume,
                           overwrite=overwrite, progress=progress, trust_remote_code=trust_remote_code,
                           extra=write_report)
-    return _finish(report, result, calibration, output, texts, eval_seqlen, eval_windows, device, progress)
+    return _finish(report, result, calibration, output, texts, eval_seqlen, eval_windows, device, progress,
+                   calibration_note)
 
 
-def _finish(report, result, calibration, output, texts, eval_seqlen, eval_windows, device, progress):
+def _finish(report, result, calibration, output, texts, eval_seqlen, eval_windows, device, progress,
+            calibration_note=None):
     report["method"] = {"name": result.method, "config": result.config, "events": result.events, **result.details}
     report["calibration"] = calibration.describe() if calibration else None
+    if calibration and calibration_note:
+        report["calibration"]["window_note"] = calibration_note
     report["sparsity"] = result.sparsity
     report["timing"] = {"prune_s": result.seconds, "peak_rss_gb": rep.peak_rss_gb()}
     report["environment"] = rep.environment(device)
