@@ -363,9 +363,9 @@ def cmd_bench(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .compare import table, load_run, write_page
+    from .compare import table, load_runs, write_page
     out = write_page(args.runs, args.output)
-    head, rows, notes = table([load_run(p) for p in args.runs])
+    head, rows, notes = table(load_runs(args.runs))
     print(f"prunekit compare: {len(rows)} runs -> {out}")
     for n in notes:
         print("  warning: " + n.replace("**", ""))
@@ -399,7 +399,14 @@ def main(argv=None) -> int:
     except KeyboardInterrupt as e:
         saved = getattr(e, "saved", None)
         what = "terminated (SIGTERM)" if exit_code(e) != 130 else "interrupted"
-        kept = f"the pruned model is saved, unevaluated, in {saved}" if saved else "nothing was written"
+        resumable = getattr(e, "resumable", None)
+        if saved:
+            kept = f"the pruned model is saved, unevaluated, in {saved}"
+        elif resumable:
+            kept = (f"no output was published; the resumable state is kept in {resumable} (the same command with "
+                    f"--resume continues it; delete that folder to discard it)")
+        else:
+            kept = "nothing was written"
         print(f"prunekit: {what}; {kept}", file=sys.stderr)
         return exit_code(e)
 

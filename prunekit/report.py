@@ -67,7 +67,10 @@ def method_lines(report: dict) -> list[str]:
 
 def format_summary(report: dict) -> str:
     m = report["model"]
-    lines = [f"prunekit {report.get('command', '')}: {m['source']} ({m['architecture']}, {m['num_layers']} layers)"]
+    before = ((report.get("lineage") or [{}])[-1]).get("layers_before")
+    layers = f"{m['num_layers']} layers" if before in (None, m["num_layers"]) else \
+        f"{before} layers, {m['num_layers']} after pruning"
+    lines = [f"prunekit {report.get('command', '')}: {m['source']} ({m['architecture']}, {layers})"]
     mode = report.get("mode")
     if mode:    # issue 14: streamed or in memory, and why
         lines.append(f"  mode          {'streamed' if mode['streamed'] else 'in memory'} ({mode['reason']})")

@@ -1,3 +1,3 @@
-from .save import check_output_dir, save_checkpoint, atomic_dir
+from .save import atomic_dir, check_not_itself, check_output_apart, check_output_dir, save_checkpoint
 
-__all__ = ["check_output_dir", "save_checkpoint", "atomic_dir"]
+__all__ = ["atomic_dir", "check_not_itself", "check_output_apart", "check_output_dir", "save_checkpoint"]

@@ -13,6 +13,7 @@ import torch
 
 from ..data.sources import default_data_dir
 from ..errors import PrunekitError
+from ..export.save import check_output_apart
 from ..lineage import extend as extend_lineage
 from ..models.adapter import ModelAdapter
 from ..stats import sparsity_stats
@@ -109,6 +110,8 @@ def recover(model_or_path, config: RecoveryConfig | None = None, data: str = "c4
         raise PrunekitError("--resume needs the output folder of the interrupted run")
     spec = str(model_or_path) if isinstance(model_or_path, (str, Path)) else \
         (source.spec if source else type(model_or_path).__name__)
+    if output and (isinstance(model_or_path, (str, Path)) or source is not None):
+        check_output_apart(output, model=spec)
     work = open_work_dir(output, _run_options(config, data, spec), overwrite, config.resume) if output else None
     scratch = None if work else tempfile.TemporaryDirectory(prefix="prunekit-recover-")
     folder = work or Path(scratch.name)

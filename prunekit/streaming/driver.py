@@ -22,10 +22,12 @@ from typing import Callable
 import torch
 
 from ..api import PruneResult
-from ..data.calibration import Calibration
+from ..data.calibration import Calibration, checked_calibration_ids, input_vocab_size
 from ..engine import LayerwiseEngine
 from ..errors import PrunekitError
+from ..export.save import check_output_apart
 from ..methods.depth.base import DepthMethod
+from ..methods.options import check_types
 from ..methods.registry import all_methods, method_for
 from ..methods.sparsity.base import OnlyBlocks
 from ..models.adapter import ModelAdapter
@@ -36,10 +38,6 @@ from .writer import Lazy, ShardWriter
 
 DEFAULT_SHARD_BYTES = 1 << 30
 METHOD_STATE = ("events", "cholesky_retries", "history")   # counters a resumed run must carry over
-
-
-def _ids_of(calibration) -> torch.Tensor | None:
-    return calibration.input_ids if isinstance(calibration, Calibration) else calibration
 
 
 def _digest(ids: torch.Tensor | None) -> str | None:
@@ -107,20 +105,21 @@ def stream_prune(model: str, config, calibration: Calibration | torch.Tensor | N
     `output` without holding the model in memory. `resume` continues an interrupted run with the same
     settings; `extra(folder)` may add files (a report) before the output is moved into place.
     `on_unit(k)` is called after unit k (a block) is durably written."""
+    check_output_apart(output, model=model)
+    check_types(config)       # fields may have been changed after construction
     impl = method_for(config)
     name = impl.name
     if not impl.streamable:
         raise PrunekitError(f"method {name} cannot stream: it builds blocks from several blocks or searches the "
                             f"whole model; streamable methods: "
                             + ", ".join(n for n, c in all_methods().items() if c.streamable))
-    depth = issubclass(impl, DepthMethod)
-    ids = _ids_of(calibration)
-    if impl.needs_calibration() and ids is None:
+    if impl.needs_calibration() and calibration is None:
         raise PrunekitError(f"method {name} needs calibration data")
     sm = StreamedModel(model, dtype, trust_remote_code)
     adapter = ModelAdapter(sm.model)
     method = impl(config, adapter)
     method.check()
+    ids = checked_calibration_ids(calibration, input_vocab_size(sm.model)) if impl.needs_calibration() else None
     settings = {"model": sm.source.path, "method": name, "config": config.to_dict(), "dtype": str(sm.dtype),
                 "device": str(device), "max_shard_bytes": max_shard_bytes,
                 "calibration": _digest(ids) if impl.needs_calibration() else None}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..atomic import atomic_write_text, json_text
 from ..errors import PrunekitError
-from ..export.save import REPORT_NAME, read_report, update_report
+from ..export.save import REPORT_NAME, check_not_itself, read_report, update_report
 from .common import at_least, check_device
 from .preflight import check_positions, check_remote_code, local_config
 
@@ -31,6 +31,7 @@ def bench_model(model: str, *, baseline: str | None = None, dtype: str = "float3
         raise PrunekitError(f"--save-to-model needs a prunekit output folder; {model} has no {REPORT_NAME}")
     if baseline is None and prior is not None:
         baseline = (prior.get("model") or {}).get("source")
+    check_not_itself(model, "baseline", baseline)
     for spec in [model] + ([baseline] if baseline else []):   # refused here, not in a worker's traceback
         check_remote_code(spec, trust_remote_code)
         check_positions(local_config(spec) or {}, seqlen=seqlen, prompt_len=prompt_len)

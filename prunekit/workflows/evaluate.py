@@ -8,11 +8,12 @@ from .. import report as rep
 from ..atomic import atomic_dir, write_json
 from ..errors import PrunekitError
 from ..lineage import stages_of
-from ..export.save import REPORT_NAME, check_output_dir, read_report, update_report
+from ..export.save import REPORT_NAME, check_not_itself, check_output_apart, check_output_dir, read_report, update_report
 from ..models.adapter import ModelAdapter
 from ..models.loading import load_model
 from ..stats import sparsity_stats
 from ..streaming.mode import DEFAULT_STREAM_ABOVE, choose_mode
+from .budget import check_calibration_fits
 from .common import (DEFAULT_EVAL_SEQLEN, DEFAULT_KL_SEQLEN, at_least, check_calibration_spec, check_device,
                      check_eval_names, eval_names, prepare_evals, run_evals, run_stream_evals)
 from .preflight import check_positions, check_remote_code, check_writable, fit_window
@@ -52,6 +53,9 @@ def evaluate_model(model: str, *, evals="wikitext2", eval_seqlen: int | None = N
         at_least("kl_seqlen", kl_seqlen, 2)
         if not dense_spec:
             raise PrunekitError("--eval kl needs --dense (the model is not a prunekit output folder)")
+        check_not_itself(model, "dense", dense_spec)
+    if output:
+        check_output_apart(output, model=model, dense=dense_spec if want_kl else None)
     check_remote_code(model, trust_remote_code)
     cannot = _cannot_stream(task_list, want_kl, kl_data)
     if stream and cannot:
@@ -167,6 +171,7 @@ class _Streamed:
     def kl(self, dense_spec, kl_data, nsamples, seqlen, data_dir, dtype, device, trust_remote_code) -> dict:
         from ..data.calibration import build_calibration
         from ..streaming import StreamedModel, stream_kl
+        check_calibration_fits(self.sm.model, nsamples, seqlen, flags=("--kl-nsamples", "--kl-seqlen"))
         dense = StreamedModel(dense_spec, dtype, trust_remote_code)
         windows = build_calibration(kl_data, None, self.tok, nsamples, seqlen, 0, data_dir, device)
         return {**stream_kl(self.sm, dense, windows.input_ids, device), "dense": dense_spec,

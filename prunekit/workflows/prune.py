@@ -13,7 +13,7 @@ from .. import report as rep
 from ..api import prune
 from ..data.calibration import build_calibration
 from ..errors import PrunekitError
-from ..export.save import check_output_dir, read_report, save_checkpoint, update_report
+from ..export.save import check_output_apart, check_output_dir, read_report, save_checkpoint, update_report
 from ..export.stale import remove_stale_temporaries
 from ..methods.registry import method_for
 from ..models.adapter import ModelAdapter
@@ -22,6 +22,7 @@ from ..stats import sparsity_stats
 from ..streaming.mode import DEFAULT_STREAM_ABOVE, choose_mode
 from .common import (DEFAULT_EVAL_SEQLEN, at_least, calibration_size, check_calibration_spec, check_device,
                      check_eval_names, eval_names, prepare_evals, run_evals)
+from .budget import check_calibration_fits
 from .preflight import check_positions, check_remote_code, check_writable, fit_window
 from .stream import stream_prune_model
 
@@ -43,6 +44,8 @@ def prune_model(model: str, config, *, calib: str = "c4", nsamples: int | None =
     run can stream. `resume` continues an interrupted streamed run, so it streams.
     Returns the report."""
     device = check_device(device)
+    if output:
+        check_output_apart(output, model=model)
     cls = method_for(config)
     if resume and stream is False:
         raise PrunekitError("--resume continues a streamed run: it does not go with --no-stream (stream=False)")
@@ -75,6 +78,8 @@ def prune_model(model: str, config, *, calib: str = "c4", nsamples: int | None =
     eval_seqlen, eval_note = fit_window(model.config, eval_seqlen, DEFAULT_EVAL_SEQLEN)
     check_positions(model.config, seqlen=seqlen if cls.needs_calibration() else None,
                     eval_seqlen=eval_seqlen if names else None)
+    if cls.needs_calibration():
+        check_calibration_fits(model, nsamples, seqlen)
     texts = prepare_evals(names, tok, eval_seqlen, eval_windows, data_dir, eval_note)
     report = {"command": "prune", "mode": mode.to_report(), "model": rep.model_section(model, source)}
     if stale:

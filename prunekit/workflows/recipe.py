@@ -36,7 +36,7 @@ from ..atomic import replace_dir
 from .. import lineage as lin
 from ..atomic import check_output_dir, json_text
 from ..errors import ConfigError, PrunekitError
-from ..export.save import REPORT_NAME
+from ..export.save import REPORT_NAME, check_output_apart
 from ..methods.registry import all_methods, method_named
 from .common import at_least, check_device, check_eval_names, eval_names
 
@@ -223,6 +223,7 @@ def run_recipe(recipe, *, model: str | None = None, output: str | None = None, o
     check_eval_names(eval_names(evals))     # before any stage runs: evaluation comes after the last
     at_least("eval_windows", eval_windows)
     if output:
+        check_output_apart(output, model=model)
         check_output_dir(output, overwrite)
     _refuse_evaluation_training_data(plan, data_dir)
     parent = Path(output).resolve().parent if output else Path(tempfile.gettempdir())

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..data.sources import default_data_dir
-from ..export.save import check_output_dir
+from ..export.save import check_output_apart, check_output_dir
 from ..models.adapter import ModelAdapter
 from ..models.loading import load_model
 from .common import DEFAULT_EVAL_SEQLEN, check_device, check_eval_names, eval_names, prepare_evals, run_evals
@@ -20,6 +20,7 @@ def recover_model(model: str, config, *, data: str = "c4", output: str, data_dir
 
     device = check_device(device)
     config.device = device
+    check_output_apart(output, model=model)
     if not config.resume:
         check_output_dir(output, overwrite)
     refuse_evaluation_data(data, data_dir or default_data_dir())

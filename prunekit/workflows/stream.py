@@ -5,17 +5,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import lineage
 from .. import report as rep
 from ..atomic import write_json
 from ..data.calibration import build_calibration
 from ..errors import PrunekitError
-from ..export.save import REPORT_NAME, update_report
+from ..export.save import REPORT_NAME, read_report, update_report
 from ..export.stale import remove_stale_temporaries
 from ..methods.registry import method_for
-from ..streaming import Mode, StreamedModel, stream_prune
+from ..streaming import Mode, StreamedModel, stream_counts, stream_prune
 from .common import (DEFAULT_EVAL_SEQLEN, calibration_size, check_calibration_spec, check_device, check_eval_names,
                      eval_names, prepare_evals, run_stream_evals)
-from .preflight import check_positions, check_writable, fit_window
+from .budget import check_calibration_fits
+from .preflight import check_positions, check_remote_code, check_writable, fit_window
 
 
 def stream_prune_model(model: str, config, *, output: str, calib: str = "c4", nsamples: int | None = None,
@@ -43,11 +45,14 @@ def stream_prune_model(model: str, config, *, output: str, calib: str = "c4", ns
         check_calibration_spec(calib)
     check_writable(output)
     stale = remove_stale_temporaries(output)
+    check_remote_code(model, trust_remote_code)
     sm = StreamedModel(model, dtype, trust_remote_code)
     seqlen, calibration_note = fit_window(sm.config, given_seqlen, seqlen) if cls.needs_calibration() else (seqlen, None)
     eval_seqlen, eval_note = fit_window(sm.config, eval_seqlen, DEFAULT_EVAL_SEQLEN)
     check_positions(sm.config, seqlen=seqlen if cls.needs_calibration() else None,
                     eval_seqlen=eval_seqlen if names else None)
+    if cls.needs_calibration():
+        check_calibration_fits(sm.model, nsamples, seqlen)
     tok = AutoTokenizer.from_pretrained(sm.source.path, trust_remote_code=trust_remote_code)
     texts = prepare_evals(names, tok, eval_seqlen, eval_windows, data_dir, eval_note)
     calibration = build_calibration(calib, None, tok, nsamples, seqlen, seed, data_dir, device) \
@@ -58,9 +63,13 @@ def stream_prune_model(model: str, config, *, output: str, calib: str = "c4", ns
                         "num_layers": sm.config.num_hidden_layers, "bytes_on_disk": sm.files.nbytes()}}
     if stale:
         report["removed_stale"] = stale
+    # what the lineage needs of the input: the parameter count from the shapes, its report if a prunekit output
+    before = {**report["model"], "params_total": sum(p.numel() for p in sm.model.parameters())}
+    prior = read_report(sm.source.path) if sm.source.kind == "local" else None
     del sm
     if eval_dense and texts:
-        report["eval_dense"] = run_stream_evals(model, texts, eval_seqlen, eval_windows, device, dtype, progress)
+        report["eval_dense"] = run_stream_evals(StreamedModel(model, dtype, trust_remote_code), texts, eval_seqlen,
+                                                eval_windows, device, progress=progress)
 
     def write_report(folder: Path) -> None:     # the method's part is added once the run returns
         tok.save_pretrained(folder)
@@ -70,11 +79,11 @@ def stream_prune_model(model: str, config, *, output: str, calib: str = "c4", ns
                           overwrite=overwrite, progress=progress, trust_remote_code=trust_remote_code,
                           extra=write_report)
     return _finish(report, result, calibration, output, texts, eval_seqlen, eval_windows, device, progress,
-                   calibration_note)
+                   calibration_note, before, prior, trust_remote_code)
 
 
 def _finish(report, result, calibration, output, texts, eval_seqlen, eval_windows, device, progress,
-            calibration_note=None):
+            calibration_note, before, prior, trust_remote_code):
     report["method"] = {"name": result.method, "config": result.config, "events": result.events, **result.details}
     report["calibration"] = calibration.describe() if calibration else None
     if calibration and calibration_note:
@@ -83,24 +92,15 @@ def _finish(report, result, calibration, output, texts, eval_seqlen, eval_window
     report["timing"] = {"prune_s": result.seconds, "peak_rss_gb": rep.peak_rss_gb()}
     report["environment"] = rep.environment(device)
     report["output"] = str(Path(output).resolve())
-    report["model"].update(_saved_counts(output))
+    saved = StreamedModel(output, "auto", trust_remote_code)    # the output as written, one block at a time
+    params, _ = stream_counts(saved)
+    report["model"].update(params, num_layers=saved.config.num_hidden_layers)
+    lineage.attach(report, prior, before)
     update_report(output, {k: report[k] for k in ("model", "method", "calibration", "sparsity", "timing", "environment",
-                                                   "output")})
-    evals = run_stream_evals(output, texts, eval_seqlen, eval_windows, device, progress=progress)
+                                                   "output", "lineage", "pruned_from") if k in report})
+    evals = run_stream_evals(saved, texts, eval_seqlen, eval_windows, device, progress=progress)
     report["eval"] = evals
-    update_report(output, {"eval": evals})
+    if evals:       # this stage's protocols join its lineage entry once measured
+        report["lineage"][-1]["eval"] = lineage.stage_evals(report)
+    update_report(output, {"eval": evals, "lineage": report["lineage"]})
     return report
-
-
-def _saved_counts(folder) -> dict:
-    """Parameters and non-zeros of the written checkpoint, one tensor in memory at a time."""
-    import torch
-    from safetensors import safe_open
-    total = nonzero = 0
-    for f in sorted(Path(folder).glob("*.safetensors")):
-        with safe_open(f, "pt") as st:
-            for key in st.keys():
-                t = st.get_tensor(key)
-                total += t.numel()
-                nonzero += int(torch.count_nonzero(t))
-    return {"params_total": total, "params_nonzero": nonzero}
