@@ -146,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(a)
     a.add_argument("--calib", default="c4", help="text to analyse on: as for prune (default c4)")
     a.add_argument("--nsamples", type=int, default=16, help="windows (default 16)")
-    a.add_argument("--seqlen", type=int, default=128, help="window length in tokens (default 128)")
+    a.add_argument("--seqlen", type=int, default=None,
+                   help="window length in tokens (default 128, or the model's positions where fewer)")
     a.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     a.add_argument("--skip-first", type=int, default=0,
                    help="leave out the first N positions of every window (attention-sink tokens with huge "
@@ -173,8 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dense model to compare with (default: the source named in the folder's prunekit_report.json)")
     b.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"], help="weights dtype")
     b.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
-    b.add_argument("--seqlen", type=int, default=512, help="prefill length, batch 1 (default 512)")
-    b.add_argument("--prompt-len", type=int, default=128, help="decode: prompt length (default 128)")
+    b.add_argument("--seqlen", type=int, default=None,
+                   help="prefill length, batch 1 (default 512, or the models' positions where fewer)")
+    b.add_argument("--prompt-len", type=int, default=None,
+                   help="decode: prompt length (default 128, or what the models' positions leave room for)")
     b.add_argument("--new-tokens", type=int, default=64, help="decode: tokens generated greedily (default 64)")
     b.add_argument("--batch", type=int, default=1, help="decode: batch size (default 1)")
     b.add_argument("--reps", type=int, default=5, help="measured rounds (default 5)")

@@ -181,3 +181,30 @@ def test_streamed_calibration_is_checked_before_any_work(bad, words, word_model_
         stream_prune(str(word_model_dir), WandaConfig(sparsity=0.5), bad, tmp_path / "out", progress=False)
     assert words in str(e.value) and "\n" not in str(e.value)
     assert not (tmp_path / "out").exists() and not partial_dir((tmp_path / "out").resolve()).exists()
+
+
+def _short_model(tmp_path: Path, positions: int) -> Path:
+    from .conftest import make_tiny_model, make_word_tokenizer
+    model = make_tiny_model("llama", layers=2)
+    model.config.max_position_embeddings = positions
+    path = tmp_path / f"tiny-{positions}"
+    model.save_pretrained(path)
+    make_word_tokenizer().save_pretrained(path)
+    return path
+
+
+def test_analyze_and_bench_defaults_adapt_to_few_positions(tmp_path, capsys):
+    model = _short_model(tmp_path, 96)
+    out = tmp_path / "analysis"
+    assert main(["analyze", "--model", str(model), "--calib", str(_calib_file(tmp_path)), "--nsamples", "2",
+                 "--output", str(out)]) == 0
+    report = json.loads((out / "analysis.json").read_text())
+    assert report["calibration"]["seqlen"] == 96 and "shortened" in report["calibration"]["window_note"]
+    measured = tmp_path / "bench.json"
+    assert main(["bench", "--model", str(model), "--reps", "1", "--warmup", "0", "--new-tokens", "8",
+                 "--output", str(measured)]) == 0
+    settings = json.loads(measured.read_text())["pruned"]["settings"]
+    assert settings["seqlen"] == 96 and settings["prompt_len"] == 96 - 8
+    capsys.readouterr()
+    assert main(["bench", "--model", str(model), "--seqlen", "512"]) == 2      # a length given is refused
+    assert "--seqlen 512 is longer than the model's 96 positions" in _stderr_line(capsys)

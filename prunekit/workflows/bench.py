@@ -8,15 +8,20 @@ from ..atomic import atomic_write_text, json_text
 from ..errors import PrunekitError
 from ..export.save import REPORT_NAME, check_not_itself, read_report, update_report
 from .common import at_least, check_device
-from .preflight import check_positions, check_remote_code, local_config
+from .preflight import check_positions, check_remote_code, fit_window, local_config, model_positions
+
+DEFAULT_SEQLEN = 512
+DEFAULT_PROMPT_LEN = 128
 
 
 def bench_model(model: str, *, baseline: str | None = None, dtype: str = "float32", device: str = "cpu",
-                seqlen: int = 512, prompt_len: int = 128, new_tokens: int = 64, batch: int = 1, reps: int = 5,
+                seqlen: int | None = None, prompt_len: int | None = None, new_tokens: int = 64, batch: int = 1, reps: int = 5,
                 warmup: int = 1, trust_remote_code: bool = False, output: str | None = None,
                 save_to_model: bool = False) -> dict:
-    """Measure `model` and `baseline` (default: the source named in the folder's report).
-    Returns {"command", "pruned", "baseline", "ratios"}."""
+    """Measure `model` and `baseline` (default: the source named in the folder's report). The prefill
+    length defaults to 512 and the decode prompt to 128 tokens, shortened where the models have
+    fewer positions (the prompt leaves room for the new tokens); lengths given that do not fit are
+    refused. Returns {"command", "pruned", "baseline", "ratios"}."""
     from ..eval.speed import measure_many, ratios
 
     device = check_device(device)
@@ -32,9 +37,15 @@ def bench_model(model: str, *, baseline: str | None = None, dtype: str = "float3
     if baseline is None and prior is not None:
         baseline = (prior.get("model") or {}).get("source")
     check_not_itself(model, "baseline", baseline)
-    for spec in [model] + ([baseline] if baseline else []):   # refused here, not in a worker's traceback
+    specs = [model] + ([baseline] if baseline else [])
+    configs = [local_config(spec) or {} for spec in specs]
+    limits = [n for n in (model_positions(c) for c in configs) if n]
+    positions = {"max_position_embeddings": min(limits)} if limits else {}
+    seqlen, _ = fit_window(positions, seqlen, DEFAULT_SEQLEN)
+    prompt_len, _ = fit_window(positions, prompt_len, DEFAULT_PROMPT_LEN, room=new_tokens)
+    for spec, config in zip(specs, configs):   # refused here, not in a worker's traceback
         check_remote_code(spec, trust_remote_code)
-        check_positions(local_config(spec) or {}, seqlen=seqlen, prompt_len=prompt_len)
+        check_positions(config, seqlen=seqlen, prompt_len=prompt_len)
     measured = measure_many([model] + ([baseline] if baseline else []), dtype=dtype, device=device, seqlen=seqlen,
                             prompt_len=prompt_len, new_tokens=new_tokens, batch=batch, reps=reps, warmup=warmup,
                             trust_remote_code=trust_remote_code)

@@ -37,16 +37,17 @@ def check_positions(config, **lengths: int | None) -> None:
                               f"(max_position_embeddings); use at most {limit}")
 
 
-def fit_window(config, value: int | None, default: int) -> tuple[int, str | None]:
+def fit_window(config, value: int | None, default: int, room: int = 0) -> tuple[int, str | None]:
     """A window length: the one the caller gave (`value`; check_positions refuses it when too long),
-    else `default`, shortened to the model's positions when it has fewer. Returns the length and,
-    when the default was shortened, a note that says so (for the report and the summary)."""
+    else `default`, shortened to the model's positions (less `room` for tokens that follow it) when
+    it has fewer. Returns the length and, when the default was shortened, a note that says so (for
+    the report and the summary)."""
     if value is not None:
         return value, None
     limit = model_positions(config)
-    if limit is None or default <= limit:
+    if limit is None or default + room <= limit:
         return default, None
-    return limit, f"default {default} shortened to the model's {limit} positions"
+    return max(1, limit - room), f"default {default} shortened to the model's {limit} positions"
 
 
 def local_config(spec: str) -> dict | None:
