@@ -40,13 +40,13 @@ def prune(model, config, calibration: Calibration | torch.Tensor | None = None, 
     failure a one-line PrunekitError (ConfigError for a field)."""
     cls = method_for(config)
     check_types(config)
+    method = cls(config, ModelAdapter(model))     # an unsupported model is named before the data
+    method.check()
     ids = None
     if cls.needs_calibration():
         if calibration is None:
             raise PrunekitError(f"method {cls.name} needs calibration data")
         ids = checked_calibration_ids(calibration, input_vocab_size(model))
-    method = cls(config, ModelAdapter(model))
-    method.check()
     start = time.perf_counter()
     with cache_disabled(model):
         pruned = method.run(Job(ids, device, progress))
