@@ -1,4 +1,4 @@
-"""Issue-4 benchmark: depth pruning of SmolLM2-135M (30 blocks) at 20% and 35% (6 and 10 blocks).
+"""Benchmark: depth pruning of SmolLM2-135M (30 blocks) at 20% and 35% (6 and 10 blocks).
 
 SLM with both merge rules, LaCo, ShortGPT, SLEB and PPL on the same calibration windows, each
 evaluated on WikiText-2 and, when pruning is done, measured for speed against the dense model

@@ -1,4 +1,4 @@
-"""Issue-16 benchmark: evolutionary search (EvoPress-style, KL fitness, staged selection) on
+"""Benchmark: evolutionary search (EvoPress-style, KL fitness, staged selection) on
 SmolLM2-135M against the one-shot allocations it should beat, all evaluated on WikiText-2 test
 (`wt2-2048/16`, as the depth benchmark), which no search sees.
 
@@ -142,7 +142,7 @@ def main():
 def table(reports: dict) -> str:
     lines = ["| run | method | wt2 ppl | fitness start → end | search s | evaluations | choice |", "|---|---|---|---|---|---|---|"]
     for tag, r in reports.items():
-        if tag in ("dense", "width_bench"):
+        if tag in ("dense", "width_bench") or tag.startswith("_"):   # _runs: the registry's provenance
             continue
         m = r["method"]
         ppl = r.get("eval", {}).get("wikitext2", {}).get("ppl")

@@ -1,4 +1,4 @@
-"""Issue-15 benchmark: LoRA recovery of pruned SmolLM2-135M models under one recovery budget.
+"""Benchmark: LoRA recovery of pruned SmolLM2-135M models under one recovery budget.
 
 Three questions, each configuration a chain of `prunekit` processes (prune stages, then
 `prunekit recover` with the same budget for every model, then evaluation):

@@ -1,4 +1,4 @@
-"""Issue-4 follow-up: is SLM's loss due to the blocks it picks, or to merging them?
+"""Follow-up of depth_methods.py: is SLM's loss due to the blocks it picks, or to merging them?
 
 For each SLM run folder, the windows it merged are rebuilt from the dense model three ways and
 evaluated under the run's own perplexity protocol:

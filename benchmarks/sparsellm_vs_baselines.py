@@ -1,4 +1,4 @@
-"""Issue-3 benchmark: SparseLLM against SparseGPT and Wanda at high sparsity on SmolLM2-135M.
+"""Benchmark: SparseLLM against SparseGPT and Wanda at high sparsity on SmolLM2-135M.
 
 Targets 70%, 80%, 90% unstructured and 1:4 (the SparseLLM paper's "3:4": 3 of every 4 pruned),
 each over all 30 blocks and over the first half (blocks 0-14, the paper's tables' protocol).

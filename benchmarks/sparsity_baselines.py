@@ -1,4 +1,4 @@
-"""Issue-2 benchmark: SmolLM2-135M dense, magnitude and Wanda at 50%, 2:4 and 4:8.
+"""Benchmark: SmolLM2-135M dense, magnitude and Wanda at 50%, 2:4 and 4:8.
 
     python benchmarks/sparsity_baselines.py --nsamples 32 --seqlen 2048 --eval-windows 16
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Streamed against in-memory on SmolLM2-135M (issue 14): Wanda 50%, SparseGPT 2:4 and ShortGPT
+# Streamed against in-memory on SmolLM2-135M (do both give the same model, byte for byte?): Wanda 50%, SparseGPT 2:4 and ShortGPT
 # (6 blocks), each run twice from the converted checkpoint folder (--stream and --no-stream, same
 # calibration), then every tensor of the two outputs compared byte for byte.
 #   benchmarks/stream_smollm2.sh [WORKDIR]

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The streaming benchmark of BENCHMARKS.md (issue 14): one method on one checkpoint, streamed inside a
+# The streaming benchmark of BENCHMARKS.md (pruning checkpoints larger than memory): one method on one checkpoint, streamed inside a
 # memory limit (a quarter of the checkpoint) and, where it fits, in memory; then both outputs read back
 # lazily and compared. One torch thread, pinned to one core.
 #   benchmarks/streaming_runs.sh CHECKPOINT NAME [--in-memory] -- METHOD OPTIONS...

@@ -1,4 +1,4 @@
-"""Issue-5 benchmark: search-llm width pruning of SmolLM2-135M at keep 0.8 and 0.6.
+"""Benchmark: search-llm width pruning of SmolLM2-135M at keep 0.8 and 0.6.
 
 Per target, four runs through the same path, on the same calibration windows:
   search      evolutionary search + ADMM reformation

@@ -1,4 +1,4 @@
-"""Issue-6 benchmark: the seven zero-shot tasks (lm-eval, 0-shot) for SmolLM2 dense and for
+"""Benchmark: the seven zero-shot tasks (lm-eval, 0-shot) for SmolLM2 dense and for
 pruned run folders, written into each folder's report (--save-to-model), then one comparison page.
 
     python benchmarks/zero_shot.py --limit 100 runs/depth-slm-rdsc-6 runs/depth-shortgpt-6 ...

@@ -255,7 +255,7 @@ def test_methods_that_cannot_stream_refuse_in_one_line(config, tokenizer, tmp_pa
 def _random_checkpoint_module():
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("make_random_checkpoint", ROOT / "benchmarks" / "make_random_checkpoint.py")
+    spec = importlib.util.spec_from_file_location("make_random_checkpoint", ROOT / "tools" / "make_random_checkpoint.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

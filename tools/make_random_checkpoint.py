@@ -4,7 +4,7 @@ shapes first, then every tensor is generated (seeded by its name) and its bytes 
 tokenizer is SmolLM2's (from the converted prunekit cache, or read from the packaged GGUF), so
 prunekit can load and calibrate the result.
 
-    python benchmarks/make_random_checkpoint.py --params 1e9 --dtype bfloat16 --out /tmp/rand-1b
+    python tools/make_random_checkpoint.py --params 1e9 --dtype bfloat16 --out /tmp/rand-1b
 """
 from __future__ import annotations
 

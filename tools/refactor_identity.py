@@ -4,8 +4,8 @@ saved weights (streamed: every tensor's name, dtype, shape and bytes, so that a 
 layout of equal tensors still matches). Run it before a behaviour-preserving change (--write FILE)
 and after (--check FILE): every hash must match.
 
-    python benchmarks/refactor_identity.py --write benchmarks/results/refactor_identity.json
-    python benchmarks/refactor_identity.py --check benchmarks/results/refactor_identity.json
+    python tools/refactor_identity.py --write benchmarks/results/refactor_identity.json
+    python tools/refactor_identity.py --check benchmarks/results/refactor_identity.json
 """
 from __future__ import annotations
 

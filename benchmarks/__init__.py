@@ -1,0 +1,1 @@
+"""prunekit's benchmarks as declared experiments: see registry.py, or `python -m benchmarks list`."""

@@ -1,0 +1,314 @@
+"""The tables of BENCHMARKS.md that are derived from `benchmarks/results/*.json`, one function per
+table. Each takes a `Results` (the results folder, read lazily) and returns the table's Markdown,
+exactly as it stands between `<!-- table:NAME -->` and `<!-- /table:NAME -->` in BENCHMARKS.md.
+The registry (`benchmarks/registry.py`) names each function in the entry of the experiment that
+writes its results; `python -m benchmarks tables` rewrites the marked tables from them.
+
+Where a script already prints its table from its results (`table(reports)`), the function here
+calls it; otherwise it formats the published table's own columns. Nothing here runs a model."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RUNS_KEY = "_runs"      # the runner's provenance records inside a results file (not an experiment's row)
+
+
+class Results:
+    """The results folder: `load(name)` reads results/<name>.json without the runner's records."""
+
+    def __init__(self, folder: Path | str = HERE / "results"):
+        self.folder = Path(folder)
+        self._cache: dict[str, dict] = {}
+
+    def load(self, name: str) -> dict:
+        if name not in self._cache:
+            data = json.loads((self.folder / f"{name}.json").read_text())
+            if isinstance(data, dict):
+                data = {k: v for k, v in data.items() if k != RUNS_KEY}
+            self._cache[name] = data
+        return self._cache[name]
+
+
+@lru_cache(maxsize=None)
+def script(path: str):
+    """A benchmark script as a module (for its `table` function), without running its main."""
+    file = HERE / path
+    for folder in (str(HERE), str(file.parent)):      # the scripts import their sibling `runner`
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+    spec = importlib.util.spec_from_file_location(f"_benchmark_{file.stem}", file)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+# ---------------------------------------------------------------- formatting helpers
+
+def bold(cell: str) -> str:
+    return f"**{cell}**"
+
+
+def bold_min(cells: list[str], values: list[float | None]) -> list[str]:
+    """The cell of the smallest value in bold."""
+    known = [v for v in values if v is not None]
+    best = min(known) if known else None
+    return [bold(c) if v is not None and v == best else c for c, v in zip(cells, values)]
+
+
+def ppl(x: float) -> str:
+    """Perplexity as the depth tables print it: two decimals, 1e6 and above as 6.7e9."""
+    if x >= 1e6:
+        mant, exp = f"{x:.1e}".split("e")
+        return f"{mant}e{int(exp)}"
+    return f"{x:.2f}"
+
+
+def blocks(ids: list[int], collapse: int = 5) -> str:
+    """Block indices; runs of `collapse` or more consecutive blocks as a range (3, 12-18, 25)."""
+    ids, out, i = sorted(ids), [], 0
+    while i < len(ids):
+        j = i
+        while j + 1 < len(ids) and ids[j + 1] == ids[j] + 1:
+            j += 1
+        out += [f"{ids[i]}-{ids[j]}"] if j - i + 1 >= collapse else [str(k) for k in ids[i:j + 1]]
+        i = j + 1
+    return ", ".join(out)
+
+
+def row(cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def head(*names: str) -> list[str]:
+    return [row(names), "|" + "---|" * len(names)]
+
+
+def depth_choice(report: dict, collapse: int = 5) -> str:
+    """'merged 13-14, 17-18' or 'removed 12, 13, 14' from a depth report's groups."""
+    d = report["method"]["depth"]
+    merged = [f"{g[0]}-{g[-1]}" for g in d["groups"] if len(g) > 1]
+    if merged:
+        return "merged " + ", ".join(merged)
+    kept = {i for g in d["groups"] for i in g}
+    return "removed " + blocks([i for i in range(d["layers_before"]) if i not in kept], collapse)
+
+
+# ---------------------------------------------------------------- sparsity: SparseLLM on the CPU
+
+def _ffn_error(report: dict) -> tuple[float, float, int, int]:
+    hist = report["method"]["ffn_relative_error"]
+    first = sum(v[0] for v in hist.values()) / len(hist)
+    last = sum(v[-1] for v in hist.values()) / len(hist)
+    return first, last, sum(v[-1] < v[0] for v in hist.values()), len(hist)
+
+
+def _sparsellm_cells(reports: dict) -> dict:
+    cells = {}
+    for r in reports.values():
+        if r.get("method"):
+            cfg = r["method"]["config"]
+            target = cfg["pattern"] or f"{cfg['sparsity']:.0%}"
+            cells.setdefault(target, {})[r["method"]["name"]] = r
+    return cells
+
+
+TARGET_LABEL = {"1:4": '1:4 ("3:4")'}
+
+
+def sparsellm_cpu_all(res: Results) -> str:
+    lines = head("target", "blocks", "Wanda", "SparseGPT", "SparseLLM",
+                 "SparseLLM FFN error (mean over blocks, it. 1 → 4)", "prune s (Wanda / SparseGPT / SparseLLM)",
+                 "protocol")
+    for target, by in _sparsellm_cells(res.load("cpu-all")).items():
+        methods = [by[m] for m in ("wanda", "sparsegpt", "sparsellm")]
+        values = [r["eval"]["wikitext2"]["ppl"] for r in methods]
+        first, last, falls, n = _ffn_error(by["sparsellm"])
+        calib = by["sparsellm"]["calibration"]
+        lines.append(row([TARGET_LABEL.get(target, target), f"all {n}", *bold_min([f"{v:.2f}" for v in values], values),
+                          f"{first:.3f} → {last:.3f}, falls in {falls}/{n} blocks",
+                          " / ".join(f"{r['timing']['prune_s']:.0f}" for r in methods),
+                          f"C4 {calib['nsamples']}×{calib['seqlen']}, {methods[0]['eval']['wikitext2']['protocol']}"]))
+    return "\n".join(lines)
+
+
+def sparsellm_cpu_first_half(res: Results) -> str:
+    """The script's own table, with the published labels of the targets and of the first half."""
+    table = script("sparsellm_vs_baselines.py").table(res.load("cpu-firsthalf"))
+    lines = table.split("\n")[2:]          # without the dense line: the text above the table gives it
+    return "\n".join(l.replace("| first-half |", "| first-half (0-14) |").replace("| 1:4 |", '| 1:4 ("3:4") |')
+                     for l in lines)
+
+
+def peer_llmcompressor(res: Results) -> str:
+    return script("peers/compare_llmcompressor.py").table(res.load("peer_llmcompressor"))
+
+
+# ---------------------------------------------------------------- depth
+
+DEPTH_LABELS = {"slm-rdsc": "slm (rdsc)", "slm-top": "slm (top)"}
+
+
+def depth_methods(res: Results) -> str:
+    reports = res.load("depth_methods")
+    lines = head("removed", "method", "layers", "params", "wt2 ppl", "threshold", "prune s", "merged / removed blocks")
+    by_k: dict[int, list] = {}
+    for tag, r in reports.items():
+        if tag != "dense":
+            by_k.setdefault(r["method"]["depth"]["layers_removed"], []).append((tag, r))
+    for k, runs in by_k.items():
+        values = [r["eval"]["wikitext2"]["ppl"] for _, r in runs]
+        for (tag, r), cell in zip(runs, bold_min([ppl(v) for v in values], values)):
+            method = tag.split("-", 1)[1].rsplit("-", 1)[0]
+            thr = r["method"].get("threshold")
+            lines.append(row([k, DEPTH_LABELS.get(method, method), r["method"]["depth"]["layers_after"],
+                              f"{r['model']['params_total'] / 1e6:.1f}M", cell, "" if thr is None else f"{thr:.3f}",
+                              f"{r['timing']['prune_s']:.0f}", depth_choice(r)]).replace("|  |", "| |"))
+    return "\n".join(lines)
+
+
+def slm_ablation(res: Results) -> str:
+    rows, depth = res.load("slm_ablation"), res.load("depth_methods")
+    lines = head("removed", "SLM merged (top projections, base norms)", "same windows, top block kept",
+                 "same windows, base block kept", "best removal baseline")
+    for tag, r in rows.items():
+        k = len(r["top_removed"])
+        removal = [(depth[f"depth-{m}-{k}"]["eval"]["wikitext2"]["ppl"], name)
+                   for m, name in (("shortgpt", "ShortGPT"), ("sleb", "SLEB"), ("ppl", "PPL"))]
+        best, name = min(removal)
+        lines.append(row([k, f"{r['merged']:.2f}", f"{r['top']:.2f}", f"{r['base']:.2f}", f"{best:.2f} ({name})"]))
+    return "\n".join(lines)
+
+
+def _bench_row(ratios: dict) -> tuple[float, float, float]:
+    return ratios["params"], ratios["prefill_latency"], ratios["decode_tokens_per_s"]
+
+
+def depth_bench(res: Results) -> str:
+    bench = res.load("depth_bench")
+    lines = head("removed", "kept layers", "params and disk ratio", "prefill latency ratio (per method)",
+                 "decode tok/s ratio")
+    by_k: dict[int, list] = {}
+    for tag, b in bench.items():
+        if not tag.endswith(":dense"):
+            by_k.setdefault(int(tag.rsplit("-", 1)[1]), []).append((tag.split("-", 1)[1].rsplit("-", 1)[0], b["ratios"]))
+    for k, runs in by_k.items():
+        decode = [r["decode_tokens_per_s"] for _, r in runs]
+        lines.append(row([k, f"{runs[0][1]['layers']:.3f}", f"{runs[0][1]['params']:.3f}",
+                          ", ".join(f"{m} {r['prefill_latency']:.3f}" for m, r in runs),
+                          f"{min(decode):.2f}-{max(decode):.2f}"]))
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- width
+
+WIDTH_VARIANTS = {"search": "search + ADMM", "search-noreform": "search, no reformation",
+                  "init": "importance init (`--generations 0`) + ADMM", "magnitude": "structured magnitude + ADMM"}
+
+
+def _fit(x: float) -> str:
+    return f"{x:.0f}" if x >= 1e5 else f"{x:.1f}"
+
+
+def width_search(res: Results) -> str:
+    reports = res.load("width_search")
+    lines = head("keep", "variant", "kept block params", "params", "wt2 ppl", "fitness ppl (init → best)", "search s",
+                 "prune s")
+    by_keep: dict[float, list] = {}
+    for tag, r in reports.items():
+        if tag != "dense":
+            by_keep.setdefault(r["method"]["config"]["keep"], []).append((tag, r))
+    for keep, runs in by_keep.items():
+        values = [r["eval"]["wikitext2"]["ppl"] for _, r in runs]
+        for (tag, r), cell in zip(runs, bold_min([f"{v:.2f}" for v in values], values)):
+            m = r["method"]
+            start, end = m.get("initial_fitness", m.get("initial_fitness_ppl")), m.get("final_fitness", m.get("fitness_ppl"))
+            fitness = _fit(start) if m["evaluations"] == 1 else f"{_fit(start)} → {_fit(end)}"
+            lines.append(row([keep, WIDTH_VARIANTS[tag.split("-", 1)[1].rsplit("-", 1)[0]], f"{m['kept_fraction']:.4f}",
+                              f"{r['model']['params_total'] / 1e6:.1f}M", cell, fitness, f"{m['search_s']:.0f}",
+                              f"{r['timing']['prune_s']:.0f}"]))
+    return "\n".join(lines)
+
+
+WIDTH_BENCH_LABELS = {"search": "search", "init": "importance init", "magnitude": "structured magnitude"}
+
+
+def width_bench(res: Results) -> str:
+    bench = res.load("width_bench")
+    lines = head("model", "params ratio", "disk ratio", "prefill latency ratio", "decode tok/s ratio")
+    for tag, b in bench.items():
+        if tag.endswith(":dense"):
+            continue
+        variant, keep = tag.split("-", 1)[1].rsplit("-", 1)
+        r = b["ratios"]
+        lines.append(row([f"{WIDTH_BENCH_LABELS[variant]}, keep {keep}", f"{r['params']:.3f}", f"{r['disk']:.3f}",
+                          f"{r['prefill_latency']:.3f}", f"{r['decode_tokens_per_s']:.3f}"]))
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- zero-shot
+
+def lm_eval_check(res: Results) -> str:
+    lines = head("task", "metric", "prunekit", "lm_eval CLI")
+    for r in res.load("lm_eval_check")["rows"]:
+        lines.append(row([r["task"], r["metric"], f"{r['prunekit']:.4f}", f"{r['lm_eval_cli']:.4f}"]))
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- evolutionary search
+
+def evo_sparsity(res: Results) -> str:
+    e = res.load("evo_search")
+    lines = head("mean sparsity", "uniform SparseGPT (sequential)", "OWL + SparseGPT",
+                 "**evo-sparsity** (database on the uniformly pruned prefix, the default)",
+                 "calibration KL, start → end", "evo-sparsity, database on dense inputs (first design)",
+                 "its start: every block at the target", "calibration KL, start → end")
+    for pct in (70, 80):
+        p = {k: e[f"{k}-{pct}"]["eval"]["wikitext2"]["ppl"] for k in
+             ("uniform-sparsegpt", "owl-sparsegpt", "evo-sparsity", "evo-sparsity-dense", "evo-sparsity-dense-start")}
+        evo, dense = e[f"evo-sparsity-{pct}"]["method"], e[f"evo-sparsity-dense-{pct}"]["method"]
+        first = bold_min([f"{p[k]:.2f}" for k in ("uniform-sparsegpt", "owl-sparsegpt", "evo-sparsity")],
+                         [p[k] for k in ("uniform-sparsegpt", "owl-sparsegpt", "evo-sparsity")])
+        lines.append(row([f"{pct}%", *first, f"{evo['initial_fitness']:.4f} → {evo['final_fitness']:.4f}",
+                          f"{p['evo-sparsity-dense']:.2f}", f"{p['evo-sparsity-dense-start']:.2f}",
+                          f"{dense['initial_fitness']:.4f} → {dense['final_fitness']:.4f}"]))
+    return "\n".join(lines)
+
+
+EXECUTORS = {"exec-local": "in-process (`--executor local`)", "exec-workers2": "`--workers 2` (local processes)",
+             "exec-ray2": "`--executor ray --workers 2` (local cluster)"}
+
+
+def evo_executors(res: Results) -> str:
+    e = res.load("evo_search")
+    lines = head("executor", "search s", "prune s", "peak RSS (main process)", "removed blocks", "fitness history")
+    first = None
+    for tag, label in EXECUTORS.items():
+        r = e[tag]
+        m = r["method"]
+        choice = ", ".join(map(str, m["removed"]))
+        history = ", ".join(f"{h['best']:.6f}" for h in m["history"])
+        if first is None:
+            first = (choice, history)
+        lines.append(row([label, f"{m['search_s']:.1f}", f"{r['timing']['prune_s']:.1f}",
+                          f"{r['timing']['peak_rss_gb']:.2f} GB", choice if first[0] != choice or tag == "exec-local"
+                          else "same", history if first[1] != history or tag == "exec-local" else "same"]))
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- recovery
+
+RECOVERY_ORDER = ("depth-slm-6", "depth-slm-10", "depth-shortgpt-6", "depth-shortgpt-10", "depth-sleb-6",
+                  "depth-sleb-10", "combo-0.79-depth", "combo-0.79-width", "combo-0.79-both",
+                  "combo-0.79-depth-shortgpt", "combo-0.79-both-shortgpt", "combo-0.66-depth-shortgpt",
+                  "combo-0.66-both-shortgpt", "combo-0.66-depth", "combo-0.66-width", "combo-0.66-both",
+                  "sparse-wanda-0.5", "sparse-wanda-2of4")
+
+
+def recovery(res: Results) -> str:
+    rows = res.load("recovery_bench")
+    return script("recovery_bench.py").table({tag: rows[tag] for tag in RECOVERY_ORDER if tag in rows})
