@@ -33,6 +33,10 @@ class Results:
             self._cache[name] = data
         return self._cache[name]
 
+    def lines(self, name: str) -> list[dict]:
+        """results/<name> as JSON lines (a times log)."""
+        return [json.loads(l) for l in (self.folder / name).read_text().splitlines() if l.strip()]
+
 
 @lru_cache(maxsize=None)
 def script(path: str):
@@ -312,3 +316,42 @@ RECOVERY_ORDER = ("depth-slm-6", "depth-slm-10", "depth-shortgpt-6", "depth-shor
 def recovery(res: Results) -> str:
     rows = res.load("recovery_bench")
     return script("recovery_bench.py").table({tag: rows[tag] for tag in RECOVERY_ORDER if tag in rows})
+
+
+def _span(values: list[int]) -> str:
+    return f"{min(values)}-{max(values)}" if min(values) != max(values) else str(values[0])
+
+
+def evo_width_multiples(res: Results) -> str:
+    """search-llm (ppl fitness) with free widths against widths rounded to multiples of 64 and 32; the
+    speed ratios from the paired rounds of evo_width_bench.json (the multiple-32 run timed separately)."""
+    e = res.load("evo_search")
+    bench = {**res.load("evo_width_bench"), **res.load("evo_width_bench_m32")}
+    runs = []
+    for tag in ("width-ppl", "width-ppl-m64", "width-ppl-m32"):
+        m = e[tag]["method"]
+        multiple = m["config"].get("width_multiple") or 1
+        heads, mlp = m["widths"]["head_dim"], m["widths"]["mlp"]
+        chosen = " chosen" if min(heads) == max(heads) and multiple < heads[0] else ""
+        label = "free" if multiple == 1 else f"`--width-multiple {multiple}`"
+        runs.append((f"{label} (head dims {_span(heads)}{chosen}, MLP {_span(mlp)})", m["kept_fraction"],
+                     bench[tag]["ratios"], e[tag]["eval"]["wikitext2"]["ppl"]))
+    cols = {"ppl": bold_min([f"{r[3]:.2f}" for r in runs], [r[3] for r in runs]),
+            "prefill": bold_min([f"{r[2]['prefill_latency']:.3f}" for r in runs], [r[2]["prefill_latency"] for r in runs]),
+            "decode": bold_min([f"{r[2]['decode_tokens_per_s']:.3f}" for r in runs],
+                               [-r[2]["decode_tokens_per_s"] for r in runs])}
+    lines = head("widths", "kept block params", "params vs dense", "wt2 ppl", "prefill latency vs dense",
+                 "decode tokens/s vs dense")
+    for i, (label, kept, ratios, _) in enumerate(runs):
+        lines.append(row([label, f"{kept:.4f}", f"{ratios['params']:.3f}", cols["ppl"][i], cols["prefill"][i],
+                          cols["decode"][i]]))
+    return "\n".join(lines)
+
+
+def stream_rand15b_blocks(res: Results) -> str:
+    """Seconds per block of the SparseGPT 2:4 run on rand-15b, from its times log (killed after block 4)."""
+    lines = head("block", "seconds")
+    for t in res.lines("streaming/sparsegpt24-rand15b-bf16-times.jsonl"):
+        label = "1 (also reads the embedding and calibrates)" if t["unit"] == 0 else t["unit"] + 1
+        lines.append(row([label, f"{t['seconds']:.1f}"]))
+    return "\n".join(lines)
