@@ -355,3 +355,42 @@ def stream_rand15b_blocks(res: Results) -> str:
         label = "1 (also reads the embedding and calibrates)" if t["unit"] == 0 else t["unit"] + 1
         lines.append(row([label, f"{t['seconds']:.1f}"]))
     return "\n".join(lines)
+
+
+def _shortened(cell: str, keep: int = 4, most: int = 6) -> str:
+    """A depth-table cell in a "removed blocks" column: removals as the bare list, more than `most`
+    merged windows cut to the first `keep` and '...'."""
+    what, _, items = cell.partition(" ")
+    parts = items.split(", ")
+    if what == "removed":           # the column says "removed blocks"
+        return items
+    return cell if len(parts) <= most else f"{what} {', '.join(parts[:keep])}, ..."
+
+
+def evo_depth(res: Results) -> str:
+    """evo-depth and ShortGPT on the search's own calibration, then the depth table's baselines (SLEB,
+    ShortGPT, SLM rdsc on their 10 x 128 windows) by perplexity; this search's rows list every block."""
+    e, depth = res.load("evo_search"), res.load("depth_methods")
+    lines = head("removed", "method", "calibration", "wt2 ppl", "removed blocks",
+                 "KL to dense on the search's fixed 2048 tokens")
+
+    def calib(r):
+        return f"C4 {r['calibration']['nsamples']} × {r['calibration']['seqlen']}"
+
+    for k in (6, 10):
+        evo, start = e[f"evo-depth-{k}"], e[f"shortgpt-same-calib-{k}"]
+        m = evo["method"]
+        lines.append(row([k, f"**evo-depth** ({m['generations']} generations, {m['search_s']:.0f} s search)", calib(evo),
+                          bold(f"{evo['eval']['wikitext2']['ppl']:.2f}"), blocks(m["removed"], collapse=len(m["removed"]) + 1),
+                          f"{m['initial_fitness']:.4f} → {m['final_fitness']:.4f}"]))
+        removed = start["method"]["removed"]
+        lines.append(row([k, "ShortGPT, same calibration (the start)", calib(start),
+                          f"{start['eval']['wikitext2']['ppl']:.2f}", blocks(removed, collapse=len(removed) + 1),
+                          f"{m['initial_fitness']:.4f}"]))
+        base = sorted((depth[f"depth-{t}-{k}"] for t in ("sleb", "shortgpt", "slm-rdsc")),
+                      key=lambda r: r["eval"]["wikitext2"]["ppl"])
+        for r in base:
+            name = {"sleb": "SLEB", "shortgpt": "ShortGPT", "slm": "SLM (rdsc)"}[r["method"]["name"]]
+            lines.append(row([k, name, calib(r), ppl(r["eval"]["wikitext2"]["ppl"]), _shortened(depth_choice(r)), ""])
+                         .replace("|  |", "| |"))
+    return "\n".join(lines)
