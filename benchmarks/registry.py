@@ -124,8 +124,8 @@ EXPERIMENTS: list[Experiment] = [
                "Evolutionary search with KL fitness (evo-depth, evo-sparsity, OWL, search-llm, executors) "
                "against one-shot allocations",
                ("--part", "depth", "--reuse"),
-               tables=(Table("evo-depth", T.evo_depth), Table("evo-sparsity", T.evo_sparsity), Table("evo-width-multiples", T.evo_width_multiples),
-                       Table("evo-executors", T.evo_executors))),
+               tables=(Table("evo-depth", T.evo_depth), Table("evo-sparsity", T.evo_sparsity),
+                       Table("evo-width-multiples", T.evo_width_multiples), Table("evo-executors", T.evo_executors))),
     Experiment("width_kl_consistency", "width_kl_consistency.py",
                "Does the width search's reported KL equal the KL of the model it returns? (prints both)",
                writes_results=False),
