@@ -8,7 +8,7 @@ import torch
 
 from .data.calibration import Calibration
 from .errors import PrunekitError
-from .methods.depth.stack import BlockStack
+from .engine.stack import BlockStack
 from .models.adapter import ModelAdapter
 from .models.plumbing import cache_disabled
 from .solvers.similarity import block_influence, cka_matrix, mean_token_cosine

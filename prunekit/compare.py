@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .errors import PrunekitError
 from .eval.zeroshot import average_stderr
-from .report import method_class
+from .methods.registry import method_class
 
 
 def load_runs(paths: list[str]) -> list[dict]:
@@ -71,7 +71,7 @@ def describe(r: dict) -> dict:
         return describe_chain(r["lineage"])
     if not r.get("method"):
         return {"method": "dense", "what": "-", "x": 0.0}
-    cls = method_class(r)
+    cls = method_class(r["method"].get("name"))
     if cls is None:
         return {"method": r["method"].get("name", "?"), "what": "-", "x": (r.get("sparsity") or {}).get("overall", 0.0)}
     return cls.describe(r)

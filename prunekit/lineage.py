@@ -5,6 +5,8 @@ when the input is itself a prunekit output, so a model pruned by depth, then wid
 recovered says so."""
 from __future__ import annotations
 
+from .methods.registry import method_class
+
 RECOVER = "recover"
 
 
@@ -78,8 +80,7 @@ def stage_label(stage: dict) -> str:
         return "lora"
     section = stage.get("method_section")
     if section:
-        from .report import method_class
-        cls = method_class({"method": section})
+        cls = method_class(section.get("name"))
         if cls is not None:
             try:
                 return cls.describe({"method": section, "sparsity": {}})["method"]

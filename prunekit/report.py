@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 import transformers
 
+from .methods.registry import method_class
 from .models.adapter import ModelAdapter
 from .stats import param_counts
 from .version import __version__
@@ -53,15 +54,8 @@ def model_section(model, source) -> dict:
             "family": adapter.family, "num_layers": adapter.num_layers, **param_counts(model)}
 
 
-def method_class(report: dict):
-    """The registered class of the method a report names, or None (a method not installed here)."""
-    from .methods.registry import all_methods
-    meth = report.get("method") or {}
-    return all_methods().get(meth.get("name"))
-
-
 def method_lines(report: dict) -> list[str]:
-    cls = method_class(report)
+    cls = method_class((report.get("method") or {}).get("name"))
     return cls.summary_lines(report) if cls else [f"  method        {report['method'].get('name')}"]
 
 

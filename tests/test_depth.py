@@ -15,7 +15,7 @@ from prunekit.methods import LaCoConfig, PPLConfig, ShortGPTConfig, SLEBConfig, 
 from prunekit.methods.depth.base import DepthState, bisect_threshold
 from prunekit.methods.depth.rebuild import merged_block
 from prunekit.methods.depth.slm import collapse, slide
-from prunekit.methods.depth.stack import BlockStack
+from prunekit.engine.stack import BlockStack
 from prunekit.models.adapter import ModelAdapter, get_path
 from prunekit.solvers.similarity import block_influence, cka_matrix, linear_cka, merge_tensors
 

@@ -11,7 +11,7 @@ from prunekit.api import prune
 from prunekit.methods import ShortGPTConfig, SLMConfig
 from prunekit.methods.depth.base import DepthState
 from prunekit.methods.depth.rebuild import apply_plan
-from prunekit.methods.depth.stack import BlockStack
+from prunekit.engine.stack import BlockStack
 
 from .test_block_kwargs import _ids, adapter_for, rel_err
 from .tiny_models import SLIDING, structured_model

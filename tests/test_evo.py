@@ -17,9 +17,9 @@ from .conftest import VOCAB, make_tiny_model
 from prunekit.errors import PrunekitError
 from prunekit.methods.depth.base import DepthState
 from prunekit.methods.depth.rebuild import apply_plan, groups_after_removal
-from prunekit.methods.depth.stack import BlockStack
+from prunekit.engine.stack import BlockStack
 from prunekit.models.adapter import ModelAdapter
-from prunekit.search.fitness import DepthEvaluator
+from prunekit.scoring.fitness import DepthEvaluator
 from prunekit.solvers.divergence import kl_exact, kl_topk, topk_summary
 from prunekit.solvers.evolution import (FIXED, draw_windows, evolve, level_switch, parse_stages, staged_selection,
                                         switch_count)
@@ -315,7 +315,7 @@ def test_owl_method_prunes_each_block_at_its_sparsity():
 def test_database_reproduces_block_pruned_directly(base, tmp_path):
     from prunekit import api
     from prunekit.methods import SparseGPTConfig, WandaConfig
-    from prunekit.search.database import Level, SparsityDatabase
+    from prunekit.methods.evo.database import Level, SparsityDatabase
 
     model = make_tiny_model("llama", layers=3)
     ids = calib(4, 32)
@@ -349,7 +349,7 @@ def test_uniform_input_database_is_sequential_pruning(base, family, tmp_path):
     masks and rotary bases, a window shorter than the calibration), so each must get its own inputs."""
     from prunekit import api
     from prunekit.methods import SparseGPTConfig, WandaConfig
-    from prunekit.search.database import Level, SparsityDatabase
+    from prunekit.methods.evo.database import Level, SparsityDatabase
 
     from .tiny_models import structured_model
 
@@ -464,7 +464,7 @@ def test_executors_give_identical_results(six_block):
 
 def test_evo_sparsity_assembles_levels_with_exact_mean(tmp_path):
     from prunekit.methods.evo import EvoSparsity, EvoSparsityConfig
-    from prunekit.search.database import SparsityDatabase
+    from prunekit.methods.evo.database import SparsityDatabase
 
     model = make_tiny_model("llama", layers=4)
     dense = copy.deepcopy(model)

@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM
 import prunekit
 from prunekit.engine import BlockVisitor, LayerwiseEngine
 from prunekit.errors import PrunekitError
-from prunekit.methods.depth.stack import BlockStack
+from prunekit.engine.stack import BlockStack
 from prunekit.models.adapter import ModelAdapter
 
 from . import support_matrix as sm

@@ -1,3 +1,4 @@
-from .sequential import BlockVisitor, LayerwiseEngine, BlockInputs
+from .sequential import BlockInputs, BlockVisitor, LayerwiseEngine
+from .stack import BlockStack
 
-__all__ = ["BlockVisitor", "LayerwiseEngine", "BlockInputs"]
+__all__ = ["BlockVisitor", "LayerwiseEngine", "BlockInputs", "BlockStack"]

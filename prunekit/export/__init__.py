@@ -1,3 +1,3 @@
-from .save import atomic_dir, check_not_itself, check_output_apart, check_output_dir, save_checkpoint
+from .save import atomic_dir, check_output_dir, save_checkpoint
 
-__all__ = ["atomic_dir", "check_not_itself", "check_output_apart", "check_output_dir", "save_checkpoint"]
+__all__ = ["atomic_dir", "check_output_dir", "save_checkpoint"]

@@ -4,12 +4,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..atomic import (atomic_dir, atomic_write_text, check_not_itself, check_output_apart, check_output_dir, json_text,
-                      write_json)
+from ..atomic import atomic_dir, atomic_write_text, check_output_dir, json_text, write_json
 
 REPORT_NAME = "prunekit_report.json"
 
-__all__ = ["REPORT_NAME", "atomic_dir", "check_not_itself", "check_output_apart", "check_output_dir", "write_json", "save_checkpoint", "read_report",
+__all__ = ["REPORT_NAME", "atomic_dir", "check_output_dir", "write_json", "save_checkpoint", "read_report",
            "update_report"]
 
 

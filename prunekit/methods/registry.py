@@ -61,6 +61,11 @@ def method_for(config) -> type:
         raise PrunekitError(f"no method takes a {type(config).__name__}") from None
 
 
+def method_class(name: str | None) -> type | None:
+    """The method registered as `name`, or None: a report may name a method not installed here."""
+    return all_methods().get(name)
+
+
 def method_named(name: str) -> type:
     methods = all_methods()
     if name not in methods:

@@ -13,9 +13,9 @@ import torch
 
 from ..data.sources import default_data_dir
 from ..errors import PrunekitError
-from ..export.save import check_output_apart
 from ..lineage import extend as extend_lineage
 from ..models.adapter import ModelAdapter
+from ..models.paths import check_output_apart
 from ..stats import sparsity_stats
 from .config import RecoveryConfig
 from .data import build_training_data, refuse_evaluation_data

@@ -25,12 +25,12 @@ from ..api import PruneResult
 from ..data.calibration import Calibration, checked_calibration_ids, input_vocab_size
 from ..engine import LayerwiseEngine
 from ..errors import PrunekitError
-from ..export.save import check_output_apart
 from ..methods.depth.base import DepthMethod
 from ..methods.options import check_types
 from ..methods.registry import all_methods, method_for
 from ..methods.sparsity.base import OnlyBlocks
 from ..models.adapter import ModelAdapter
+from ..models.paths import check_output_apart
 from ..models.variable_width import keep_layers
 from .checkpoint import StreamedModel
 from .runstate import RunState

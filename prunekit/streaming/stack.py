@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from ..methods.depth.stack import BlockStack
+from ..engine.stack import BlockStack
 
 
 class StreamedStack(BlockStack):

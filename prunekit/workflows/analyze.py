@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from .. import report as rep
 from ..analysis import analyze_layers
-from ..atomic import atomic_dir, check_output_apart, check_output_dir, write_json
+from ..atomic import atomic_dir, check_output_dir, write_json
 from ..data.calibration import build_calibration
 from ..models.loading import load_model
+from ..models.paths import check_output_apart
 from .common import at_least, check_device
 from .preflight import check_positions, check_remote_code, check_writable, fit_window
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from ..atomic import atomic_write_text, json_text
 from ..errors import PrunekitError
-from ..export.save import REPORT_NAME, check_not_itself, read_report, update_report
+from ..export.save import REPORT_NAME, read_report, update_report
+from ..models.paths import check_not_itself
 from .common import at_least, check_device
 from .preflight import check_positions, check_remote_code, fit_window, local_config, model_positions
 

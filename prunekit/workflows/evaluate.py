@@ -8,9 +8,10 @@ from .. import report as rep
 from ..atomic import atomic_dir, write_json
 from ..errors import PrunekitError
 from ..lineage import stages_of
-from ..export.save import REPORT_NAME, check_not_itself, check_output_apart, check_output_dir, read_report, update_report
+from ..export.save import REPORT_NAME, check_output_dir, read_report, update_report
 from ..models.adapter import ModelAdapter
 from ..models.loading import load_model
+from ..models.paths import check_not_itself, check_output_apart
 from ..stats import sparsity_stats
 from ..streaming.mode import DEFAULT_STREAM_ABOVE, choose_mode
 from .budget import check_calibration_fits

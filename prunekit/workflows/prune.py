@@ -13,11 +13,12 @@ from .. import report as rep
 from ..api import prune
 from ..data.calibration import build_calibration
 from ..errors import PrunekitError
-from ..export.save import check_output_apart, check_output_dir, read_report, save_checkpoint, update_report
+from ..export.save import check_output_dir, read_report, save_checkpoint, update_report
 from ..export.stale import remove_stale_temporaries
 from ..methods.registry import method_for
 from ..models.adapter import ModelAdapter
 from ..models.loading import load_model
+from ..models.paths import check_output_apart
 from ..stats import sparsity_stats
 from ..streaming.mode import DEFAULT_STREAM_ABOVE, choose_mode
 from .common import (DEFAULT_EVAL_SEQLEN, at_least, calibration_size, check_calibration_spec, check_device,

@@ -36,7 +36,8 @@ from ..atomic import replace_dir
 from .. import lineage as lin
 from ..atomic import check_output_dir, json_text
 from ..errors import ConfigError, PrunekitError
-from ..export.save import REPORT_NAME, check_output_apart
+from ..export.save import REPORT_NAME
+from ..models.paths import check_output_apart
 from ..methods.registry import all_methods, method_named
 from .common import at_least, check_device, check_eval_names, eval_names
 

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from ..data.sources import default_data_dir
-from ..export.save import check_output_apart, check_output_dir
+from ..export.save import check_output_dir
 from ..models.adapter import ModelAdapter
 from ..models.loading import load_model
+from ..models.paths import check_output_apart
 from .common import DEFAULT_EVAL_SEQLEN, check_device, check_eval_names, eval_names, prepare_evals, run_evals
 from .preflight import check_positions, fit_window
 

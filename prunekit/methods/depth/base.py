@@ -121,7 +121,7 @@ class DepthMethod(Method):
         return n - 1 - int(self.protects_last)
 
     def run(self, job: Job) -> nn.Module:
-        from .stack import BlockStack
+        from ...engine.stack import BlockStack
         before = self.adapter.num_layers
         state = DepthState(self.adapter)
         stack = BlockStack(self.adapter, job.input_ids, job.device)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ...solvers.similarity import sample_cosine
 from .base import DepthState
-from .stack import BlockStack
+from ...engine.stack import BlockStack
 
 
 class FinalStateSimilarity:

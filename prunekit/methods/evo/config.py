@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...search.executors import EXECUTORS
-from ...search.fitness import FITNESS_KINDS
+from ...scoring.executors import EXECUTORS
+from ...scoring.fitness import FITNESS_KINDS
 from ...solvers.evolution import parse_stages
 from ..options import MethodConfig, option, require
 

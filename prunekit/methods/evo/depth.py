@@ -10,10 +10,10 @@ from pathlib import Path
 
 from ...errors import PrunekitError
 from ...models.adapter import ModelAdapter
-from ...search.executors import make_executor
-from ...search.fitness import DepthEvaluator
+from ...scoring.executors import make_executor
+from ...scoring.fitness import DepthEvaluator
 from ..depth.base import DepthConfig, DepthMethod, DepthState
-from ..depth.stack import BlockStack
+from ...engine.stack import BlockStack
 from ..options import require
 from ..registry import register_method
 from .config import EvoSearchOptions

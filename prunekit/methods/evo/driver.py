@@ -47,7 +47,7 @@ def run_search(options, initial: tuple, n_levels: int, executor, n_windows: int,
 
 def evolution_figure(report: dict, folder: Path, start: str) -> list[str]:
     """The search history of an evo method's report as evolution.png."""
-    from ...search.plots import plot_evolution
+    from ...scoring.plots import plot_evolution
     meth = report["method"]
     if not meth.get("history"):
         return []

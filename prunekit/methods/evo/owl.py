@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from ...engine import BlockVisitor, LayerwiseEngine
 from ...models.adapter import ModelAdapter
-from ...search.database import BASE_METHODS, Level, base_pruner
+from .database import BASE_METHODS, Level, base_pruner
 from ...solvers.owl import outlier_ratio, owl_sparsities
 from ...solvers.scores import wanda_score
 from ...solvers.stats import InputSquaredNorm

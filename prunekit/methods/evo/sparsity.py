@@ -17,12 +17,12 @@ import torch.nn as nn
 
 from ...errors import PrunekitError
 from ...models.adapter import ModelAdapter
-from ...search.database import BASE_METHODS, DATABASE_INPUTS, DatabaseLoader, Level, SparsityDatabase
-from ...search.executors import make_executor
-from ...search.fitness import AssembledEvaluator
+from .database import BASE_METHODS, DATABASE_INPUTS, DatabaseLoader, Level, SparsityDatabase
+from ...scoring.executors import make_executor
+from ...scoring.fitness import AssembledEvaluator
 from ...solvers.masks import parse_pattern
 from ..base import Job, Method
-from ..depth.stack import BlockStack
+from ...engine.stack import BlockStack
 from ..options import option, require
 from ..registry import register_method
 from .config import EvoSearchOptions

@@ -8,8 +8,8 @@ from __future__ import annotations
 import torch
 
 from ...models.adapter import ModelAdapter
-from ...search.fitness import WindowFitness
-from ..depth.stack import BlockStack
+from ...scoring.fitness import WindowFitness
+from ...engine.stack import BlockStack
 from .genome import Genome, Shape
 from .slicing import DenseWeights
 

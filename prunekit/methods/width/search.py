@@ -26,8 +26,8 @@ import torch.nn as nn
 from ...engine import BlockVisitor, LayerwiseEngine
 from ...errors import ConfigError
 from ...models.adapter import ModelAdapter
-from ...search.executors import make_executor
-from ...search.fitness import FITNESS_KINDS
+from ...scoring.executors import make_executor
+from ...scoring.fitness import FITNESS_KINDS
 from ...solvers.evolution import parse_stages
 from ...solvers.stats import InputHessian
 from ...solvers.width import admm_reform, attention_unit_scores, importance

@@ -27,10 +27,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from ..engine import BlockVisitor, LayerwiseEngine
-from ..errors import PrunekitError
-from ..models.adapter import ModelAdapter
-from ..models.loading import cache_dir
+from ...engine import BlockVisitor, LayerwiseEngine
+from ...errors import PrunekitError
+from ...models.adapter import ModelAdapter
+from ...models.loading import cache_dir
+from ..registry import method_named
 
 BASE_METHODS = ("sparsegpt", "wanda")
 DATABASE_INPUTS = ("uniform", "dense")
@@ -46,15 +47,12 @@ class Level:
 
 
 def base_pruner(base: str, level: Level, adapter: ModelAdapter, options: dict | None = None):
-    """The base method's layer-wise pruner at one level."""
-    from ..methods.sparsity.sparsegpt import SparseGPTConfig, SparseGPTPruner
-    from ..methods.sparsity.wanda import WandaConfig, WandaPruner
-    options = options or {}
-    if base == "sparsegpt":
-        return SparseGPTPruner(SparseGPTConfig(sparsity=level.sparsity, pattern=level.pattern, **options), adapter)
-    if base == "wanda":
-        return WandaPruner(WandaConfig(sparsity=level.sparsity, pattern=level.pattern), adapter)
-    raise PrunekitError(f"unknown base method '{base}': choose {' or '.join(BASE_METHODS)}")
+    """The base method's layer-wise pruner at one level, found through the registry; `options` are
+    the base's own (SparseGPT's damping and block size; Wanda takes none)."""
+    if base not in BASE_METHODS:
+        raise PrunekitError(f"unknown base method '{base}': choose {' or '.join(BASE_METHODS)}")
+    cls = method_named(base)
+    return cls(cls.config_class(sparsity=level.sparsity, pattern=level.pattern, **(options or {})), adapter)
 
 
 def fingerprint(adapter: ModelAdapter, ids: torch.Tensor, base: str, levels: list[Level], options: dict,
@@ -166,7 +164,7 @@ class SparsityDatabase:
     @torch.no_grad()
     def load_into(self, block_index: int, level: int, block) -> None:
         """Write level `level`'s weights of block `block_index` into `block`'s linears."""
-        from ..models.adapter import get_path
+        from ...models.adapter import get_path
         with safe_open(str(self.path(block_index)), framework="pt") as f:
             for name in self.linear_names:
                 lin = get_path(block, name)

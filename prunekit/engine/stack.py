@@ -1,23 +1,24 @@
 """Calibration forwards through any list of decoder blocks: the whole-model evaluation helper
-that depth methods use to score candidates (final hidden states, NLL) without rebuilding a
-model per candidate. Built on the layer-wise engine: block 0's inputs and every block's kwargs
-are captured once; a candidate is then run from a cached intermediate hidden state onward.
+that depth methods, searches and the layer analysis use to score candidates (final hidden states,
+NLL) without rebuilding a model per candidate. Built on the layer-wise engine: block 0's inputs
+and every block's kwargs are captured once; a candidate is then run from a cached intermediate
+hidden state onward.
 
 A candidate runs blocks at new positions (after a removal) and merged copies of blocks. Each
 block keeps the kwargs of its original position, i.e. of its own layer type: that is what the
-rebuilt model gives it too, since `rebuild.reindex` makes the per-layer settings (`layer_types`)
-follow the kept blocks, a merged block standing for its base (lowest) block. The stack tags every
-block with its original index; a merged block is a deep copy of its base and inherits the tag."""
+rebuilt model gives it too, since a smaller model's config keeps its kept blocks' per-layer
+settings (`layer_types`), a merged block standing for its base (lowest) block. The stack tags
+every block with its original index; a merged block is a deep copy of its base and inherits the tag."""
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ...engine.sequential import BlockInputs, LayerwiseEngine
-from ...errors import PrunekitError
-from ...models.adapter import ModelAdapter
-from ...models.plumbing import on_device
+from ..errors import PrunekitError
+from ..models.adapter import ModelAdapter
+from ..models.plumbing import on_device
+from .sequential import BlockInputs, LayerwiseEngine
 
 
 ORIGIN = "_prunekit_origin"     # instance attribute: the block's index when the stack captured

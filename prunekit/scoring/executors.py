@@ -95,8 +95,8 @@ def ray_module():
 
 
 def _package_root() -> str:
-    import prunekit
-    return os.path.dirname(os.path.dirname(os.path.abspath(prunekit.__file__)))
+    """The folder that holds this prunekit package (scoring/ is one level inside it)."""
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class RayActors:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import PrunekitError
-from ..methods.depth.stack import BlockStack
+from ..engine.stack import BlockStack
 from ..solvers.divergence import kl_exact, kl_topk, topk_summary
 
 FITNESS_KINDS = ("kl", "ppl")
