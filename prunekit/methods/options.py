@@ -1,6 +1,8 @@
-"""Method options declared once: each config field carries its help text (and, where the flag
-is not the field name, its flag) as dataclass field metadata. The command line is generated
-from these; defaults are stated by the field itself."""
+"""Options declared once: each config field carries its help text (and, where the flag is not
+the field name, its flag) as dataclass field metadata. The command line is generated from these;
+defaults are stated by the field itself. `MethodConfig.from_dict` is the one way a config is built
+from names and values (the command line's, a recipe's, a report's), `to_dict` the one way it is
+written; shared option groups (`DampedConfig`, `FitnessOptions`) are mixins here."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,11 +12,15 @@ import os
 import types
 import typing
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ConfigError
+from ..search.executors import EXECUTORS
 
 _MISSING = dataclasses.MISSING
+CONFIG_VERSION = 1          # written by to_dict() as VERSION_KEY; a dict without it is a version-0 report
+VERSION_KEY = "_version"
 
 
 def option(default: Any = None, help: str = "", *, flag: str | None = None, choices=None,
@@ -153,6 +159,44 @@ def _types_first(post_init):
     return wrapper
 
 
+_TRUE, _FALSE, _NONE = ("true", "on", "yes", "1"), ("false", "off", "no", "0"), ("none", "null", "")
+
+
+def from_text(text: str, hint) -> Any:
+    """A command-line or YAML string as the annotation `hint` asks for: bool from true/false,
+    on/off, yes/no, 1/0; int and float parsed; None from none/null/"" where the hint is Optional
+    and not a str. A string that does not parse is returned as it is, so that check_types names
+    what the field wanted."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        arms = [a for a in args if a is not type(None)]
+        if str in arms:
+            return text
+        if len(arms) < len(args) and text.strip().lower() in _NONE:
+            return None
+        for arm in arms:
+            value = from_text(text, arm)
+            if value is not text:
+                return value
+        return text
+    word = text.strip().lower()
+    if hint is bool:
+        return True if word in _TRUE else False if word in _FALSE else text
+    for kind in (int, float):
+        if hint is kind:
+            try:
+                return kind(text.strip())
+            except ValueError:
+                return text
+    return text
+
+
+def _named(key) -> str:
+    """`key` as a {field} placeholder, or quoted literal text where it cannot be one."""
+    key = str(key)
+    return "{" + key + "}" if key.isidentifier() else repr(key).replace("{", "{{").replace("}", "}}")
+
+
 @dataclass
 class MethodConfig:
     """Base of every method config: plain data, validated on construction. Every field's value is
@@ -168,8 +212,62 @@ class MethodConfig:
         if own is not None and not getattr(own, "checks_types", False):
             cls.__post_init__ = _types_first(own)
 
+    @classmethod
+    def from_dict(cls, values: Mapping, *, owner: str | None = None):
+        """The config from field names and values, each a Python value or a string (the command
+        line's, YAML's) converted to the field's annotated type (from_text). A ConfigError naming
+        the field for a name the config does not take (`owner` says whose options these are,
+        default the class name) or a value that does not fit; a dict written by to_dict, with its
+        VERSION_KEY or without it (a report from before the key existed), loads back."""
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{owner or cls.__name__} options must be a mapping of names to values "
+                              f"(got {_shown(values)})")
+        values = dict(values)
+        version = values.pop(VERSION_KEY, 0)
+        if not isinstance(version, int) or isinstance(version, bool) or not 0 <= version <= CONFIG_VERSION:
+            shown = repr(version).replace("{", "{{").replace("}", "}}")
+            raise ConfigError(f"{owner or cls.__name__} options of format version {shown}: this "
+                              f"prunekit reads versions up to {CONFIG_VERSION}")
+        fields = [f.name for f in dataclasses.fields(cls) if f.init]
+        for key in values:
+            if key not in fields:
+                raise ConfigError(f"{_named(key)} does not apply to {owner or cls.__name__}; it takes "
+                                  + ", ".join(map(_named, fields)))
+        hints = _hints(cls)
+        return cls(**{k: from_text(v, hints[k]) if isinstance(v, str) else v for k, v in values.items()})
+
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Every field's value and the format version (VERSION_KEY), as from_dict reads them."""
+        return {VERSION_KEY: CONFIG_VERSION, **dataclasses.asdict(self)}
+
+
+@dataclass
+class DampedConfig(MethodConfig):
+    """Hessian dampening, shared by every method that inverts an input Hessian."""
+    percdamp: float = option(0.01, "dampening added to the Hessian diagonal, relative to its mean")
+
+    def __post_init__(self):
+        require(self.percdamp > 0, "{percdamp} must be positive")
+
+
+@dataclass
+class FitnessOptions(MethodConfig):
+    """Where and how candidate fitness is computed (evo-depth, evo-sparsity and the width search)."""
+    kl_topk: int = option(512, "keep only the top-k dense log-probabilities plus the tail mass per token (0: the "
+                               "full distribution; a k at least the vocabulary is exact)")
+    executor: str = option("local", "where fitness runs: local (this process, or --workers processes) or ray "
+                                    "(pip install prunekit[ray]; joins RAY_ADDRESS or starts a local cluster)",
+                           choices=tuple(EXECUTORS))
+    workers: int = option(1, "fitness workers (processes or Ray actors)")
+    threads_per_worker: int = option(1, "torch threads in each worker")
+
+    def check_fitness(self, fitness: str) -> None:
+        from ..search.fitness import FITNESS_KINDS
+        require(fitness in FITNESS_KINDS, f"{{fitness}} {fitness}: choose {' or '.join(FITNESS_KINDS)}")
+        require(self.executor in EXECUTORS, f"{{executor}} {self.executor}: choose {' or '.join(EXECUTORS)}")
+        for name in ("workers", "threads_per_worker"):
+            require(getattr(self, name) >= 1, f"{{{name}}} must be at least 1")
+        require(self.kl_topk >= 0, "{kl_topk} must be at least 0")
 
 
 def require(ok: bool, template: str) -> None:

@@ -6,63 +6,49 @@ sized for a CPU run instead of the papers' two epochs of Alpaca at effective bat
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 from ..errors import PrunekitError
-from ..methods.options import check_types
+from ..methods.options import MethodConfig, option
 
 DEFAULT_STEPS = 50
 
 
-def _opt(default, help, flag=None):
-    meta = {"help": help}
-    if flag:
-        meta["flag"] = flag
-    return field(default=default, metadata=meta)
-
-
 @dataclass
-class RecoveryConfig:
-    steps: int | None = _opt(None, f"optimiser steps (default {DEFAULT_STEPS} when --epochs is not given)", "--steps")
-    epochs: float | None = _opt(None, "passes over the training data instead of a step count", "--epochs")
-    batch_size: int = _opt(2, "examples per micro-batch (default 2)", "--batch-size")
-    grad_accum: int = _opt(2, "micro-batches per optimiser step (default 2; the papers: 16 of 4 examples)",
-                           "--grad-accum")
-    seqlen: int = _opt(256, "tokens per training window, the cutoff length of Alpaca examples (default 256)",
-                       "--seqlen")
-    lr: float = _opt(1e-4, "peak learning rate of AdamW (default 1e-4)", "--lr")
-    warmup_steps: int = _opt(5, "linear warm-up steps before the linear decay (default 5; the papers use 100)",
-                             "--warmup-steps")
-    lora_r: int = _opt(8, "LoRA rank r (default 8)", "--lora-r")
-    lora_alpha: float = _opt(16.0, "LoRA alpha; the update is scaled by alpha / r (default 16)", "--lora-alpha")
-    lora_dropout: float = _opt(0.05, "dropout on the LoRA input (default 0.05)", "--lora-dropout")
-    targets: str = _opt("all", "block linears that get adapters: 'all' (the seven projections of Llama-like "
-                               "models, six of OPT) or a comma-separated list of their names, e.g. q_proj,v_proj",
-                        "--targets")
-    seed: int = _opt(0, "seed of the adapters' initialisation, the data order and the held-out slice (default 0)",
-                     "--seed")
-    val_fraction: float = _opt(0.05, "fraction of the training examples held out for the validation loss "
-                                     "(default 0.05; at least 4 and at most 64 examples)", "--val-fraction")
-    val_windows: int | None = _opt(None, "hold out exactly this many examples instead of --val-fraction",
-                                   "--val-windows")
-    max_examples: int | None = _opt(None, "training examples to prepare (default: what --steps needs, all for "
-                                          "--epochs)", "--max-examples")
-    eval_every: int = _opt(10, "optimiser steps between validation losses (default 10)", "--eval-every")
-    save_every: int = _opt(10, "optimiser steps between checkpoints that --resume can continue from (default 10)",
-                           "--save-every")
-    keep_zeros: bool = _opt(True, "mask the merged update with the weights' zero pattern so that an unstructured "
-                                  "or N:M sparse model stays exactly as sparse (default on)", "--keep-zeros")
-    masked_training: bool = _opt(True, "with --keep-zeros, train the adapters of linears whose zero fraction is "
-                                       "at least 0.01 through the same mask the merge applies, so the trained "
-                                       "model is the saved one (default on; off trains a dense update and masks "
-                                       "it only at the merge)", "--masked-training")
-    keep_adapter: bool = _opt(False, "save the LoRA adapter alone (peft format) instead of merging it",
-                              "--keep-adapter")
-    resume: bool = _opt(False, "continue an interrupted run from its last checkpoint", "--resume")
-    device: str = _opt("cpu", "cpu or cuda (default cpu)", "--device")
+class RecoveryConfig(MethodConfig):
+    """Options of `prunekit recover` and of a recipe's recover stage; each help text states its
+    default itself (the recover command shows it as it is)."""
+    steps: int | None = option(None, f"optimiser steps (default {DEFAULT_STEPS} when --epochs is not given)")
+    epochs: float | None = option(None, "passes over the training data instead of a step count")
+    batch_size: int = option(2, "examples per micro-batch (default 2)")
+    grad_accum: int = option(2, "micro-batches per optimiser step (default 2; the papers: 16 of 4 examples)")
+    seqlen: int = option(256, "tokens per training window, the cutoff length of Alpaca examples (default 256)")
+    lr: float = option(1e-4, "peak learning rate of AdamW (default 1e-4)")
+    warmup_steps: int = option(5, "linear warm-up steps before the linear decay (default 5; the papers use 100)")
+    lora_r: int = option(8, "LoRA rank r (default 8)")
+    lora_alpha: float = option(16.0, "LoRA alpha; the update is scaled by alpha / r (default 16)")
+    lora_dropout: float = option(0.05, "dropout on the LoRA input (default 0.05)")
+    targets: str = option("all", "block linears that get adapters: 'all' (the seven projections of Llama-like "
+                                 "models, six of OPT) or a comma-separated list of their names, e.g. q_proj,v_proj")
+    seed: int = option(0, "seed of the adapters' initialisation, the data order and the held-out slice (default 0)")
+    val_fraction: float = option(0.05, "fraction of the training examples held out for the validation loss "
+                                       "(default 0.05; at least 4 and at most 64 examples)")
+    val_windows: int | None = option(None, "hold out exactly this many examples instead of --val-fraction")
+    max_examples: int | None = option(None, "training examples to prepare (default: what --steps needs, all for "
+                                            "--epochs)")
+    eval_every: int = option(10, "optimiser steps between validation losses (default 10)")
+    save_every: int = option(10, "optimiser steps between checkpoints that --resume can continue from (default 10)")
+    keep_zeros: bool = option(True, "mask the merged update with the weights' zero pattern so that an unstructured "
+                                    "or N:M sparse model stays exactly as sparse (default on)")
+    masked_training: bool = option(True, "with --keep-zeros, train the adapters of linears whose zero fraction is "
+                                         "at least 0.01 through the same mask the merge applies, so the trained "
+                                         "model is the saved one (default on; off trains a dense update and masks "
+                                         "it only at the merge)")
+    keep_adapter: bool = option(False, "save the LoRA adapter alone (peft format) instead of merging it")
+    resume: bool = option(False, "continue an interrupted run from its last checkpoint")
+    device: str = option("cpu", "cpu or cuda (default cpu)", cli=False)   # the shared --device flag sets it
 
-    def __post_init__(self):
-        check_types(self)       # a ConfigError naming the field for a value of the wrong type
+    def __post_init__(self):        # the field types are checked first (MethodConfig)
         if self.steps is not None and self.epochs is not None:
             raise PrunekitError("give --steps or --epochs, not both")
         if self.steps is None and self.epochs is None:
@@ -108,6 +94,3 @@ class RecoveryConfig:
             if full not in picked:
                 picked.append(full)
         return picked
-
-    def to_dict(self) -> dict:
-        return asdict(self)

@@ -3,29 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...scoring.executors import EXECUTORS
-from ...scoring.fitness import FITNESS_KINDS
+from ...search.fitness import FITNESS_KINDS
 from ...solvers.evolution import parse_stages
-from ..options import MethodConfig, option, require
-
-
-@dataclass
-class FitnessOptions(MethodConfig):
-    """Where and how candidate fitness is computed (evo-depth, evo-sparsity and the width search)."""
-    kl_topk: int = option(512, "keep only the top-k dense log-probabilities plus the tail mass per token (0: the "
-                               "full distribution; a k at least the vocabulary is exact)")
-    executor: str = option("local", "where fitness runs: local (this process, or --workers processes) or ray "
-                                    "(pip install prunekit[ray]; joins RAY_ADDRESS or starts a local cluster)",
-                           choices=tuple(EXECUTORS))
-    workers: int = option(1, "fitness workers (processes or Ray actors)")
-    threads_per_worker: int = option(1, "torch threads in each worker")
-
-    def check_fitness(self, fitness: str) -> None:
-        require(fitness in FITNESS_KINDS, f"{{fitness}} {fitness}: choose {' or '.join(FITNESS_KINDS)}")
-        require(self.executor in EXECUTORS, f"{{executor}} {self.executor}: choose {' or '.join(EXECUTORS)}")
-        for name in ("workers", "threads_per_worker"):
-            require(getattr(self, name) >= 1, f"{{{name}}} must be at least 1")
-        require(self.kl_topk >= 0, "{kl_topk} must be at least 0")
+from ..options import FitnessOptions, option, require
 
 
 @dataclass

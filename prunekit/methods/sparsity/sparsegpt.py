@@ -9,18 +9,9 @@ import torch
 from ...errors import PrunekitError
 from ...solvers.obs import sparsegpt_prune
 from ...solvers.stats import InputHessian
-from ..options import MethodConfig, option, require
+from ..options import DampedConfig, option, require
 from ..registry import register_method
 from .base import LayerwiseMethod, SparsityConfig
-
-
-@dataclass
-class DampedConfig(MethodConfig):
-    """Hessian dampening, shared by every method that inverts an input Hessian."""
-    percdamp: float = option(0.01, "dampening added to the Hessian diagonal, relative to its mean")
-
-    def __post_init__(self):
-        require(self.percdamp > 0, "{percdamp} must be positive")
 
 
 @dataclass
