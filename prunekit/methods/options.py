@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ConfigError
-from ..search.executors import EXECUTORS
+from ..scoring.executors import EXECUTORS
 
 _MISSING = dataclasses.MISSING
 CONFIG_VERSION = 1          # written by to_dict() as VERSION_KEY; a dict without it is a version-0 report
@@ -262,7 +262,7 @@ class FitnessOptions(MethodConfig):
     threads_per_worker: int = option(1, "torch threads in each worker")
 
     def check_fitness(self, fitness: str) -> None:
-        from ..search.fitness import FITNESS_KINDS
+        from ..scoring.fitness import FITNESS_KINDS
         require(fitness in FITNESS_KINDS, f"{{fitness}} {fitness}: choose {' or '.join(FITNESS_KINDS)}")
         require(self.executor in EXECUTORS, f"{{executor}} {self.executor}: choose {' or '.join(EXECUTORS)}")
         for name in ("workers", "threads_per_worker"):

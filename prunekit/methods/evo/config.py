@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...search.fitness import FITNESS_KINDS
+from ...scoring.fitness import FITNESS_KINDS
 from ...solvers.evolution import parse_stages
 from ..options import FitnessOptions, option, require
 
