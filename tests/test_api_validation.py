@@ -17,7 +17,7 @@ import torch
 import prunekit
 from prunekit import (ConfigError, MagnitudeConfig, PPLConfig, PrunekitError, SearchConfig, ShortGPTConfig,
                       SLMConfig, SparseGPTConfig, SparseLLMConfig, WandaConfig)
-from prunekit.cli import _flag_name, main
+from prunekit.cli import flag_name as _flag_name, main
 from prunekit.methods.options import _conform
 from prunekit.methods.registry import all_methods
 from prunekit.recovery import RecoveryConfig

@@ -125,7 +125,7 @@ BAD = [
     ({"stages": [{"method": "slm", "remove_layers": 1}, {"method": "serch", "keep": 0.8}]},
      "recipe stage 2 (serch): unknown method"),
     ({"stages": [{"method": "slm", "remove_layers": 1}, {"method": "search", "kep": 0.8}]},
-     "recipe stage 2 (search): unknown option 'kep'"),
+     "recipe stage 2 (search): kep does not apply to method search; it takes "),
     ({"stages": [{"method": "search", "keep": 1.5}]}, "recipe stage 1 (search): keep 1.5 is outside (0, 1]"),
     ({"stages": [{"method": "search", "keep": "most"}]}, "recipe stage 1 (search): keep must be a number"),
     ({"stages": [{"method": "search", "keep": 0.8}, {"method": "slm", "remove_layers": 1}]},

@@ -28,7 +28,6 @@ import dataclasses
 import os
 import shutil
 import tempfile
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,7 +46,6 @@ CALIBRATION_KEYS = ("calib", "nsamples", "seqlen", "seed")
 # recovery options a recipe sets itself: the run's device, no resume, a model that later stages can use
 RECOVERY_FIXED = ("device", "resume", "keep_adapter")
 STAGES_FOLDER = "stages"
-_KIND_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 
 
 class RecipeError(PrunekitError):
@@ -152,7 +150,7 @@ def _stage(index: int, spec, defaults: dict) -> Stage:
         if fixed:
             raise RecipeError(f"{where}: {fixed[0]} cannot be set in a recipe (the run's device is used, stages "
                               f"never resume, later stages need the merged model)")
-        return Stage(index, name, _config(RecoveryConfig, options, where, skip=RECOVERY_FIXED), data=data)
+        return Stage(index, name, _config(RecoveryConfig, options, where, RECOVER), data=data)
     methods = all_methods()
     if name not in methods:
         raise RecipeError(f"{where}: unknown method: choose from {', '.join(list(methods) + [RECOVER])}")
@@ -163,37 +161,18 @@ def _stage(index: int, spec, defaults: dict) -> Stage:
     for key in ("nsamples", "seqlen"):
         if key in calibration and calibration[key] < (2 if key == "seqlen" else 1):
             raise RecipeError(f"{where}: calibration {key} must be at least {2 if key == 'seqlen' else 1}")
-    return Stage(index, name, _config(cls.config_class, options, where), calibration)
+    return Stage(index, name, _config(cls.config_class, options, where, f"method {name}"), calibration)
 
 
-def _config(config_cls, options: dict, where: str, skip=()):
-    """The config from options named by field, each value of the field's type."""
-    fields = {f.name: f for f in dataclasses.fields(config_cls) if f.name not in skip}
-    for key, value in options.items():
-        if key not in fields:
-            raise RecipeError(f"{where}: unknown option {key!r}: it takes {', '.join(fields)}")
-        options[key] = _typed(config_cls, fields[key], value, where)
+def _config(config_cls, options: dict, where: str, owner: str):
+    """The config from options named by field, as the command line builds it (from_dict: strings
+    converted to the field's type, an unknown name or a bad value refused naming the field)."""
     try:
-        return config_cls(**options)
+        return config_cls.from_dict(options, owner=owner)
     except ConfigError as e:
         raise RecipeError(f"{where}: {e.render()}") from None
     except PrunekitError as e:
         raise RecipeError(f"{where}: {e}") from None
-
-
-def _typed(config_cls, f: dataclasses.Field, value, where: str):
-    hint = typing.get_type_hints(config_cls)[f.name]
-    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
-    optional = type(None) in typing.get_args(hint)
-    if value is None and optional:
-        return None
-    kind = args[0] if args[0] in (bool, int, float, str) else str
-    ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if not ok:
-        raise RecipeError(f"{where}: {f.name} must be {_KIND_WORDS[kind]} (got {value!r})")
-    return value
 
 
 def _check_order(stages: list[Stage]) -> None:
@@ -288,7 +267,7 @@ def _run_stage(stage: Stage, spec: str, folder: Path, *, data_dir, dtype, device
 
 def _recover_stage(stage: Stage, spec: str, folder: Path, *, data_dir, dtype, device, trust_remote_code, evals,
                    eval_seqlen, eval_windows, progress) -> dict:
-    """What `prunekit recover` does (recovery/cli.py), as a function of the stage."""
+    """What `prunekit recover` does (cli/recover.py), as a function of the stage."""
     from ..models.adapter import ModelAdapter
     from ..models.loading import load_model
     from ..recovery.api import recover

@@ -1,61 +1,35 @@
-"""`prunekit recover`: the subcommand's flags (generated from RecoveryConfig's field metadata)
-and its runner."""
+"""`prunekit recover`: LoRA recovery of a pruned model; its option flags are generated from
+RecoveryConfig's field metadata and read back through RecoveryConfig.from_dict."""
 from __future__ import annotations
 
-import argparse
-import dataclasses
-
-from .config import RecoveryConfig
-
-_TYPES = {"int": int, "float": float, "str": str}
-_SKIP = ("device",)     # the shared --device flag of the model arguments sets it
+from .args import add_config_flags, add_eval_args, add_model_args, config_from_args
 
 
-def _flag_type(annotation: str):
-    return _TYPES[annotation.replace(" | None", "").strip()]
-
-
-def add_config_flags(parser, cls=RecoveryConfig, skip=_SKIP) -> None:
-    """One flag per dataclass field, from its metadata (flag, help); booleans get --x / --no-x."""
-    group = parser.add_argument_group("recovery options")
-    for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
-        flag, help = f.metadata["flag"], f.metadata["help"]
-        if f.type == "bool":
-            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help)
-        else:
-            group.add_argument(flag, dest=f.name, type=_flag_type(f.type), default=None, help=help)
-
-
-def config_from_args(args, cls=RecoveryConfig):
-    """The config from the flags given; the others keep the dataclass defaults."""
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
-             if getattr(args, f.name, None) is not None}
-    return cls(**given)
-
-
-def add_parser(subparsers):
-    from ..cli import _add_eval_args, _add_model_args
-
-    p = subparsers.add_parser(
+def add_parser(sub) -> None:
+    from ..recovery.config import RecoveryConfig
+    p = sub.add_parser(
         "recover", help="LoRA fine-tuning that recovers a pruned model (zeros stay zeros)",
         description="Train LoRA adapters on the decoder-block linears of a pruned model (the Shortened-LLM / SLM "
                     "recipe: r 8, alpha 16, dropout 0.05, lr 1e-4, AdamW, warm-up) and merge them into the "
                     "weights, masked by the weights' zero pattern so that sparse and N:M models keep every zero. "
                     "Saves a checkpoint plus prunekit_report.json (loss history, tokens, time, memory) and "
                     "recovery_loss.png.")
-    _add_model_args(p)
+    add_model_args(p)
     p.add_argument("--data", default="c4",
                    help="training text: c4, ptb, wikitext2 (optionally NAME:SPLIT, default split train), a .txt "
                         "file (packed windows) or a .jsonl file, either Alpaca rows (instruction, input, output; "
                         "prompt tokens masked from the loss) or text rows; evaluation sets are refused (default c4)")
-    add_config_flags(p)
-    _add_eval_args(p, "wikitext2")
+    add_config_flags(p, RecoveryConfig, "recovery options")
+    add_eval_args(p, "wikitext2")
     p.add_argument("--output", required=True, help="output folder (a Hugging Face checkpoint plus the report)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a non-empty output folder (and an interrupted run's checkpoints)")
-    return p
+
+
+def configs() -> tuple:
+    """The config classes whose fields this command's flags set (for naming them in errors)."""
+    from ..recovery.config import RecoveryConfig
+    return (RecoveryConfig,)
 
 
 def summary(report: dict) -> str:
@@ -92,8 +66,9 @@ def summary(report: dict) -> str:
 
 
 def run(args) -> int:
+    from ..recovery.config import RecoveryConfig
     from ..workflows.recover import recover_model
-    config = config_from_args(args)
+    config = config_from_args(args, RecoveryConfig, owner="recover")   # --device is the shared model flag
     report = recover_model(args.model, config, data=args.data, output=args.output, data_dir=args.data_dir,
                            dtype=args.dtype, device=args.device, trust_remote_code=args.trust_remote_code,
                            evals=args.eval, eval_seqlen=args.eval_seqlen, eval_windows=args.eval_windows,
