@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "prunekit"
 # bottom to top; a part may import the parts of lower layers only (and itself)
 LAYERS = [
     {"errors", "version", "hub", "signals", "progress", "plots"},
-    {"solvers", "export", "atomic"},
+    {"solvers", "export"},
     {"models"},
     {"data", "stats"},
     {"eval"},
@@ -27,7 +27,7 @@ LAYERS = [
     {"__init__", "__main__"},
 ]
 RANK = {part: rank for rank, parts in enumerate(LAYERS) for part in parts}
-SAME_LAYER_OK = [{"report", "lineage", "compare"}, {"export", "atomic"}]   # one idea split over modules
+SAME_LAYER_OK = [{"report", "lineage", "compare"}]   # one idea split over modules
 
 
 def _module_name(path: Path) -> str:

@@ -1,3 +1,4 @@
-from .save import atomic_dir, check_output_dir, save_checkpoint
+from .atomic import atomic_dir, check_output_dir
+from .save import save_checkpoint
 
 __all__ = ["atomic_dir", "check_output_dir", "save_checkpoint"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..atomic import atomic_dir, atomic_write_text, check_output_dir, json_text, write_json
+from .atomic import atomic_dir, atomic_write_text, check_output_dir, json_text, write_json
 
 REPORT_NAME = "prunekit_report.json"
 

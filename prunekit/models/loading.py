@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..atomic import atomic_dir
+from ..export.atomic import atomic_dir
 from ..errors import PrunekitError
 from ..hub import hub_unreachable_reason
 

@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import PrunekitError
-from ..atomic import replace_dir
+from ..export.atomic import replace_dir
 from ..export.save import check_output_dir
 
 CHECKPOINTS = "checkpoints"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .. import report as rep
 from ..analysis import analyze_layers
-from ..atomic import atomic_dir, check_output_dir, write_json
+from ..export.atomic import atomic_dir, check_output_dir, write_json
 from ..data.calibration import build_calibration
 from ..models.loading import load_model
 from ..models.paths import check_output_apart

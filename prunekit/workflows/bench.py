@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..atomic import atomic_write_text, json_text
+from ..export.atomic import atomic_write_text, json_text
 from ..errors import PrunekitError
 from ..export.save import REPORT_NAME, read_report, update_report
 from ..models.paths import check_not_itself

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import report as rep
-from ..atomic import atomic_dir, write_json
+from ..export.atomic import atomic_dir, write_json
 from ..errors import PrunekitError
 from ..lineage import stages_of
 from ..export.save import REPORT_NAME, check_output_dir, read_report, update_report

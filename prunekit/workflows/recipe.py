@@ -31,9 +31,9 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..atomic import replace_dir
+from ..export.atomic import replace_dir
 from .. import lineage as lin
-from ..atomic import check_output_dir, json_text
+from ..export.atomic import check_output_dir, json_text
 from ..errors import ConfigError, PrunekitError
 from ..export.save import REPORT_NAME
 from ..models.paths import check_output_apart

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .. import lineage
 from .. import report as rep
-from ..atomic import write_json
+from ..export.atomic import write_json
 from ..data.calibration import build_calibration
 from ..errors import PrunekitError
 from ..export.save import REPORT_NAME, read_report, update_report

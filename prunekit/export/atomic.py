@@ -9,7 +9,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import PrunekitError
+from ..errors import PrunekitError
 
 
 def check_output_dir(out: str | os.PathLike, overwrite: bool = False) -> None:
