@@ -35,6 +35,11 @@ class ShortGPT(_CountedRemoval):
     """Remove the k blocks of lowest block influence 1 - cos(input, output), measured once on
     the dense model over calibration tokens (the raw last-block output, not the normed one)."""
 
+    @classmethod
+    def example_config(cls):
+        """Small settings for the tests' tiny models (5 blocks, calibration 4 x 16 tokens)."""
+        return ShortGPTConfig(remove_layers=2)
+
     def search(self, stack, state: DepthState, progress: bool = True) -> None:
         k = self.config.target(len(state))
         states = stack.all_inputs(state.blocks)
@@ -54,6 +59,11 @@ class SLEBConfig(DepthConfig):
 class SLEB(_CountedRemoval):
     """Greedy: k times, skip each alive block except the first and the last alive one, keep the
     removal with the lowest calibration NLL. Only the blocks after the candidate are re-run."""
+
+    @classmethod
+    def example_config(cls):
+        """Small settings for the tests' tiny models (5 blocks, calibration 4 x 16 tokens)."""
+        return SLEBConfig(remove_layers=1)
 
     def most_removable(self, n):
         return n - 2
@@ -90,6 +100,11 @@ class PPLConfig(DepthConfig):
 class PPL(_CountedRemoval):
     """Shortened-LLM's PPL criterion: delete each block alone, measure calibration perplexity,
     remove the k blocks whose deletion hurts least, all at once."""
+
+    @classmethod
+    def example_config(cls):
+        """Small settings for the tests' tiny models (5 blocks, calibration 4 x 16 tokens)."""
+        return PPLConfig(remove_layers=1, plus_heuristic=False)
 
     def protected(self, n: int) -> set[int]:
         return {0, 1, 2, 3, n - 2, n - 1} if self.config.plus_heuristic else set()

@@ -117,6 +117,11 @@ class _ThresholdMerging(DepthMethod):
 
 @register_method("slm", SLMConfig)
 class SLM(_ThresholdMerging):
+    @classmethod
+    def example_config(cls):
+        """Small settings for the tests' tiny models (5 blocks, calibration 4 x 16 tokens)."""
+        return SLMConfig(remove_layers=2)
+
     default_threshold = 0.72
 
     def rule(self):
@@ -164,6 +169,11 @@ class LaCoConfig(ThresholdConfig):
 class LaCo(_ThresholdMerging):
     """LaCo (Yang et al. 2024, "LaCo: Large Language Model Pruning via Layer Collapse",
     arXiv 2402.11187): RDSC layer collapse, with the same protection and similarity as SLM."""
+
+    @classmethod
+    def example_config(cls):
+        """Small settings for the tests' tiny models (5 blocks, calibration 4 x 16 tokens)."""
+        return LaCoConfig(remove_layers=1, merge_size=2, interval=1)
     default_threshold = 0.65
     cap_trials = True
 

@@ -51,6 +51,11 @@ def shortgpt_choice(bi: list[float], k: int) -> tuple:
 
 @register_method("evo-depth", EvoDepthConfig)
 class EvoDepth(DepthMethod):
+    @classmethod
+    def example_config(cls):
+        """Small settings for the tests' tiny models (5 blocks, calibration 4 x 16 tokens)."""
+        return EvoDepthConfig(remove_layers=2, stages="32:2,64:1", generations=2, offspring=2)
+
     def check(self) -> None:
         require(self.config.target(self.adapter.num_layers) is not None, "evo-depth needs {remove_layers} or {ratio}")
         super().check()

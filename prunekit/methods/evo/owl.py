@@ -75,6 +75,11 @@ class PerBlockSparsity(BlockVisitor):
 class OWL(Method):
     """Prunes the model in place, every block at its own sparsity."""
 
+    @classmethod
+    def example_config(cls):
+        """Small settings for the tests' tiny models (5 blocks, calibration 4 x 16 tokens)."""
+        return OWLConfig(sparsity=0.5)
+
     @torch.no_grad()
     def run(self, job: Job) -> nn.Module:
         cfg, adapter, ids, device, progress = self.config, self.adapter, job.input_ids, job.device, job.progress

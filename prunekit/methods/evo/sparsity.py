@@ -97,6 +97,12 @@ def block_sizes(adapter: ModelAdapter) -> list[int]:
 class EvoSparsity(Method):
     """Prunes the model in place: every block at its searched level."""
 
+    @classmethod
+    def example_config(cls, database_dir=None):
+        """Small settings for the tests' tiny models (5 blocks, calibration 4 x 16 tokens)."""
+        return EvoSparsityConfig(sparsity=0.5, base="wanda", stages="32:2,64:1", generations=2, offspring=2,
+                                 database_dir=database_dir)
+
     def check(self) -> None:
         if len(set(block_sizes(self.adapter))) != 1:
             raise PrunekitError("evo-sparsity needs decoder blocks of equal size (the level mean is the parameter mean)")

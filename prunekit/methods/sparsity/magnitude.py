@@ -19,6 +19,11 @@ class MagnitudeConfig(SparsityConfig):
 
 @register_method("magnitude", MagnitudeConfig)
 class MagnitudePruner(LayerwiseMethod):
+    @classmethod
+    def example_config(cls):
+        """Small settings for the tests' tiny models (5 blocks, calibration 4 x 16 tokens)."""
+        return MagnitudeConfig(sparsity=0.5)
+
     calibration = None
 
     def edit(self, index, block):

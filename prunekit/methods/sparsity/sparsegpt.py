@@ -58,6 +58,11 @@ def prune_linear_obs(method: LayerwiseMethod, index: int, name: str, lin, H: tor
 
 @register_method("sparsegpt", SparseGPTConfig)
 class SparseGPTPruner(LayerwiseMethod):
+    @classmethod
+    def example_config(cls):
+        """Small settings for the tests' tiny models (5 blocks, calibration 4 x 16 tokens)."""
+        return SparseGPTConfig(sparsity=0.5)
+
     def observe(self, index, block):
         return collect_hessians(self, self.linears(block))
 

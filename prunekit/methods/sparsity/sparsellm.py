@@ -59,6 +59,11 @@ class SparseLLMConfig(SparseGPTConfig):
 
 @register_method("sparsellm", SparseLLMConfig)
 class SparseLLMPruner(LayerwiseMethod):
+    @classmethod
+    def example_config(cls):
+        """Small settings for the tests' tiny models (5 blocks, calibration 4 x 16 tokens)."""
+        return SparseLLMConfig(sparsity=0.5, iterations=2)
+
     def __init__(self, config, adapter):
         super().__init__(config, adapter)
         ffn, act = adapter.spec.ffn, adapter.activation

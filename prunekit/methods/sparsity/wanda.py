@@ -20,6 +20,11 @@ class WandaConfig(SparsityConfig):
 
 @register_method("wanda", WandaConfig)
 class WandaPruner(LayerwiseMethod):
+    @classmethod
+    def example_config(cls):
+        """Small settings for the tests' tiny models (5 blocks, calibration 4 x 16 tokens)."""
+        return WandaConfig(sparsity=0.5)
+
     def observe(self, index, block):
         self.stats = {}
         hooks = {}

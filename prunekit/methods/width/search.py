@@ -189,6 +189,12 @@ class _Reformer(BlockVisitor):
 class SearchMethod(Method):
     """Searches and reforms on the dense model (left masked in `masked_model`), then returns a new,
     physically smaller model."""
+
+    @classmethod
+    def example_config(cls):
+        """Small settings for the tests' tiny models (5 blocks, calibration 4 x 16 tokens)."""
+        return SearchConfig(keep=0.7, generations=1, population=4, mutants=2, crossovers=1, randoms=1,
+                            top_k=2, band=0.05, fitness_seqlen=16, admm_iters=5)
     returns_new_model = True
     varies_block_widths = True
 
