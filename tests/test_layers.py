@@ -20,14 +20,13 @@ LAYERS = [
     {"methods", "analysis"},
     {"api"},
     {"streaming"},
-    {"report", "lineage", "compare"},
+    {"reports"},
     {"recovery"},
     {"workflows"},
     {"cli"},
     {"__init__", "__main__"},
 ]
 RANK = {part: rank for rank, parts in enumerate(LAYERS) for part in parts}
-SAME_LAYER_OK = [{"report", "lineage", "compare"}]   # one idea split over modules
 
 
 def _module_name(path: Path) -> str:
@@ -83,7 +82,7 @@ def test_imports_go_down_the_layers_only():
     for mod, targets in _graph().items():
         for target in targets:
             a, b = _part(mod), _part(target)
-            if a == b or any({a, b} <= group for group in SAME_LAYER_OK):
+            if a == b:
                 continue
             if RANK[b] >= RANK[a]:
                 upward.append(f"{mod} -> {target}")

@@ -11,12 +11,12 @@ import yaml
 from transformers import AutoModelForCausalLM
 
 import prunekit.workflows.prune as prune_workflow
-from prunekit import lineage
+from prunekit.reports import lineage
 from prunekit.cli import main
-from prunekit.compare import describe, table, write_page
+from prunekit.reports.comparison import describe, table, write_page
 from prunekit.errors import PrunekitError
 from prunekit.methods import SearchConfig, SLMConfig
-from prunekit.report import format_summary
+from prunekit.reports.summary import format_summary
 from prunekit.workflows import evaluate_model, prune_model, run_recipe
 from prunekit.workflows.recipe import RecipeError, load_recipe
 

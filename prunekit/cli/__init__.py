@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from transformers.utils import logging as hf_logging
     from ..progress import log_to_stderr
-    from ..report import record_command_line
+    from ..reports.summary import record_command_line
     from ..signals import sigterm_as_interrupt
     hf_logging.disable_progress_bar()  # prunekit shows its own bars; the loader's are noise
     log_to_stderr()                    # progress lines when stderr is a log file, removed leftovers

@@ -13,7 +13,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..compare import table, load_runs, write_page
+    from ..reports.comparison import table, load_runs, write_page
     out = write_page(args.runs, args.output)
     head, rows, notes = table(load_runs(args.runs))
     print(f"prunekit compare: {len(rows)} runs -> {out}")

@@ -37,7 +37,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..report import format_summary
+    from ..reports.summary import format_summary
     from ..workflows import evaluate_model
     report = evaluate_model(args.model, evals=args.eval, eval_seqlen=args.eval_seqlen, eval_windows=args.eval_windows,
                             tasks=args.tasks, limit=args.limit, batch_size=args.batch_size, dense=args.dense,

@@ -58,7 +58,7 @@ def _calibration_defaults(methods: dict, key: str) -> str:
 def run(args) -> int:
     if args.recipe or not args.method:       # issue 15: prunekit prune --recipe FILE.yaml
         return run_recipe(args)
-    from ..report import format_summary
+    from ..reports.summary import format_summary
     from ..workflows import prune_model
     report = prune_model(args.model, method_config(args), calib=args.calib, nsamples=args.nsamples,
                          seqlen=args.seqlen, seed=args.seed, data_dir=args.data_dir, dtype=args.dtype,

@@ -13,7 +13,7 @@ import torch
 
 from ..data.sources import default_data_dir
 from ..errors import PrunekitError
-from ..lineage import extend as extend_lineage
+from ..reports.lineage import extend as extend_lineage
 from ..models.adapter import ModelAdapter
 from ..models.paths import check_output_apart
 from ..stats import sparsity_stats
@@ -47,7 +47,7 @@ class RecoveryResult:
 
 
 def _peak_memory_gb(device: str) -> float:
-    from ..report import peak_rss_gb
+    from ..reports.summary import peak_rss_gb
     if device.startswith("cuda"):
         return torch.cuda.max_memory_allocated() / 1024 ** 3
     return peak_rss_gb()
@@ -178,13 +178,13 @@ def _recover_loaded(model, tok, config, data_spec, data_dir, folder: Path, progr
 
 
 def _model_section(model, source, spec) -> dict:
-    from .. import report as rep
+    from ..reports import summary as rep
     return rep.model_section(model, source) if source else {"source": spec}
 
 
 def _report(result: RecoveryResult, run: dict, targets, trainable, masked, masked_training, section, prior,
             spec) -> dict:
-    from .. import report as rep
+    from ..reports import summary as rep
 
     if prior:   # keep the dense origin as the model's source (bench and kl compare against it)
         section["source"] = prior.get("model", {}).get("source", section["source"])

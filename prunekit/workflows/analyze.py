@@ -2,7 +2,7 @@
 with its JSON and figures."""
 from __future__ import annotations
 
-from .. import report as rep
+from ..reports import summary as rep
 from ..analysis import analyze_layers
 from ..export.atomic import atomic_dir, check_output_dir, write_json
 from ..data.calibration import build_calibration

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import report as rep
+from ..reports import summary as rep
 from ..export.atomic import atomic_dir, write_json
 from ..errors import PrunekitError
-from ..lineage import stages_of
+from ..reports.lineage import stages_of
 from ..export.save import REPORT_NAME, check_output_dir, read_report, update_report
 from ..models.adapter import ModelAdapter
 from ..models.loading import load_model

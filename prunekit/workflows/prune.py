@@ -8,8 +8,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from .. import lineage
-from .. import report as rep
+from ..reports import lineage
+from ..reports import summary as rep
 from ..api import prune
 from ..data.calibration import build_calibration
 from ..errors import PrunekitError

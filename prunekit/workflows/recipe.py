@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..export.atomic import replace_dir
-from .. import lineage as lin
+from ..reports import lineage as lin
 from ..export.atomic import check_output_dir, json_text
 from ..errors import ConfigError, PrunekitError
 from ..export.save import REPORT_NAME
@@ -336,7 +336,7 @@ def _publish(folder: Path, output: str) -> None:
 
 def format_recipe(report: dict) -> str:
     """What `prunekit prune --recipe` prints: the final summary and one line per stage."""
-    from ..report import format_summary
+    from ..reports.summary import format_summary
     lines = [format_summary(report)]
     if len(report["lineage"]) == 1:     # the summary names the lineage of several stages itself
         lines.append("  lineage       " + lin.label(report["lineage"]))

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import lineage
-from .. import report as rep
+from ..reports import lineage
+from ..reports import summary as rep
 from ..export.atomic import write_json
 from ..data.calibration import build_calibration
 from ..errors import PrunekitError

@@ -5,7 +5,7 @@ when the input is itself a prunekit output, so a model pruned by depth, then wid
 recovered says so."""
 from __future__ import annotations
 
-from .methods.registry import method_class
+from ..methods.registry import method_class
 
 RECOVER = "recover"
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import torch
 import transformers
 
-from .methods.registry import method_class
-from .models.adapter import ModelAdapter
-from .stats import param_counts
-from .version import __version__
+from ..methods.registry import method_class
+from ..models.adapter import ModelAdapter
+from ..stats import param_counts
+from ..version import __version__
 
 _command_line: list[str] | None = None
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .errors import PrunekitError
-from .eval.zeroshot import average_stderr
-from .methods.registry import method_class
+from ..errors import PrunekitError
+from ..eval.zeroshot import average_stderr
+from ..methods.registry import method_class
 
 
 def load_runs(paths: list[str]) -> list[dict]:
@@ -170,7 +170,7 @@ def table(runs: list[dict]) -> tuple[list[str], list[list[str]], list[str]]:
 
 
 def _plot_quality(runs, cols, path):
-    from .plots import _pyplot
+    from ..plots import _pyplot
     plt = _pyplot()
     if not cols["ppl"]:
         return None
@@ -200,7 +200,7 @@ def _plot_quality(runs, cols, path):
 
 
 def _plot_zero_shot(runs, path):
-    from .plots import _pyplot
+    from ..plots import _pyplot
     plt = _pyplot()
     withzs = [r for r in runs if r.get("zero_shot")]
     if not withzs:
@@ -224,7 +224,7 @@ def _plot_zero_shot(runs, path):
 
 
 def _plot_speed(runs, cols, path):
-    from .plots import _pyplot
+    from ..plots import _pyplot
     plt = _pyplot()
     if not cols["ppl"] or not cols["bench"]:
         return None
