@@ -15,7 +15,7 @@ from prunekit.api import prune
 from prunekit.cli import main
 from prunekit.errors import PrunekitError
 from prunekit.methods import SearchConfig
-from prunekit.methods.width.evolve import Plan, search
+from prunekit.methods.width.evolve import Plan, evolve_population as search
 from prunekit.methods.width.fitness import width_evaluator
 from prunekit.methods.width.genome import Shape, Space, crossover, snap
 from prunekit.methods.width.slicing import shape_of, sliced_model
@@ -251,7 +251,7 @@ def _same_weights(a, b):
 def test_reformation_is_kept_only_where_it_lowers_the_fitness(fitness, monkeypatch):
     """reform admm equals admm-always where ADMM helps and reform none where it hurts (an ADMM
     that scrambles the projections), and its check scores what the search scores."""
-    import prunekit.methods.width.search as search_module
+    import prunekit.methods.width.search_llm as search_module
 
     kw = dict(fitness=fitness, kl_topk=0)
     checked, always, masked = _reform_run("admm", **kw), _reform_run("admm-always", **kw), _reform_run("none", **kw)

@@ -1,3 +1,3 @@
-from .search import SearchConfig, SearchMethod
+from .search_llm import SearchConfig, SearchMethod
 
 __all__ = ["SearchConfig", "SearchMethod"]

@@ -1,7 +1,7 @@
 """search-llm's population loop: generation 0 mutates the initialisation into a population; each
 later generation adds mutants, crossovers and large-randomness mutants of the parents, and the
 best `top_k` of parents and children become the next parents. Selection is the evolutionary
-searches' staged selection (solvers/evolution.py): children are scored on a first token budget,
+methods' staged selection (solvers/evolution.py): children are scored on a first token budget,
 the best re-scored on larger ones, and the parents join the last stage (elitism). Without
 stages there is one stage on fixed windows, which is the paper's loop.
 
@@ -69,7 +69,9 @@ class CachedFitness:
         return self([g.key() for g in genomes], windows)
 
 
-def search(space: Space, init: Genome, shape: Shape, plan: Plan, executor, progress: bool = True) -> dict:
+def evolve_population(space: Space, init: Genome, shape: Shape, plan: Plan, executor, progress: bool = True) -> dict:
+    """Evolve widths from `init` as `plan` says, scoring candidates through `executor`: the best
+    genome, the per-generation history, the evaluation count and the initial and final fitness."""
     fit = CachedFitness(executor)
     fixed = list(range(plan.fixed_windows))
     stages = plan.stages or [(plan.fixed_windows * plan.seqlen, plan.top_k)]
@@ -132,7 +134,7 @@ def search(space: Space, init: Genome, shape: Shape, plan: Plan, executor, progr
     pop = [init] + spawn(lambda: space.mutate(init, 0.0, P_RATIO0, P_MASK0, gen), plan.population - 1)
     parents, row = select(pop, [], 0)
     history.append(row)
-    bar = progress_bar(plan.generations, "search", "generation", progress)
+    bar = progress_bar(plan.generations, "search-llm", "generation", progress)
     for g in range(1, plan.generations + 1):
         def cross():
             a = pick(parents)

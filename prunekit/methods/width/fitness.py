@@ -1,8 +1,8 @@
-"""Fitness of width candidates, through the evolutionary searches' shared machinery: a genome's
+"""Fitness of width candidates, through the evolutionary methods' shared machinery (scoring/): a genome's
 masked weights are written into the model's own blocks, its leading blocks run from the cached
 block-0 inputs (BlockStack), and the last block's output is scored by WindowFitness (KL to the
 dense model's next-token distribution, computed once, or perplexity). A picklable factory
-builds the same evaluator in a worker process or Ray actor (search/executors.py)."""
+builds the same evaluator in a worker process or Ray actor (scoring/executors.py)."""
 from __future__ import annotations
 
 import torch

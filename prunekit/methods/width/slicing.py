@@ -18,7 +18,7 @@ def _sliceable(spec) -> bool:
     return spec.variable_width is not None
 
 
-def shape_of(adapter: ModelAdapter, method: str = "search") -> Shape:
+def shape_of(adapter: ModelAdapter, method: str = "search-llm") -> Shape:
     spec = adapter.spec
     known = ", ".join(t for f in FAMILIES if _sliceable(f) for t in f.model_types if not t.startswith("prunekit"))
     why = f" (width search supports {known} so far)"

@@ -32,11 +32,9 @@ from ...solvers.evolution import parse_stages
 from ...solvers.stats import InputHessian
 from ...solvers.width import admm_reform, attention_unit_scores, importance
 from ..base import Job, Method
-from ..evo.config import FitnessOptions
-from ..options import option, require
+from ..options import DampedConfig, FitnessOptions, option, require
 from ..registry import register_method
-from ..sparsity.sparsegpt import DampedConfig
-from .evolve import Plan, search
+from .evolve import Plan, evolve_population
 from .fitness import WidthFactory, width_evaluator
 from .genome import Shape, Space
 from .slicing import DenseWeights, block_channels, keep_producer_rows, shape_of, sliced_model
@@ -185,7 +183,7 @@ class _Reformer(BlockVisitor):
             self.residuals[f"{index}.{name}"] = res[-1]
 
 
-@register_method("search", SearchConfig)
+@register_method("search-llm", SearchConfig, aliases=("search",))
 class SearchMethod(Method):
     """Searches and reforms on the dense model (left masked in `masked_model`), then returns a new,
     physically smaller model."""
@@ -220,7 +218,7 @@ class SearchMethod(Method):
         t0 = time.perf_counter()
         if cfg.score == "importance":
             scorer = _ImportanceScores(adapter, shape, cfg.percdamp)
-            LayerwiseEngine(adapter, device, progress=progress).run(ids, scorer, desc="search: importance")
+            LayerwiseEngine(adapter, device, progress=progress).run(ids, scorer, desc="search-llm: importance")
             attn_scores = [scorer.attn[b] for b in range(shape.layers)]
             mlp_scores = [scorer.mlp[b] for b in range(shape.layers)]
         else:
@@ -238,7 +236,7 @@ class SearchMethod(Method):
                     cfg.top_k, cfg.seed, stages, cfg.fitness_windows, pool.shape[0], cfg.fitness_seqlen)
         executor = make_executor(cfg.executor, cfg.workers, factory, local=local, threads=cfg.threads_per_worker)
         try:
-            out = search(space, init, shape, plan, executor, progress)
+            out = evolve_population(space, init, shape, plan, executor, progress)
         finally:
             executor.close()
         best = out.pop("best")
@@ -269,7 +267,7 @@ class SearchMethod(Method):
             dense_weights.restore()
         dense_weights.set_depth(best.depth)
         reformer = _Reformer(adapter, best, shape, cfg)
-        LayerwiseEngine(adapter, device, progress=progress).run(ids, reformer, desc="search: ADMM reformation")
+        LayerwiseEngine(adapter, device, progress=progress).run(ids, reformer, desc="search-llm: ADMM reformation")
         out = {"admm_final_residual_max": max(reformer.residuals.values())}
         if guard is not None:
             reformed = guard.score_current(best.depth, windows)
