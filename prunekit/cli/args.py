@@ -45,7 +45,8 @@ def add_eval_args(p, default) -> None:
 
 
 def add_stream_args(p, stream_help: str, weights: str, blockers: str) -> None:
-    """--stream / --no-stream / --stream-above: forced or automatic streaming (issue 14)."""
+    """--stream / --no-stream / --stream-above: forced or automatic streaming (a model larger than
+    memory runs block by block from its checkpoint)."""
     from ..streaming.mode import DEFAULT_STREAM_ABOVE
     g = p.add_mutually_exclusive_group()
     g.add_argument("--stream", dest="stream", action="store_const", const=True, default=None, help=stream_help)

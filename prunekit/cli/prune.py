@@ -56,7 +56,7 @@ def _calibration_defaults(methods: dict, key: str) -> str:
 
 
 def run(args) -> int:
-    if args.recipe or not args.method:       # issue 15: prunekit prune --recipe FILE.yaml
+    if args.recipe or not args.method:       # a recipe of stages (or neither, which run_recipe refuses)
         return run_recipe(args)
     from ..reports.summary import format_summary
     from ..workflows import prune_model

@@ -1,4 +1,5 @@
-"""LoRA recovery fine-tuning of pruned models (issue 15): sparse models stay sparse."""
+"""LoRA recovery fine-tuning of pruned models, a stage of a recipe or its own command: sparse
+models stay sparse."""
 from .api import RecoveryResult, recover
 from .config import RecoveryConfig
 

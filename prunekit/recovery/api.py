@@ -173,7 +173,7 @@ def _recover_loaded(model, tok, config, data_spec, data_dir, folder: Path, progr
     result.report = _report(result, run, targets, trainable, len(masks), masked_training, section, prior, spec)
     if measure is not None:
         result.report.update(measure(recovered))
-    result.report["lineage"] = extend_lineage(prior, result.report, section)   # issue 15: the stages so far
+    result.report["lineage"] = extend_lineage(prior, result.report, section)   # the stages so far, then recovery
     return result
 
 

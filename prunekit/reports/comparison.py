@@ -66,7 +66,7 @@ def _check_fields(report, f: Path) -> None:
 
 def describe(r: dict) -> dict:
     """Method, what was removed, and the x of the quality plot."""
-    if len(r.get("lineage") or []) > 1:      # issue 15: several stages, labelled by all of them
+    if len(r.get("lineage") or []) > 1:      # several stages, labelled by all of them (slm+search+lora)
         from .lineage import describe_chain
         return describe_chain(r["lineage"])
     if not r.get("method"):

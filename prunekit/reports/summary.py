@@ -66,11 +66,11 @@ def format_summary(report: dict) -> str:
         f"{before} layers, {m['num_layers']} after pruning"
     lines = [f"prunekit {report.get('command', '')}: {m['source']} ({m['architecture']}, {layers})"]
     mode = report.get("mode")
-    if mode:    # issue 14: streamed or in memory, and why
+    if mode:    # streamed or in memory, and why: the run's memory depends on it
         lines.append(f"  mode          {'streamed' if mode['streamed'] else 'in memory'} ({mode['reason']})")
     if report.get("method"):
         lines += method_lines(report)
-    if len(report.get("lineage") or []) > 1:      # issue 15: a model pruned in several stages
+    if len(report.get("lineage") or []) > 1:      # a model pruned in several stages: name them all
         from .lineage import label
         lines.append(f"  lineage       {label(report['lineage'])}")
     cal = report.get("calibration")

@@ -75,7 +75,7 @@ def evaluate_model(model: str, *, evals="wikitext2", eval_seqlen: int | None = N
               "sparsity": sparsity}
     if prior and prior.get("method"):   # evaluating a prunekit output: keep what was done to it
         report.update(method=prior["method"], calibration=prior.get("calibration"), pruned_from=prior["model"]["source"])
-    if prior:       # issue 15: the stages that made the model
+    if prior:       # the stages that made the model, so the evaluation reads against them
         report["lineage"] = stages_of(prior)
     results = {}
     if texts:

@@ -102,7 +102,8 @@ def prune_model(model: str, config, *, calib: str = "c4", nsamples: int | None =
     report["model"].update(rep.model_section(model, source))
     report["environment"] = rep.environment(device)
     report["eval"] = {}
-    lineage.attach(report, read_report(source.path) if source.kind == "local" else None, before)  # issue 15
+    # a prunekit output as input: its report's stages come first, so the report tells every stage
+    lineage.attach(report, read_report(source.path) if source.kind == "local" else None, before)
     if output:
         report["output"] = str(Path(output).expanduser().resolve())
         save_checkpoint(model, tok, report, output, overwrite, lambda folder: cls.figures(report, folder))
