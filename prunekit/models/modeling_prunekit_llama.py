@@ -24,15 +24,12 @@ from transformers.cache_utils import Cache
 from transformers.models.llama.modeling_llama import LlamaAttention, LlamaModel, eager_attention_forward, rotate_half
 from transformers.models.qwen2.modeling_qwen2 import Qwen2Model
 
-try:
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-except ImportError:  # older layouts
-    from transformers.integrations import ALL_ATTENTION_FUNCTIONS
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-# Keywords transformers has passed the KV cache to attention under: `past_key_value` (4.x),
-# `past_key_values` (5.0-5.23), `cache` (5.24 on). A cache under a keyword missing here is never
-# dropped silently: take_cache raises instead.
-CACHE_KEYWORDS = ("cache", "past_key_values", "past_key_value")
+# Keywords transformers 5 passes the KV cache to attention under: `past_key_values` (5.0-5.23),
+# `cache` (5.24 on). A cache under a keyword missing here is never dropped silently: take_cache
+# raises instead.
+CACHE_KEYWORDS = ("cache", "past_key_values")
 
 
 def take_cache(cache, kwargs: dict):
