@@ -1,0 +1,55 @@
+"""The executors give identical search results."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from prunekit.engine.stack import BlockStack
+from prunekit.methods.depth.base import DepthState
+from prunekit.models.adapter import ModelAdapter
+
+from tests.helpers.models import VOCAB, plain_model
+
+
+def calib(n=8, length=32, seed=0):
+    return torch.randint(3, VOCAB, (n, length), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(scope="module")
+def six_block():
+    model = plain_model("llama", seed=0, layers=6)   # ShortGPT picks the second-best pair here
+    return model, calib(8, 32, seed=1)
+
+
+def run_evo_depth(model, ids, **kw):
+    from prunekit.methods.evo import EvoDepth, EvoDepthConfig
+
+    adapter = ModelAdapter(model)
+    method = EvoDepth(EvoDepthConfig(**kw), adapter)
+    method.check()
+    state = DepthState(adapter)
+    method.search(BlockStack(adapter, ids), state, progress=False)
+    state.install()
+    return method.details
+
+
+def test_executors_give_identical_results(six_block):
+    model, ids = six_block
+    kw = dict(remove_layers=2, stages="64:3,128:1", generations=3, offspring=4, kl_topk=0)
+    runs = {"in-process": run_evo_depth(copy.deepcopy(model), ids, **kw),
+            "workers=2": run_evo_depth(copy.deepcopy(model), ids, workers=2, **kw)}
+    try:
+        import ray  # noqa: F401
+        runs["ray"] = run_evo_depth(copy.deepcopy(model), ids, executor="ray", workers=2, **kw)
+    except ImportError:
+        pass
+    ref = runs["in-process"]
+    assert ref["evaluations"] > 0
+    for name, d in runs.items():
+        assert d["removed"] == ref["removed"], name
+        assert d["history"] == ref["history"], name
+        assert d["final_fitness"] == ref["final_fitness"], name
+    if "ray" not in runs:
+        pytest.skip("ray is not installed: in-process and workers=2 agree; ray not compared")
