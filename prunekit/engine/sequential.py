@@ -46,11 +46,6 @@ class BlockInputs:
                               # (batch 1, on the compute device; blocks of one kind share tensors)
 
 
-def _hidden(out):
-    # decoder blocks return a tensor in transformers 5, a tuple in older versions
-    return out[0] if isinstance(out, (tuple, list)) else out
-
-
 class LayerwiseEngine:
     def __init__(self, adapter: ModelAdapter, device: str | torch.device = "cpu",
                  offload_device: str | torch.device = "cpu", progress: bool = True):
@@ -76,7 +71,7 @@ class LayerwiseEngine:
         out = torch.empty_like(inputs.hidden) if out is None else out
         for j in range(0, inputs.hidden.shape[0], batch):
             h = inputs.hidden[j:j + batch].to(self.device)
-            out[j:j + batch] = _hidden(block(h, **kwargs)).to(self.offload)
+            out[j:j + batch] = block(h, **kwargs).to(self.offload)     # a block returns its hidden states
         return out
 
     @torch.no_grad()

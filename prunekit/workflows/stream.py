@@ -66,18 +66,15 @@ def stream_prune_model(model: str, config, *, output: str, calib: str = "c4", ns
     # what the lineage needs of the input: the parameter count from the shapes, its report if a prunekit output
     before = {**report["model"], "params_total": sum(p.numel() for p in sm.model.parameters())}
     prior = read_report(sm.source.path) if sm.source.kind == "local" else None
-    del sm
     if eval_dense and texts:
-        report["eval_dense"] = run_stream_evals(StreamedModel(model, dtype, trust_remote_code), texts, eval_seqlen,
-                                                eval_windows, device, progress=progress)
+        report["eval_dense"] = run_stream_evals(sm, texts, eval_seqlen, eval_windows, device, progress=progress)
 
     def write_report(folder: Path) -> None:     # the method's part is added once the run returns
-        tok.save_pretrained(folder)
         write_json(folder / REPORT_NAME, report)
 
-    result = stream_prune(model, config, calibration, output, device=device, dtype=dtype, resume=resume,
+    result = stream_prune(sm, config, calibration, output, device=device, dtype=dtype, resume=resume,
                           overwrite=overwrite, progress=progress, trust_remote_code=trust_remote_code,
-                          extra=write_report)
+                          extra=write_report, tokenizer=tok)
     return _finish(report, result, calibration, output, texts, eval_seqlen, eval_windows, device, progress,
                    calibration_note, before, prior, trust_remote_code)
 

@@ -77,6 +77,13 @@ class DepthState:
         """Whether current blocks 0..i are still the original blocks 0..i."""
         return all(g == [j] for j, g in enumerate(self.groups[:i + 1]))
 
+    def keep(self, groups: list[list[int]]) -> None:
+        """Make the state the removal plan `groups` (each a single original block) of an earlier search."""
+        if any(len(g) != 1 for g in groups):
+            raise PrunekitError(f"plan {groups} merges blocks: only a removal plan can be taken over")
+        originals = list(self.adapter.layers)
+        self.blocks, self.groups = [originals[g[0]] for g in groups], [list(g) for g in groups]
+
     def install(self) -> None:
         """Make the model's decoder exactly the current block list (physically smaller)."""
         self.adapter.replace_layers(self.blocks)
@@ -121,15 +128,18 @@ class DepthMethod(Method):
         return n - 1 - int(self.protects_last)
 
     def run(self, job: Job) -> nn.Module:
-        from ...engine.stack import BlockStack
         before = self.adapter.num_layers
         state = DepthState(self.adapter)
-        stack = BlockStack(self.adapter, job.input_ids, job.device)
-        self.search(stack, state, job.progress)
-        state.install()
-        self.details["depth"] = {"layers_before": before, "layers_after": self.adapter.num_layers,
-                                 "layers_removed": before - self.adapter.num_layers, "groups": state.groups,
-                                 "block_forwards": stack.forwards}
+        plan = job.blocks.saved_plan()
+        if plan is None:
+            stack = job.blocks.stack(self.adapter, job.input_ids, job.device)
+            self.search(stack, state, job.progress)
+            self.details["depth"] = {"layers_before": before, "layers_after": len(state.groups),
+                                     "layers_removed": before - len(state.groups), "groups": state.groups,
+                                     "block_forwards": stack.forwards}
+        else:           # a resumed run: the plan and the report section (restored) were chosen before
+            state.keep(plan)
+        job.blocks.apply_plan(state)
         return self.adapter.model
 
     def search(self, stack, state: DepthState, progress: bool = True) -> None:

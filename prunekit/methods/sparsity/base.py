@@ -101,21 +101,31 @@ class LayerwiseMethod(Method, BlockVisitor):
         blocks = self.config.blocks(self.adapter.num_layers)
         if self.needs_calibration():
             visitor = self if len(blocks) == self.adapter.num_layers else OnlyBlocks(self, blocks)
-            LayerwiseEngine(self.adapter, job.device, progress=job.progress).run(job.input_ids, visitor, desc=self.name)
+            engine = LayerwiseEngine(self.adapter, job.device, progress=job.progress)
+            io = job.blocks
+            if io.start < self.adapter.num_layers:
+                engine.run(job.input_ids, visitor, desc=self.name, start=io.start,
+                           inputs=io.capture(engine, job.input_ids), load_block=io.load, release_block=io.release)
         else:
-            self._edit_without_data(blocks, job)
+            self._edit_without_data(set(blocks), job)
         return self.adapter.model
 
     @torch.no_grad()
-    def _edit_without_data(self, blocks: list[int], job: Job) -> None:
-        layers = self.adapter.layers
-        for i in steps(blocks, self.name, "block", enabled=job.progress):
-            block = layers[i].to(job.device)
-            self.edit(i, block)
-            layers[i] = block.to("cpu")
+    def _edit_without_data(self, blocks: set[int], job: Job) -> None:
+        layers, io = self.adapter.layers, job.blocks
+        for i in steps(range(io.start, len(layers)), self.name, "block", enabled=job.progress):
+            io.load(i)
+            if i in blocks:
+                block = layers[i].to(job.device)
+                self.edit(i, block)
+                layers[i] = block.to("cpu")
+            io.release(i)
+
+    def pruned_blocks(self) -> list[int]:
+        return self.config.blocks(self.adapter.num_layers)
 
     def sparsity(self, model: nn.Module) -> dict:
-        return sparsity_stats(self.adapter, self.config.blocks(self.adapter.num_layers))
+        return sparsity_stats(self.adapter, self.pruned_blocks())
 
     def linears(self, block: nn.Module) -> dict[str, nn.Linear]:
         return self.adapter.block_linears(block)

@@ -63,6 +63,8 @@ class SparseGPTPruner(LayerwiseMethod):
         """Small settings for the tests' tiny models (5 blocks, calibration 4 x 16 tokens)."""
         return SparseGPTConfig(sparsity=0.5)
 
+    carried = LayerwiseMethod.carried + ("cholesky_retries",)
+
     def observe(self, index, block):
         return collect_hessians(self, self.linears(block))
 

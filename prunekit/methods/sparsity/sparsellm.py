@@ -64,6 +64,8 @@ class SparseLLMPruner(LayerwiseMethod):
         """Small settings for the tests' tiny models (5 blocks, calibration 4 x 16 tokens)."""
         return SparseLLMConfig(sparsity=0.5, iterations=2)
 
+    carried = LayerwiseMethod.carried + ("cholesky_retries", "history")
+
     def __init__(self, config, adapter):
         super().__init__(config, adapter)
         ffn, act = adapter.spec.ffn, adapter.activation
