@@ -9,34 +9,7 @@ from transformers import AutoModelForCausalLM
 from prunekit.cli import main
 from prunekit.models.adapter import ModelAdapter
 
-from tests.helpers.models import VOCAB
-
-
-def _unknown_model(family):
-    """Tiny models of layouts prunekit does not describe: GPT-2, GPT-NeoX, a mixture of experts."""
-    if family == "gpt2":
-        from transformers import GPT2Config, GPT2LMHeadModel
-        return GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=50))
-    if family == "gpt_neox":
-        from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
-        return GPTNeoXForCausalLM(GPTNeoXConfig(num_hidden_layers=1, hidden_size=32, num_attention_heads=2,
-                                                intermediate_size=64, vocab_size=50))
-    from transformers import MixtralConfig, MixtralForCausalLM
-    return MixtralForCausalLM(MixtralConfig(num_hidden_layers=1, hidden_size=32, num_attention_heads=2,
-                                            num_key_value_heads=1, intermediate_size=64, vocab_size=50,
-                                            num_local_experts=2, num_experts_per_tok=1))
-
-
-def test_cli_refuses_an_unknown_family_in_one_line(tmp_path, tokenizer, data_dir, capsys):
-    from prunekit.cli import main
-    src, out = tmp_path / "tiny-neox", tmp_path / "out"
-    _unknown_model("gpt_neox").save_pretrained(src)
-    tokenizer.save_pretrained(src)
-    capsys.readouterr()         # saving writes progress bars to stderr
-    assert main(_prune_args(src, out, data_dir)) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "unsupported model_type gpt_neox" in err[0], err
-    assert not out.exists()
+from tests.helpers.models import VOCAB, unknown_model
 
 
 def _prune_args(model_dir, out, data_dir, *extra):
@@ -160,3 +133,15 @@ def test_flag_of_another_method_is_rejected(tiny_model_dir, tmp_path, data_dir, 
     assert main(_prune_args(tiny_model_dir, tmp_path / "o", data_dir, "--alpha", "1.0")) == 2
     assert "--alpha does not apply to method wanda" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_cli_refuses_an_unknown_family_in_one_line(tmp_path, tokenizer, data_dir, capsys):
+    from prunekit.cli import main
+    src, out = tmp_path / "tiny-neox", tmp_path / "out"
+    unknown_model("gpt_neox").save_pretrained(src)
+    tokenizer.save_pretrained(src)
+    capsys.readouterr()         # saving writes progress bars to stderr
+    assert main(_prune_args(src, out, data_dir)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unsupported model_type gpt_neox" in err[0], err
+    assert not out.exists()

@@ -61,6 +61,7 @@ def test_width_on_a_depth_output(family, tmp_path):
     _reloads_equal(model, tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["llama", "opt"])
 def test_sparsity_on_a_width_output(family, tmp_path):
     model = _chain(family, [SearchConfig(**WIDTH), WandaConfig(sparsity=0.5)])

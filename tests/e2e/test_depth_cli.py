@@ -63,6 +63,7 @@ def test_cli_analyze_writes_cka_and_scores(tiny_model_dir, tmp_path, data_dir, c
     assert json.loads((skipped / "analysis.json").read_text())["tokens"] == 24
 
 
+@pytest.mark.slow
 def test_cli_bench_reports_exact_counts_and_ratios(tmp_path, tokenizer):
     dense, small = deep_model("llama", 4), deep_model("llama", 4)
     ids = torch.randint(0, VOCAB, (2, 16), generator=torch.Generator().manual_seed(6))

@@ -39,6 +39,7 @@ def _decodes_alike(model, ids):
     assert torch.equal(cached, uncached)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("method", sm.METHODS)
 def test_method_on_family_works_or_refuses_in_one_line(method, family, tmp_path):

@@ -238,6 +238,7 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
+@pytest.mark.slow
 def test_sigterm_during_save_leaves_nothing(tiny_model_dir, tmp_path, data_dir):
     runs = tmp_path / "runs"
     runs.mkdir()

@@ -40,6 +40,7 @@ def _two_stages():
                                            {"method": "search", **SEARCH}]}
 
 
+@pytest.mark.slow
 def test_two_stage_recipe_equals_the_stages_run_by_hand(four_block_dir, data_dir, tmp_path):
     by_hand_1, by_hand_2 = tmp_path / "hand-1", tmp_path / "hand-2"
     prune_model(str(four_block_dir), SLMConfig(remove_layers=1), **CAL, data_dir=data_dir, output=str(by_hand_1),
@@ -167,6 +168,7 @@ def test_cli_refuses_method_flags_with_a_recipe(four_block_dir, tmp_path, capsys
     assert rc == 2 and "give --method or --recipe" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_slm_pipeline_example_runs_on_a_tiny_model(four_block_dir, data_dir, tmp_path, capsys):
     """The example file's stages (merge, then width, then recover), sized down for a tiny model."""
     recipe = yaml.safe_load((ROOT / "examples" / "slm-pipeline.yaml").read_text())

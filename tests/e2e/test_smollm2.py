@@ -8,6 +8,8 @@ from prunekit.eval.ppl import eval_tokens, perplexity_of_ids
 from prunekit.models.adapter import ModelAdapter
 from prunekit.models.loading import find_packaged_file
 
+pytestmark = pytest.mark.slow      # a real 135M-parameter model: about 30-45 s a test on a CPU
+
 
 @pytest.fixture(scope="module")
 def smollm2():

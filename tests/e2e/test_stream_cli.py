@@ -8,14 +8,13 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-import prunekit
 from prunekit.cli import main
-from prunekit.methods import MagnitudeConfig
 from prunekit.streaming import weight_bytes
 
-from tests.helpers.models import plain_model
+from tests.helpers.checkpoints import pruned_pair as _pruned_pair
 
 
+@pytest.mark.slow
 def test_cli_stream_equals_in_memory_and_keeps_bf16(tiny_model_dir, tmp_path, data_dir, capsys):
     from safetensors import safe_open
 
@@ -67,6 +66,7 @@ def _report(folder) -> dict:
     return json.loads((Path(folder) / "prunekit_report.json").read_text())
 
 
+@pytest.mark.slow
 def test_cli_prune_streams_above_the_threshold_and_says_so(tiny_model_dir, tmp_path, data_dir, capsys):
     common = ["prune", "--model", str(tiny_model_dir), "--method", "wanda", "--sparsity", "0.5", "--calib",
               "wikitext2:validation", "--nsamples", "4", "--seqlen", "32", "--eval", "wikitext2", "--eval-seqlen",
@@ -121,17 +121,7 @@ def test_cli_stream_flags_refused_in_one_line(tiny_model_dir, tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-def _pruned_pair(tokenizer, tmp_path, family="llama"):
-    dense = plain_model(family)
-    dense.save_pretrained(tmp_path / "dense")
-    tokenizer.save_pretrained(tmp_path / "dense")
-    pruned = plain_model(family)
-    prunekit.prune(pruned, MagnitudeConfig(sparsity=0.5), None, progress=False)
-    pruned.save_pretrained(tmp_path / "pruned")
-    tokenizer.save_pretrained(tmp_path / "pruned")
-    return dense, pruned
-
-
+@pytest.mark.slow
 def test_cli_eval_streamed_equals_in_memory(tokenizer, tmp_path, data_dir, capsys):
     _pruned_pair(tokenizer, tmp_path)
     args = ["eval", "--model", str(tmp_path / "pruned"), "--dense", str(tmp_path / "dense"), "--eval", "wikitext2,kl",

@@ -2,14 +2,16 @@
 multiples, Gemma 2 refused."""
 import json
 
-import torch
-from transformers import AutoModelForCausalLM, LlamaConfig
+import pytest
+
+from transformers import AutoModelForCausalLM
 
 from prunekit.cli import main
 
-from tests.helpers.models import VOCAB, generate_step_lengths, plain_model, tiny_model
+from tests.helpers.models import generate_step_lengths, plain_model, tiny_model
 
 
+@pytest.mark.slow
 def test_cli_search_saves_a_smaller_remote_code_checkpoint(tiny_model_dir, tmp_path, data_dir, capsys, tokenizer):
     out = tmp_path / "search"
     assert main(["prune", "--model", str(tiny_model_dir), "--method", "search", "--keep", "0.7", "--generations", "1",
@@ -37,19 +39,10 @@ def test_cli_search_saves_a_smaller_remote_code_checkpoint(tiny_model_dir, tmp_p
 
 def _wide_llama(seed=0):
     """Head dim 32 and MLP width 256: room for a multiple of 16 on both."""
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=256, num_hidden_layers=3,
-                      num_attention_heads=4, num_key_value_heads=2, head_dim=32, max_position_embeddings=512,
-                      tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.normal_(0, 0.08)
-    model.config.use_cache = False
-    return model.eval()
+    return tiny_model("llama", 3, seed=seed, windowed=False, intermediate=256, positions=512, head_dim=32)
 
 
+@pytest.mark.slow
 def test_cli_kl_stages_and_multiple(tmp_path, tokenizer, data_dir, capsys):
     src = tmp_path / "wide"
     _wide_llama().save_pretrained(src)

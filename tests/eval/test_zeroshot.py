@@ -31,6 +31,7 @@ def _direct_accuracy(model, tok, docs, context_of, choices_of, gold_of):
     return acc / len(docs), norm / len(docs)
 
 
+@pytest.mark.slow
 def test_lm_eval_zero_shot_equals_direct_loglikelihood_choice(tokenizer, data_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("PRUNEKIT_CACHE", str(tmp_path / "cache"))
     model = plain_model("llama")

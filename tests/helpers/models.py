@@ -27,7 +27,7 @@ FIXTURE_FAMILIES = ["llama", "mistral", "qwen2", "qwen3", "opt"]
 assert set(FIXTURE_FAMILIES) <= set(FAMILIES)
 
 # what the per-family method tests were sized for: 3 blocks (plain_model's default), intermediate
-# 128, 512 positions, full attention in every block, Qwen3's head_dim equal to hidden / heads
+# 128, 512 positions, full attention in every block, head_dim equal to hidden / heads
 PLAIN = dict(windowed=False, intermediate=128, positions=512, head_dim=16)
 
 
@@ -45,7 +45,7 @@ def _common(intermediate: int, positions: int) -> dict:
 
 def _llama(n, c, windowed, head_dim):
     from transformers import LlamaConfig
-    return LlamaConfig(**c, num_hidden_layers=n, tie_word_embeddings=False)
+    return LlamaConfig(**c, num_hidden_layers=n, head_dim=head_dim, tie_word_embeddings=False)
 
 
 def _mistral(n, c, windowed, head_dim):
@@ -66,13 +66,14 @@ def _qwen2(n, c, windowed, head_dim):
 def _qwen3(n, c, windowed, head_dim):
     from transformers import Qwen3Config
     if not windowed:
-        return Qwen3Config(**c, num_hidden_layers=n, head_dim=head_dim, tie_word_embeddings=False)
-    return Qwen3Config(**c, num_hidden_layers=n, head_dim=head_dim, use_sliding_window=True,
+        return Qwen3Config(**c, num_hidden_layers=n, head_dim=head_dim or 24, tie_word_embeddings=False)
+    return Qwen3Config(**c, num_hidden_layers=n, head_dim=head_dim or 24, use_sliding_window=True,
                        sliding_window=SLIDING, layer_types=_types(n, "sf"), tie_word_embeddings=False)
 
 
 def _gemma2(n, c, windowed, head_dim):
     from transformers import Gemma2Config
+    head_dim = head_dim or 24
     return Gemma2Config(**c, num_hidden_layers=n, head_dim=head_dim, sliding_window=SLIDING,
                         layer_types=_types(n, "sf" if windowed else "f"), query_pre_attn_scalar=head_dim,
                         attn_logit_softcapping=50.0, final_logit_softcapping=30.0, tie_word_embeddings=True)
@@ -80,6 +81,7 @@ def _gemma2(n, c, windowed, head_dim):
 
 def _gemma3(n, c, windowed, head_dim):
     from transformers import Gemma3TextConfig
+    head_dim = head_dim or 24
     # local and global layers: other masks, other rotary bases, linear rope scaling on the global ones
     rope = {"sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
             "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1_000_000.0}}
@@ -107,9 +109,10 @@ assert list(_BUILDERS) == FAMILIES
 
 
 def tiny_config(family: str, layers: int = LAYERS, *, windowed: bool = True, intermediate: int = 96,
-                positions: int = 256, head_dim: int = 24):
+                positions: int = 256, head_dim: int | None = None):
     """The config of `family`. `windowed=False`: full attention in every block (no sliding window,
-    one layer type); `head_dim` applies to the families whose head_dim is free (Qwen3, Gemma)."""
+    one layer type); `head_dim`: for Llama (default hidden / heads), Qwen3 and Gemma (default 24,
+    not hidden / heads)."""
     if family not in _BUILDERS:
         raise ValueError(f"unknown tiny family {family!r}: choose from {FAMILIES}")
     return _BUILDERS[family](layers, _common(intermediate, positions), windowed, head_dim)
@@ -135,6 +138,21 @@ def tiny_model(family: str, layers: int = LAYERS, attn: str | None = None, seed:
 def plain_model(family: str, seed: int = 0, layers: int | None = None):
     """tiny_model with the PLAIN settings: 3 blocks unless `layers` says otherwise."""
     return tiny_model(family, 3 if layers is None else layers, seed=seed, **PLAIN)
+
+
+def unknown_model(family: str):
+    """Tiny models of layouts prunekit does not describe: GPT-2, GPT-NeoX, a mixture of experts."""
+    if family == "gpt2":
+        from transformers import GPT2Config, GPT2LMHeadModel
+        return GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=50))
+    if family == "gpt_neox":
+        from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+        return GPTNeoXForCausalLM(GPTNeoXConfig(num_hidden_layers=1, hidden_size=32, num_attention_heads=2,
+                                                intermediate_size=64, vocab_size=50))
+    from transformers import MixtralConfig, MixtralForCausalLM
+    return MixtralForCausalLM(MixtralConfig(num_hidden_layers=1, hidden_size=32, num_attention_heads=2,
+                                            num_key_value_heads=1, intermediate_size=64, vocab_size=50,
+                                            num_local_experts=2, num_experts_per_tok=1))
 
 
 def generate_step_lengths(model, prompt_len: int = 5, new_tokens: int = 4) -> list[int]:

@@ -5,28 +5,13 @@ import pytest
 from prunekit.errors import PrunekitError
 from prunekit.models.adapter import ModelAdapter
 
-from tests.helpers.models import plain_model
-
-
-def _unknown_model(family):
-    """Tiny models of layouts prunekit does not describe: GPT-2, GPT-NeoX, a mixture of experts."""
-    if family == "gpt2":
-        from transformers import GPT2Config, GPT2LMHeadModel
-        return GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=50))
-    if family == "gpt_neox":
-        from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
-        return GPTNeoXForCausalLM(GPTNeoXConfig(num_hidden_layers=1, hidden_size=32, num_attention_heads=2,
-                                                intermediate_size=64, vocab_size=50))
-    from transformers import MixtralConfig, MixtralForCausalLM
-    return MixtralForCausalLM(MixtralConfig(num_hidden_layers=1, hidden_size=32, num_attention_heads=2,
-                                            num_key_value_heads=1, intermediate_size=64, vocab_size=50,
-                                            num_local_experts=2, num_experts_per_tok=1))
+from tests.helpers.models import plain_model, unknown_model
 
 
 @pytest.mark.parametrize("family", ["gpt2", "gpt_neox", "mixtral"])
 def test_unknown_families_are_refused_before_any_work(family):
     import prunekit
-    model = _unknown_model(family)
+    model = unknown_model(family)
     model_type = model.config.model_type
     # no calibration given: the refusal must come first, naming the type and the supported ones
     with pytest.raises(PrunekitError) as err:

@@ -5,6 +5,7 @@ import torch
 
 import prunekit
 
+from tests.helpers.checkpoints import save_folder as _save
 from tests.helpers.models import plain_model
 
 
@@ -25,15 +26,6 @@ def test_gguf_cache_is_keyed_by_content_not_path(tmp_path, monkeypatch):
     changed[-10] ^= 1
     b.write_bytes(bytes(changed))
     assert _gguf_cache_path(str(a)) != _gguf_cache_path(str(b))
-
-
-def _save(model, tokenizer, path, dtype=None, shard=None):
-    if dtype is not None:
-        model = model.to(dtype)
-    kw = {"max_shard_size": shard} if shard else {}
-    model.save_pretrained(path, **kw)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 def test_loader_default_keeps_the_checkpoint_dtype(tokenizer, tmp_path):

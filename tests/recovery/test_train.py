@@ -51,6 +51,7 @@ class _Kill(TrainerCallback):
             raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_equals_an_uninterrupted_run(tokenizer, data_dir, tmp_path):
     cfg = dict(steps=5, lr=5e-3, **TINY)
     full = recover(plain_model("llama"), RecoveryConfig(**cfg), data=DATA, tokenizer=tokenizer,

@@ -35,6 +35,7 @@ def run_evo_depth(model, ids, **kw):
     return method.details
 
 
+@pytest.mark.slow
 def test_executors_give_identical_results(six_block):
     model, ids = six_block
     kw = dict(remove_layers=2, stages="64:3,128:1", generations=3, offspring=4, kl_topk=0)

@@ -1,7 +1,6 @@
 """Streaming: blocks read from safetensors on demand, written at once. Every streamed result is
 compared with the in-memory path on the same checkpoint (weights byte-equal); methods that cannot
 stream refuse in one line; a streamed run fits a memory limit below the model's size."""
-import json
 import os
 import subprocess
 import sys
@@ -18,38 +17,14 @@ from prunekit.stats import sparsity_stats
 from prunekit.streaming import partial_dir, stream_prune
 
 from tests.helpers import ROOT
-from tests.helpers.checkpoints import read_folder as _read_folder
+from tests.helpers.checkpoints import (assert_byte_equal as _assert_byte_equal, pruned_in_memory as _in_memory,
+                                       read_folder as _read_folder, save_folder as _save,
+                                       write_random_llama as _write_random_llama)
 from tests.helpers.models import VOCAB, plain_model
 
 
 def _ids(n=4, L=32, seed=0):
     return torch.randint(3, VOCAB, (n, L), generator=torch.Generator().manual_seed(seed))
-
-
-def _save(model, tokenizer, path, dtype=None, shard=None):
-    if dtype is not None:
-        model = model.to(dtype)
-    kw = {"max_shard_size": shard} if shard else {}
-    model.save_pretrained(path, **kw)
-    tokenizer.save_pretrained(path)
-    return path
-
-
-def _in_memory(path, config, ids, dtype="float32"):
-    model, _, _ = prunekit.load_model(str(path), dtype)
-    prunekit.prune(model, config, ids, progress=False)
-    return model
-
-
-def _assert_byte_equal(streamed: dict, model):
-    ref = model.state_dict()
-    # a tied head is stored once, as save_pretrained does
-    left_out = {n for n in ref if n not in streamed}
-    assert left_out == ({"lm_head.weight"} if model.config.tie_word_embeddings else set())
-    assert set(streamed) <= set(ref)
-    for k, v in streamed.items():
-        assert v.dtype == ref[k].dtype, k
-        assert torch.equal(v.contiguous().view(torch.uint8), ref[k].contiguous().view(torch.uint8)), k
 
 
 CONFIGS = {
@@ -96,38 +71,6 @@ def test_methods_that_cannot_stream_refuse_in_one_line(config, tokenizer, tmp_pa
     assert "\n" not in str(e.value) and not (tmp_path / "out").exists()
 
 
-def _random_checkpoint_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("make_random_checkpoint", ROOT / "tools" / "make_random_checkpoint.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def _write_random_llama(path: Path, tokenizer, layers: int, hidden: int, inter: int, dtype=torch.float32,
-                        shard_bytes: int = 10**8) -> int:
-    """A random Llama written by the benchmark script's shard writer (one tensor in memory at a time)."""
-    from transformers import LlamaConfig
-    from tqdm import tqdm
-
-    mk = _random_checkpoint_module()
-    cfg = dict(hidden_size=hidden, intermediate_size=inter, num_attention_heads=hidden // 64,
-               num_key_value_heads=max(1, hidden // 256), num_hidden_layers=layers, vocab_size=VOCAB,
-               tie_word_embeddings=False, head_dim=64)
-    path.mkdir()
-    code = {torch.float32: "F32", torch.bfloat16: "BF16"}[dtype]
-    shards = mk.plan_shards(mk.tensors_of(cfg), dtype.itemsize, shard_bytes)
-    names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
-    for name, tensors in zip(names, shards):
-        mk.write_shard(path / name, tensors, dtype, code, 0, tqdm(disable=True))
-    index = {"metadata": {}, "weight_map": {t: n for n, ts in zip(names, shards) for t, _ in ts}}
-    (path / "model.safetensors.index.json").write_text(json.dumps(index))
-    LlamaConfig(**cfg, bos_token_id=1, eos_token_id=2, pad_token_id=0, dtype=str(dtype).split(".")[1]).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return sum(p.stat().st_size for p in path.glob("*.safetensors"))
-
-
 CGROUP = Path("/sys/fs/cgroup/memory")
 
 
@@ -141,6 +84,7 @@ print("overall", r.sparsity["overall"], flush=True)
 """
 
 
+@pytest.mark.slow
 def test_streamed_run_inside_a_memory_limit_below_the_model_size(tokenizer, tmp_path):
     # cgroup v1 memory controller (this machine mounts v1 at /sys/fs/cgroup/memory; v2 has memory.max instead)
     if not (CGROUP / "memory.limit_in_bytes").is_file():

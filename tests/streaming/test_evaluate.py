@@ -4,20 +4,11 @@ import torch
 
 import prunekit
 from prunekit.eval.kl import kl_to_dense
-from prunekit.methods import MagnitudeConfig
 from prunekit.stats import param_counts, sparsity_stats
 from prunekit.streaming import StreamedModel, stream_counts, stream_kl, stream_perplexity
 
+from tests.helpers.checkpoints import pruned_pair as _pruned_pair, save_folder as _save
 from tests.helpers.models import VOCAB, plain_model
-
-
-def _save(model, tokenizer, path, dtype=None, shard=None):
-    if dtype is not None:
-        model = model.to(dtype)
-    kw = {"max_shard_size": shard} if shard else {}
-    model.save_pretrained(path, **kw)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 def test_streamed_perplexity_equals_in_memory(tokenizer, tmp_path):
@@ -30,17 +21,6 @@ def test_streamed_perplexity_equals_in_memory(tokenizer, tmp_path):
     got = stream_perplexity(str(src), ids, seqlen=32, chunk_windows=2, progress=False)
     assert got["windows"] == ref["windows"] == 5
     assert got["ppl"] == pytest.approx(ref["ppl"], rel=1e-6)
-
-
-def _pruned_pair(tokenizer, tmp_path, family="llama"):
-    dense = plain_model(family)
-    dense.save_pretrained(tmp_path / "dense")
-    tokenizer.save_pretrained(tmp_path / "dense")
-    pruned = plain_model(family)
-    prunekit.prune(pruned, MagnitudeConfig(sparsity=0.5), None, progress=False)
-    pruned.save_pretrained(tmp_path / "pruned")
-    tokenizer.save_pretrained(tmp_path / "pruned")
-    return dense, pruned
 
 
 @pytest.mark.parametrize("family", ["llama", "opt"])

@@ -4,42 +4,16 @@ import json
 import torch
 from safetensors import safe_open
 
-import prunekit
 from prunekit.methods import SparseGPTConfig, WandaConfig
 from prunekit.streaming import stream_prune
 
-from tests.helpers.checkpoints import read_folder as _read_folder
+from tests.helpers.checkpoints import (assert_byte_equal as _assert_byte_equal, pruned_in_memory as _in_memory,
+                                       read_folder as _read_folder, save_folder as _save)
 from tests.helpers.models import VOCAB, plain_model
 
 
 def _ids(n=4, L=32, seed=0):
     return torch.randint(3, VOCAB, (n, L), generator=torch.Generator().manual_seed(seed))
-
-
-def _save(model, tokenizer, path, dtype=None, shard=None):
-    if dtype is not None:
-        model = model.to(dtype)
-    kw = {"max_shard_size": shard} if shard else {}
-    model.save_pretrained(path, **kw)
-    tokenizer.save_pretrained(path)
-    return path
-
-
-def _in_memory(path, config, ids, dtype="float32"):
-    model, _, _ = prunekit.load_model(str(path), dtype)
-    prunekit.prune(model, config, ids, progress=False)
-    return model
-
-
-def _assert_byte_equal(streamed: dict, model):
-    ref = model.state_dict()
-    # a tied head is stored once, as save_pretrained does
-    left_out = {n for n in ref if n not in streamed}
-    assert left_out == ({"lm_head.weight"} if model.config.tie_word_embeddings else set())
-    assert set(streamed) <= set(ref)
-    for k, v in streamed.items():
-        assert v.dtype == ref[k].dtype, k
-        assert torch.equal(v.contiguous().view(torch.uint8), ref[k].contiguous().view(torch.uint8)), k
 
 
 def test_sharded_input_and_output_load_with_from_pretrained(tokenizer, tmp_path):

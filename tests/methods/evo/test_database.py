@@ -45,6 +45,7 @@ def test_database_reproduces_block_pruned_directly(base, tmp_path):
     assert built and other.root != db.root                        # keyed by the calibration
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("base", ["sparsegpt", "wanda"])
 @pytest.mark.parametrize("family", ["llama", "gemma3"])
 def test_uniform_input_database_is_sequential_pruning(base, family, tmp_path):

@@ -16,6 +16,7 @@ def calib(n=8, length=32, seed=0):
     return torch.randint(3, VOCAB, (n, length), generator=torch.Generator().manual_seed(seed))
 
 
+@pytest.mark.slow
 def test_evo_sparsity_assembles_levels_with_exact_mean(tmp_path):
     from prunekit.methods.evo import EvoSparsity, EvoSparsityConfig
     from prunekit.methods.evo.database import SparsityDatabase

@@ -2,14 +2,14 @@
 the seed fixes the search, width multiples, refusals, reformation, executors, old reports."""
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, LlamaConfig
+from transformers import AutoModelForCausalLM
 
 from prunekit.api import prune
 from prunekit.errors import PrunekitError
 from prunekit.methods import SearchConfig
 from prunekit.models.adapter import ModelAdapter
 
-from tests.helpers.models import VOCAB, plain_model
+from tests.helpers.models import VOCAB, plain_model, tiny_model
 
 
 def _ids(n=4, length=64, seed=0):
@@ -30,6 +30,7 @@ def test_uniform_mlp_only_result_is_a_standard_checkpoint(tmp_path):
         assert torch.allclose(reloaded(ids).logits, model(ids).logits, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_band_holds_and_seed_fixes_the_search():
     cfg = dict(keep=0.7, generations=3, population=8, mutants=4, crossovers=2, randoms=2, top_k=3, band=0.02,
                fitness_seqlen=32, reform="none")
@@ -50,19 +51,10 @@ def _fitness_ids(n=6, length=32, seed=0):
 
 def _wide_llama(seed=0):
     """Head dim 32 and MLP width 256: room for a multiple of 16 on both."""
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=64, intermediate_size=256, num_hidden_layers=3,
-                      num_attention_heads=4, num_key_value_heads=2, head_dim=32, max_position_embeddings=512,
-                      tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.normal_(0, 0.08)
-    model.config.use_cache = False
-    return model.eval()
+    return tiny_model("llama", 3, seed=seed, windowed=False, intermediate=256, positions=512, head_dim=32)
 
 
+@pytest.mark.slow
 def test_width_multiple_output_is_on_the_lattice_in_band_and_reloads(tmp_path):
     model = _wide_llama()
     res = prune(model, SearchConfig(keep=0.7, generations=2, population=6, mutants=4, crossovers=2, randoms=2, top_k=3,
@@ -108,6 +100,7 @@ def _same_weights(a, b):
     return all(torch.equal(x, y) for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fitness", ["ppl", "kl"])
 def test_reformation_is_kept_only_where_it_lowers_the_fitness(fitness, monkeypatch):
     """reform admm equals admm-always where ADMM helps and reform none where it hurts (an ADMM
@@ -142,6 +135,7 @@ def _run(**kw):
         torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_executors_give_identical_results():
     runs = {"in-process": _run(), "workers=2": _run(workers=2)}
     try:

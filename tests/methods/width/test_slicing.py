@@ -62,6 +62,7 @@ def _ids(n=4, length=64, seed=0):
     return torch.randint(0, VOCAB, (n, length), generator=torch.Generator().manual_seed(seed))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["llama", "mistral", "qwen2", "opt"])
 def test_sliced_model_equals_masked_model_and_reloads(family, tmp_path):
     model = plain_model(family)
