@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import PrunekitError
+from . import staging
 
 
 def check_output_dir(out: str | os.PathLike, overwrite: bool = False) -> None:
@@ -26,7 +26,7 @@ def atomic_dir(out: str | os.PathLike, overwrite: bool = False):
     out = Path(out).resolve()
     check_output_dir(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))  # pid: see export/stale.py
+    tmp = staging.temporary(out)     # the pid in its name: see export/stale.py
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; the result should look like any folder
@@ -43,8 +43,8 @@ def replace_dir(src: Path, out: Path) -> None:
     first and removed after, so `out` is never half-written."""
     old = None
     if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-{os.getpid()}-", dir=out.parent))
-        os.replace(out, old / "x")
+        old = staging.moved_aside(out)
+        os.replace(out, old / staging.OLD_ENTRY)
     os.replace(src, out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
@@ -53,7 +53,7 @@ def replace_dir(src: Path, out: Path) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Replace the file at `path` with `text` in one rename."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = staging.temporary_file(path)
     try:
         tmp.write_text(text)
         os.replace(tmp, path)

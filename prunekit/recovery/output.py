@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import PrunekitError
+from ..export import staging
 from ..export.atomic import replace_dir
 from ..export.save import check_output_dir
 
@@ -17,8 +18,7 @@ RUN_FILE = "recovery_run.json"       # the options of the run, so --resume conti
 
 
 def work_dir(out: str | os.PathLike) -> Path:
-    out = Path(out).resolve()
-    return out.parent / f".{out.name}.recover-work"
+    return staging.recover_work(Path(out).resolve())
 
 
 def open_work_dir(out, options: dict, overwrite: bool, resume: bool) -> Path:

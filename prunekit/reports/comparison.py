@@ -247,7 +247,8 @@ def _plot_speed(runs, cols, path):
 
 def write_page(paths: list[str], output: str) -> Path:
     import os
-    import tempfile
+    from ..export import staging
+    from ..export.stale import remove_stale_temporaries
 
     runs = load_runs(paths)
     out = Path(output)
@@ -257,7 +258,8 @@ def write_page(paths: list[str], output: str) -> Path:
     head, rows, notes = table(runs)
     cols = _columns(runs)
     stem = out.stem
-    tmpdir = Path(tempfile.mkdtemp(prefix=f".{stem}.tmp-", dir=out.parent))
+    remove_stale_temporaries(out.parent / stem)     # a killed compare's folder: named for the stem, as below
+    tmpdir = staging.temporary(out.parent / stem)
     try:
         plots = {"quality": _plot_quality(runs, cols, tmpdir / f"{stem}-quality.png"),
                  "zero_shot": _plot_zero_shot(runs, tmpdir / f"{stem}-zero-shot.png"),

@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 
 from ..errors import PrunekitError
+from ..export import staging
+from ..export.atomic import replace_dir
 from ..export.save import check_output_dir
 
 log = logging.getLogger("prunekit.streaming")
@@ -27,7 +29,7 @@ STATE = "state.json"
 
 
 def partial_dir(out: Path) -> Path:
-    return out.parent / f".{out.name}.partial"
+    return staging.partial(out)
 
 
 def _size(folder: Path) -> int:
@@ -130,12 +132,5 @@ class RunState:
         """Delete the run state and move the finished folder into place as the output."""
         for p in list(self.folder.glob("resume-*.pt*")) + [self.folder / STATE, self.folder / (STATE + ".tmp")]:
             p.unlink(missing_ok=True)
-        if self.out.exists():
-            old = self.out.parent / f".{self.out.name}.old"
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(self.out, old)
-            os.replace(self.folder, self.out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(self.folder, self.out)
+        replace_dir(self.folder, self.out)     # an old output is moved aside, then removed
         return self.out

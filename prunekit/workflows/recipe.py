@@ -31,11 +31,13 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..export import staging
 from ..export.atomic import replace_dir
 from ..reports import lineage as lin
 from ..export.atomic import check_output_dir, json_text
 from ..errors import ConfigError, PrunekitError
 from ..export.save import REPORT_NAME
+from ..export.stale import remove_stale_temporaries
 from ..models.paths import check_output_apart
 from ..methods.registry import all_methods, method_named
 from .common import at_least, check_device, check_eval_names, eval_names
@@ -205,10 +207,11 @@ def run_recipe(recipe, *, model: str | None = None, output: str | None = None, o
     if output:
         check_output_apart(output, model=model)
         check_output_dir(output, overwrite)
+        remove_stale_temporaries(output)    # a killed recipe's stage folders among them
     _refuse_evaluation_training_data(plan, data_dir)
     parent = Path(output).resolve().parent if output else Path(tempfile.gettempdir())
     parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{Path(output).name if output else 'recipe'}.recipe-", dir=parent))
+    work = staging.recipe_work(parent / (Path(output).name if output else "recipe"))
     try:
         reports, folders = [], []
         spec = model

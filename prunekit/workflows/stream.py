@@ -44,7 +44,7 @@ def stream_prune_model(model: str, config, *, output: str, calib: str = "c4", ns
     if cls.needs_calibration():
         check_calibration_spec(calib)
     check_writable(output)
-    stale = remove_stale_temporaries(output)
+    stale = remove_stale_temporaries(output, own=("partial",))    # the run state reports its own .partial
     check_remote_code(model, trust_remote_code)
     sm = StreamedModel(model, dtype, trust_remote_code)
     seqlen, calibration_note = fit_window(sm.config, given_seqlen, seqlen) if cls.needs_calibration() else (seqlen, None)
