@@ -14,7 +14,7 @@ from .methods.base import Job
 from .methods.options import check_types
 from .methods.registry import method_for
 from .models.adapter import ModelAdapter
-from .models.plumbing import cache_disabled
+from .models.plumbing import batching, cache_disabled
 
 
 @dataclass
@@ -29,7 +29,7 @@ class PruneResult:
 
 
 def prune(model, config, calibration: Calibration | torch.Tensor | None = None, device: str = "cpu",
-          progress: bool = True) -> PruneResult:
+          progress: bool = True, batch: int | None = None) -> PruneResult:
     """Prune `model` with the method that `config` belongs to. Methods that edit in place change
     `model` itself; methods that build a smaller model (width) leave it masked and return the new
     one in `result.model`.
@@ -37,7 +37,10 @@ def prune(model, config, calibration: Calibration | torch.Tensor | None = None, 
     `calibration` is a Calibration or an integer tensor [nsamples, seqlen] of token ids below the
     model's vocabulary size; methods that need no data (magnitude) ignore it. The config's fields
     (again: they may have been set after construction) and the calibration are checked first, each
-    failure a one-line PrunekitError (ConfigError for a field)."""
+    failure a one-line PrunekitError (ConfigError for a field).
+
+    `batch`: calibration windows per forward call in every stage of the run (None: the enclosing
+    `models.plumbing.batching(...)`, else the rule: one on the CPU, from free memory on CUDA)."""
     cls = method_for(config)
     check_types(config)
     method = cls(config, ModelAdapter(model))     # an unsupported model is named before the data
@@ -48,8 +51,8 @@ def prune(model, config, calibration: Calibration | torch.Tensor | None = None, 
             raise PrunekitError(f"method {cls.name} needs calibration data")
         ids = checked_calibration_ids(calibration, input_vocab_size(model))
     start = time.perf_counter()
-    with cache_disabled(model):
-        pruned = method.run(Job(ids, device, progress))
+    with cache_disabled(model), batching(batch):
+        pruned = method.run(Job(ids, device, progress, batch=batch))
     seconds = time.perf_counter() - start
     if (pruned is model) == cls.returns_new_model:
         raise PrunekitError(f"method {cls.name} broke its contract: returns_new_model is {cls.returns_new_model}")

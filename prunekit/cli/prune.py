@@ -30,6 +30,11 @@ def add_parser(sub) -> None:
                         "before any work); default: the method's: " + _calibration_defaults(methods, "seqlen")
                         + " (or the model's positions where it has fewer)")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration sampling (default 0)")
+    p.add_argument("--batch", type=int, default=None,
+                   help="windows per forward call in calibration, scoring and evaluation (default: 1 on the CPU, "
+                        "so results are those of one window at a time; on CUDA as many as a quarter of the free "
+                        "device memory holds, at most 64). Larger batches change results only within float "
+                        "rounding")
     add_method_options(p, methods)
     add_eval_args(p, "wikitext2")
     p.add_argument("--eval-dense", action="store_true", help="also evaluate the dense model first, for comparison")
@@ -60,12 +65,14 @@ def run(args) -> int:
         return run_recipe(args)
     from ..reports.summary import format_summary
     from ..workflows import prune_model
-    report = prune_model(args.model, method_config(args), calib=args.calib, nsamples=args.nsamples,
-                         seqlen=args.seqlen, seed=args.seed, data_dir=args.data_dir, dtype=args.dtype,
-                         device=args.device, trust_remote_code=args.trust_remote_code, evals=args.eval,
-                         eval_seqlen=args.eval_seqlen, eval_windows=args.eval_windows, eval_dense=args.eval_dense,
-                         output=args.output, overwrite=args.overwrite, stream=args.stream,
-                         stream_above=args.stream_above, resume=args.resume)
+    from ..models.plumbing import batching
+    with batching(args.batch):      # every forward of the run: pruning, scoring, evaluation, streaming
+        report = prune_model(args.model, method_config(args), calib=args.calib, nsamples=args.nsamples,
+                             seqlen=args.seqlen, seed=args.seed, data_dir=args.data_dir, dtype=args.dtype,
+                             device=args.device, trust_remote_code=args.trust_remote_code, evals=args.eval,
+                             eval_seqlen=args.eval_seqlen, eval_windows=args.eval_windows,
+                             eval_dense=args.eval_dense, output=args.output, overwrite=args.overwrite,
+                             stream=args.stream, stream_above=args.stream_above, resume=args.resume)
     print(format_summary(report))
     return 0
 
@@ -90,9 +97,11 @@ def run_recipe(args) -> int:
     if args.stream or args.resume:
         raise PrunekitError(f"{'--stream' if args.stream else '--resume'} does not go with --recipe: a recipe's "
                             f"stages run in memory")
-    report = run_stages(args.recipe, model=args.model, output=args.output, overwrite=args.overwrite,
-                        data_dir=args.data_dir, dtype=args.dtype, device=args.device,
-                        trust_remote_code=args.trust_remote_code, evals=args.eval, eval_seqlen=args.eval_seqlen,
-                        eval_windows=args.eval_windows)
+    from ..models.plumbing import batching
+    with batching(args.batch):
+        report = run_stages(args.recipe, model=args.model, output=args.output, overwrite=args.overwrite,
+                            data_dir=args.data_dir, dtype=args.dtype, device=args.device,
+                            trust_remote_code=args.trust_remote_code, evals=args.eval,
+                            eval_seqlen=args.eval_seqlen, eval_windows=args.eval_windows)
     print(format_recipe(report))
     return 0

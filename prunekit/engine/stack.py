@@ -8,7 +8,11 @@ A candidate runs blocks at new positions (after a removal) and merged copies of 
 block keeps the kwargs of its original position, i.e. of its own layer type: that is what the
 rebuilt model gives it too, since a smaller model's config keeps its kept blocks' per-layer
 settings (`layer_types`), a merged block standing for its base (lowest) block. The stack tags
-every block with its original index; a merged block is a deep copy of its base and inherits the tag."""
+every block with its original index; a merged block is a deep copy of its base and inherits the tag.
+
+Windows go through blocks `batch` at a time: the given or enclosing batch (models/plumbing.py),
+else on CUDA the memory rule and elsewhere `batch_tokens` tokens per call; the head (vocabulary-wide
+logits) takes one window per call off CUDA unless a batch is set."""
 from __future__ import annotations
 
 import torch
@@ -17,7 +21,7 @@ import torch.nn.functional as F
 
 from ..errors import PrunekitError
 from ..models.adapter import ModelAdapter
-from ..models.plumbing import on_device
+from ..models.plumbing import on_device, windows_per_call
 from .sequential import BlockInputs, LayerwiseEngine
 
 
@@ -32,12 +36,19 @@ def origin_of(block: nn.Module) -> int:
 
 
 class BlockStack:
-    def __init__(self, adapter: ModelAdapter, input_ids: torch.Tensor, device: str = "cpu", batch_tokens: int = 4096):
+    def __init__(self, adapter: ModelAdapter, input_ids: torch.Tensor, device: str = "cpu", batch_tokens: int = 4096,
+                 batch: int | None = None):
         self.adapter = adapter
-        # calibration sets of depth methods are small: run several windows per block call
-        self.batch = max(1, batch_tokens // input_ids.shape[1])
         self.input_ids = input_ids
-        self.engine = LayerwiseEngine(adapter, device, progress=False)
+        # evaluators keep a few activation-sized states (DepthEvaluator's cache is bounded on its own)
+        self.engine = LayerwiseEngine(adapter, device, progress=False, activation_copies=4)
+        n, seqlen = input_ids.shape
+        block = adapter.layers[0]
+        # calibration sets of depth methods are small: run several windows per block call
+        self.batch = windows_per_call(device, self.engine.per_window_bytes(block, seqlen), n, batch,
+                                      default=max(1, batch_tokens // seqlen))
+        vocab = getattr(adapter.model.config, "vocab_size", 1)
+        self.head_batch = windows_per_call(device, 12 * seqlen * vocab, n, batch)   # logits, float copy, softmax
         self.start = self.engine.capture(input_ids)
         for i, block in enumerate(adapter.layers):
             setattr(block, ORIGIN, i)
@@ -49,7 +60,7 @@ class BlockStack:
         kwargs = self.start.kwargs
         for block in blocks:
             index = origin_of(block)
-            with on_device(block, self.engine.device, self.engine.offload):
+            with on_device(block, self.engine.device, None):
                 hidden = self.engine.forward_block(block, BlockInputs(hidden, kwargs), batch=self.batch, index=index)
             self.forwards += 1
         return hidden
@@ -66,8 +77,9 @@ class BlockStack:
     def final_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
         """Final norm (and projection) applied to the last block's output."""
         mods = self.adapter.final_modules()
-        with on_device(mods, self.engine.device, self.engine.offload):
-            return torch.cat([self._apply(mods, hidden[j:j + 1]) for j in range(hidden.shape[0])])
+        with on_device(mods, self.engine.device, None):
+            return torch.cat([self._apply(mods, hidden[j:j + self.head_batch])
+                              for j in range(0, hidden.shape[0], self.head_batch)])
 
     def _apply(self, mods, h):
         h = h.to(self.engine.device)
@@ -80,10 +92,12 @@ class BlockStack:
         """Mean next-token NLL of the calibration windows given the last block's output."""
         total, count = 0.0, 0
         mods = self.adapter.post_block_modules()
-        with on_device(mods, self.engine.device, self.engine.offload):
-            for j in range(hidden.shape[0]):  # one window at a time: logits are vocab-sized
-                logits = self.adapter.cap_logits(self._apply(mods, hidden[j:j + 1])[0, :-1])
-                target = self.input_ids[j, 1:].to(logits.device)
-                total += F.cross_entropy(logits, target, reduction="sum").item()
-                count += target.numel()
+        with on_device(mods, self.engine.device, None):
+            for j0 in range(0, hidden.shape[0], self.head_batch):  # logits are vocab-sized: few windows at a time
+                batch = self.adapter.cap_logits(self._apply(mods, hidden[j0:j0 + self.head_batch]))
+                for k in range(batch.shape[0]):
+                    logits = batch[k, :-1]
+                    target = self.input_ids[j0 + k, 1:].to(logits.device)
+                    total += F.cross_entropy(logits, target, reduction="sum").item()
+                    count += target.numel()
         return total / count

@@ -3,6 +3,8 @@
 The test text is tokenised once, cut into non-overlapping windows of `seqlen` (tail dropped),
 each window scored on its positions 1..L-1, and PPL = exp(mean of the per-window mean NLL).
 Every result carries a protocol label such as `wt2-2048` or `wt2-2048/32` (first 32 windows).
+Windows go through the model `batch` at a time (models/plumbing.py `windows_per_call`: one on the
+CPU unless set; on CUDA from the free memory); each window's NLL is still its own mean.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import torch.nn.functional as F
 from ..data.calibration import tokenize
 from ..data.sources import load_source
 from ..errors import PrunekitError
+from ..models.plumbing import windows_per_call
 from ..progress import steps
 
 # name -> evaluation split, short label, documents used, window cap (SparseGPT's C4 subset)
@@ -50,8 +53,16 @@ def eval_tokens(spec: str, tokenizer, seqlen: int, data_dir: str | None = None) 
 
 
 @torch.no_grad()
+def model_window_bytes(model, seqlen: int) -> int:
+    """One window's working set in a whole-model forward: the logits in float32 three times over
+    (logits, float copy, log-softmax) and twenty hidden-sized activations per token."""
+    config = model.config
+    return 4 * seqlen * (3 * getattr(config, "vocab_size", 1) + 20 * getattr(config, "hidden_size", 1))
+
+
 def perplexity_of_ids(model, ids: torch.Tensor, seqlen: int = 2048, windows: int | None = None,
-                      device: str = "cpu", progress: bool = True, desc: str = "perplexity") -> dict:
+                      device: str = "cpu", progress: bool = True, desc: str = "perplexity",
+                      batch: int | None = None) -> dict:
     total = ids.numel() // seqlen
     if total == 0:
         raise PrunekitError(f"{ids.numel()} tokens, shorter than one evaluation window of {seqlen}")
@@ -61,14 +72,17 @@ def perplexity_of_ids(model, ids: torch.Tensor, seqlen: int = 2048, windows: int
     nlls = []
     was = next(model.parameters()).device
     model.to(device)
+    step = windows_per_call(device, model_window_bytes(model, seqlen), n, batch)
+    unit = "window" if step == 1 else f"batch of {step} windows"
     try:
-        for w in steps(range(n), desc, "window", enabled=progress):   # log lines when stderr is no terminal
-            x = ids[w * seqlen:(w + 1) * seqlen].unsqueeze(0).to(device)
-            logits = model(x, use_cache=False).logits[0, :-1].float()
-            nll = F.cross_entropy(logits, x[0, 1:])
-            if not torch.isfinite(nll):
-                raise PrunekitError(f"non-finite loss in evaluation window {w}: the model produces NaN/Inf")
-            nlls.append(nll.item())
+        for w0 in steps(range(0, n, step), desc, unit, enabled=progress):   # log lines when stderr is no terminal
+            x = ids[w0 * seqlen:min(n, w0 + step) * seqlen].view(-1, seqlen).to(device)
+            out = model(x, use_cache=False).logits
+            for k in range(x.shape[0]):
+                nll = F.cross_entropy(out[k, :-1].float(), x[k, 1:])
+                if not torch.isfinite(nll):
+                    raise PrunekitError(f"non-finite loss in evaluation window {w0 + k}: the model produces NaN/Inf")
+                nlls.append(nll.item())
     finally:
         model.to(was)
     mean_nll = sum(nlls) / len(nlls)
@@ -81,10 +95,11 @@ def protocol_label(short: str, seqlen: int, windows: int, total: int) -> str:
 
 def perplexity(model, tokenizer, dataset: str = "wikitext2", seqlen: int = 2048, windows: int | None = None,
                data_dir: str | None = None, device: str = "cpu", progress: bool = True,
-               text: EvalText | None = None) -> dict:
+               text: EvalText | None = None, batch: int | None = None) -> dict:
     """Perplexity of `model` on a named dataset or file; the result names its protocol."""
     text = text or eval_tokens(dataset, tokenizer, seqlen, data_dir)
-    res = perplexity_of_ids(model, text.ids, seqlen, windows, device, progress, desc=f"evaluating {text.info['dataset']}")
+    res = perplexity_of_ids(model, text.ids, seqlen, windows, device, progress, desc=f"evaluating {text.info['dataset']}",
+                            batch=batch)
     res.update({k: v for k, v in text.info.items() if k != "short"})
     res["protocol"] = protocol_label(text.info["short"], seqlen, res["windows"], res["windows_total"])
     return res

@@ -64,6 +64,7 @@ class Job:
     device: str = "cpu"
     progress: bool = True
     blocks: Blocks = field(default_factory=Blocks)
+    batch: int | None = None          # windows per forward call; None: models/plumbing.py windows_per_call's rule
 
 
 class Method:

@@ -4,8 +4,9 @@
 side computed once for every calibration window and kept (exact log-probabilities, or a top-k
 summary for large vocabularies: solvers/divergence.py). `ppl`: the candidate's perplexity on the
 same windows. Lower is better for both. A candidate is run from cached block inputs through a
-block list (BlockStack), never as a rebuilt model. Windows are scored one by one and summed in
-window order in float64, so a score does not depend on which process computes it.
+block list (BlockStack), never as a rebuilt model. The head runs over `stack.head_batch` windows
+per call (one on the CPU unless a batch is set); windows are scored one by one and summed in
+window order in float64, so a score does not depend on which process computes it (at one batch).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 
 from ..errors import PrunekitError
 from ..engine.stack import BlockStack
+from ..models.plumbing import on_device
 from ..solvers.divergence import kl_exact, kl_topk, topk_summary
 
 FITNESS_KINDS = ("kl", "ppl")
@@ -31,8 +33,7 @@ class WindowFitness:
         self.vocab = None
         self.reference = []
         if kind == "kl":
-            for j in range(dense_output.shape[0]):
-                logits = self._logits(dense_output[j:j + 1])
+            for logits in self._window_logits(dense_output):
                 self.vocab = logits.shape[-1]
                 if 0 < topk < self.vocab:
                     self.reference.append(topk_summary(logits, topk))
@@ -41,21 +42,24 @@ class WindowFitness:
         self.topk = topk if (self.vocab and 0 < topk < self.vocab) else 0
 
     @torch.no_grad()
-    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        dev = self.stack.engine.device
-        h = hidden.to(dev)
-        for m in self.stack.adapter.post_block_modules():
-            m.to(dev)
-            h = m(h)
-            m.to(self.stack.engine.offload)
-        return self.stack.adapter.cap_logits(h[0].float().cpu())   # as the model's forward (Gemma 2 soft-caps)
+    def _window_logits(self, hidden: torch.Tensor):
+        """Each window's logits [L, V] (float32, on the CPU), the head run over `head_batch` windows per call."""
+        dev, step = self.stack.engine.device, self.stack.head_batch
+        mods = self.stack.adapter.post_block_modules()
+        with on_device(mods, dev, None):
+            for j in range(0, hidden.shape[0], step):
+                h = hidden[j:j + step].to(dev)
+                for m in mods:
+                    h = m(h)
+                h = h.float().cpu()
+                for k in range(h.shape[0]):
+                    yield self.stack.adapter.cap_logits(h[k])   # as the model's forward (Gemma 2 soft-caps)
 
     @torch.no_grad()
     def score(self, output: torch.Tensor, windows: list[int]) -> float:
         """Fitness of last-block outputs `output` [len(windows), L, d] of those windows."""
         total, count = 0.0, 0
-        for row, j in enumerate(windows):
-            logits = self._logits(output[row:row + 1])
+        for j, logits in zip(windows, self._window_logits(output)):
             if self.kind == "kl":
                 ref = self.reference[j]
                 per_token = kl_topk(*ref, logits) if self.topk else kl_exact(ref, logits)

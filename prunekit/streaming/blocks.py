@@ -49,6 +49,7 @@ class StreamedBlocks(Blocks):
         paths = [self.sm.module_path(m) for m in self.adapter.pre_block_modules()]
         for p in paths:
             self.sm.load(p)
+        self.device = engine.device      # blocks are then read straight onto it
         try:
             inputs = engine.capture(input_ids)
         finally:
@@ -59,7 +60,7 @@ class StreamedBlocks(Blocks):
         return inputs
 
     def load(self, index: int) -> None:
-        self.sm.load(self.path(index))
+        self.sm.load(self.path(index), getattr(self, "device", None))   # the engine's device once it captured
 
     def release(self, index: int, inputs: BlockInputs | None = None) -> None:
         block = self.adapter.layers[index]

@@ -5,7 +5,8 @@ Computed buffers (rotary frequencies) keep their constructed values; persistent 
 checkpoint stores (the kept rotary dims of a width-pruned block) are read with their module, as
 `from_pretrained` would. Modules are materialised from the checkpoint with `safetensors.safe_open`
 when needed and their parameters sent back to meta afterwards, so host memory holds the
-embeddings, the head and one block. Sharded checkpoints are read through
+embeddings, the head and one block; `load(path, device)` reads a module straight onto the compute
+device (safetensors copies each tensor there, no host copy of the block). Sharded checkpoints are read through
 `model.safetensors.index.json`; for a hub id each shard is downloaded when first needed.
 """
 from __future__ import annotations
@@ -63,7 +64,7 @@ class CheckpointFiles:
                 raise PrunekitError(f"model '{self.source.spec}' has no file {filename} on the hub") from None
             return None
 
-    def _open(self, filename: str):
+    def _open(self, filename: str, device: str | torch.device = "cpu"):
         """A fresh handle per read: safe_open maps the file copy-on-write and its tensors share
         that mapping, so a cached handle would keep every page an in-place edit (a pruning mask)
         ever dirtied; an uncached one is unmapped when the tensors read through it are freed."""
@@ -71,13 +72,13 @@ class CheckpointFiles:
 
         if filename not in self._paths:
             self._paths[filename] = self._fetch(filename)
-        return safe_open(self._paths[filename], framework="pt")
+        return safe_open(self._paths[filename], framework="pt", device=str(torch.device(device)))
 
     def keys(self):
         return self.weight_map.keys()
 
-    def read(self, key: str) -> torch.Tensor:
-        with self._open(self.weight_map[key]) as f:
+    def read(self, key: str, device: str | torch.device = "cpu") -> torch.Tensor:
+        with self._open(self.weight_map[key], device) as f:
             return f.get_tensor(key)
 
     def dtype_of(self, key: str) -> torch.dtype:
@@ -198,27 +199,29 @@ class StreamedModel:
         """Local names of what the module at `path` saves: its parameters and persistent buffers."""
         return list(self.model.get_submodule(path).state_dict(keep_vars=True))
 
-    def read_state(self, name: str) -> torch.Tensor:
+    def read_state(self, name: str, device: str | torch.device = "cpu") -> torch.Tensor:
         """Parameter or persistent buffer `name` as `from_pretrained` would give it: a parameter in
         the run's dtype, a stored buffer in its constructed dtype, an unstored buffer as constructed."""
         if name in self.keys:
-            return self.read(name)
+            return self.read(name, device)
         current = self.model.get_buffer(name)
         if name not in self.buffer_keys:
             return current
-        return self.files.read(self.buffer_keys[name]).to(current.dtype)
+        return self.files.read(self.buffer_keys[name], device).to(current.dtype)
 
     def key_of(self, name: str) -> str:
         """The checkpoint key that holds parameter `name` (its twin's for a left-out tied one)."""
         return self.keys[name] or next(self.keys[t] for t in self.twins[name] if self.keys[t])
 
-    def read(self, name: str) -> torch.Tensor:
-        """Parameter `name` from the checkpoint, in the run's dtype."""
-        return self.files.read(self.key_of(name)).to(self.dtype)
+    def read(self, name: str, device: str | torch.device = "cpu") -> torch.Tensor:
+        """Parameter `name` from the checkpoint, in the run's dtype, on `device`."""
+        return self.files.read(self.key_of(name), device).to(self.dtype)
 
     @torch.no_grad()
-    def load(self, path: str) -> nn.Module:
-        """Materialise the module at `path` (e.g. model.layers.3) from the checkpoint, on the CPU."""
+    def load(self, path: str, device: str | torch.device | None = None) -> nn.Module:
+        """Materialise the module at `path` (e.g. model.layers.3) from the checkpoint, on `device`
+        (None: the CPU). A tied parameter already loaded is shared wherever it is."""
+        device = torch.device("cpu") if device is None else torch.device(device)
         module = self.model.get_submodule(path)
         for local, p in list(module.named_parameters(remove_duplicate=False)):
             if not p.is_meta:
@@ -227,12 +230,13 @@ class StreamedModel:
             twin = next((self.model.get_parameter(t) for t in self.twins[name]
                          if t != name and not self.model.get_parameter(t).is_meta), None)
             owner, leaf = _leaf(module, local)
-            owner._parameters[leaf] = twin if twin is not None else nn.Parameter(self.read(name), requires_grad=False)
+            owner._parameters[leaf] = (twin if twin is not None
+                                       else nn.Parameter(self.read(name, device), requires_grad=False))
         for local, _ in list(module.named_buffers()):
             name = f"{path}.{local}"
             if name in self.buffer_keys:     # small; kept after release, since nothing computes them again
                 owner, leaf = _leaf(module, local)
-                owner._buffers[leaf] = self.read_state(name)
+                owner._buffers[leaf] = self.read_state(name, device)
         return module
 
     def release(self, path: str) -> None:

@@ -1,5 +1,6 @@
 """Evaluate checkpoints larger than memory: the windows go through one streamed block at a time
-(all windows of a chunk per block), then the head turns the final hidden states into logits.
+(all windows of a chunk per block, each block read straight onto the compute device, the windows
+`batch` per call by models/plumbing.py's rule, the activations on the device where they fit), then the head turns the final hidden states into logits.
 Perplexity follows prunekit.eval.ppl (exp of the mean over windows of each window's mean NLL), KL
 follows prunekit.eval.kl (the same per-position formula); the counts of a report
 (parameters, sparsity) are read one block at a time."""
@@ -44,9 +45,8 @@ class _Blocks:
         inputs = self._capture(windows)
         layers_path = self.adapter.spec.layers_path
         for i in range(self.adapter.num_layers):
-            block = self.sm.load(f"{layers_path}.{i}").to(self.engine.device)
+            block = self.sm.load(f"{layers_path}.{i}", self.engine.device)    # read straight onto the device
             inputs.hidden = self.engine.forward_block(block, inputs, index=i)
-            block.to(self.engine.offload)
             self.sm.release(f"{layers_path}.{i}")
             bar.update(1)
         return inputs.hidden

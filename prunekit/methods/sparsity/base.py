@@ -101,7 +101,7 @@ class LayerwiseMethod(Method, BlockVisitor):
         blocks = self.config.blocks(self.adapter.num_layers)
         if self.needs_calibration():
             visitor = self if len(blocks) == self.adapter.num_layers else OnlyBlocks(self, blocks)
-            engine = LayerwiseEngine(self.adapter, job.device, progress=job.progress)
+            engine = LayerwiseEngine(self.adapter, job.device, progress=job.progress, batch=job.batch)
             io = job.blocks
             if io.start < self.adapter.num_layers:
                 engine.run(job.input_ids, visitor, desc=self.name, start=io.start,
