@@ -143,7 +143,7 @@ def _recover_loaded(model, tok, config, data_spec, data_dir, folder: Path, progr
     data = build_training_data(data_spec, tok, config, data_dir)
     masks = zero_patterns(model, targets) if config.keep_zeros else {}
     sparsity_before, nm_before = sparsity_stats(adapter), nm_validity(adapter)
-    section = _model_section(model, source, spec)
+    section = _model_section(model, source, spec, adapter)
     use_cache = getattr(model.config, "use_cache", None)
     model.config.use_cache = False
     torch.manual_seed(config.seed)           # the adapters' initialisation
@@ -162,8 +162,9 @@ def _recover_loaded(model, tok, config, data_spec, data_dir, folder: Path, progr
     if config.keep_adapter:      # the base weights are untouched: the adapter is applied at load time
         sparsity_after, nm_after = sparsity_before, nm_before
     else:
-        section = _model_section(recovered, source, spec)
-        sparsity_after, nm_after = sparsity_stats(ModelAdapter(recovered)), nm_validity(ModelAdapter(recovered))
+        after = ModelAdapter(recovered)
+        section = _model_section(recovered, source, spec, after)
+        sparsity_after, nm_after = sparsity_stats(after), nm_validity(after)
     result = RecoveryResult(
         model=recovered, config=config.to_dict(), data=data.info, history=run["history"], steps=run["steps"],
         tokens_seen=run["tokens_seen"], seconds=time.perf_counter() - start,
@@ -177,9 +178,9 @@ def _recover_loaded(model, tok, config, data_spec, data_dir, folder: Path, progr
     return result
 
 
-def _model_section(model, source, spec) -> dict:
+def _model_section(model, source, spec, adapter) -> dict:
     from ..reports import summary as rep
-    return rep.model_section(model, source) if source else {"source": spec}
+    return rep.model_section(model, source, adapter) if source else {"source": spec}
 
 
 def _report(result: RecoveryResult, run: dict, targets, trainable, masked, masked_training, section, prior,

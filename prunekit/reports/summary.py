@@ -47,8 +47,9 @@ def environment(device: str) -> dict:
             "cpu_threads": torch.get_num_threads()}
 
 
-def model_section(model, source) -> dict:
-    adapter = ModelAdapter(model)
+def model_section(model, source, adapter: ModelAdapter | None = None) -> dict:
+    """The report's model section; `adapter`: the caller's ModelAdapter of `model`, if it holds one."""
+    adapter = ModelAdapter(model) if adapter is None else adapter
     arch = (getattr(model.config, "architectures", None) or [type(model).__name__])[0]
     return {"source": absolute_source(source), "source_kind": source.kind, "architecture": arch,
             "family": adapter.family, "num_layers": adapter.num_layers, **param_counts(model)}

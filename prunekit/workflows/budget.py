@@ -24,14 +24,15 @@ def calibration_bytes(nsamples: int, seqlen: int, hidden: int, itemsize: int) ->
 
 
 def check_calibration_fits(model, nsamples: int, seqlen: int, available: int | None = None,
-                           flags: tuple[str, str] = ("--nsamples", "--seqlen")) -> None:
+                           flags: tuple[str, str] = ("--nsamples", "--seqlen"),
+                           adapter: ModelAdapter | None = None) -> None:
     """Refuse in one line, naming the `flags` that set the window count and length, when
     `available` bytes (default: what this process can still take, cgroup limits included) cannot
-    hold the calibration of `model`."""
+    hold the calibration of `model` (`adapter`: the caller's ModelAdapter of it, if it holds one)."""
     available = available_memory() if available is None else available
     if available is None:       # not Linux: nothing to compare with
         return
-    hidden = ModelAdapter(model).dim("hidden")
+    hidden = (ModelAdapter(model) if adapter is None else adapter).dim("hidden")
     itemsize = next(model.parameters()).element_size()
     need = calibration_bytes(nsamples, seqlen, hidden, itemsize)
     if need > available:

@@ -1,9 +1,12 @@
 """Checks and evaluation steps the workflows share."""
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import torch
 
 from ..errors import ConfigError, PrunekitError
+from .preflight import fit_window
 
 
 def check_device(device: str) -> str:
@@ -49,35 +52,75 @@ def check_calibration_spec(calib: str) -> None:
         check_source_spec(calib, "train")
 
 
-def prepare_evals(names: list[str], tokenizer, seqlen: int, windows: int | None, data_dir,
-                  window_note: str | None = None) -> dict:
+@dataclass(frozen=True)
+class EvalProtocol:
+    """How perplexity is measured: on which sets (`names`), in windows of how many tokens
+    (`seqlen`), the first how many of them (`windows`, None: all). Built once from a workflow's
+    arguments (`of`), fitted to the model (`fit`: the default length, shortened to the model's
+    positions where it has fewer, with the `note` saying so that every result carries), then
+    handed down as one value."""
+    names: tuple[str, ...] = ()
+    seqlen: int | None = None       # as given (None: the default) until fit()
+    windows: int | None = None
+    note: str | None = None         # fit(): the default window was shortened
+
+    @classmethod
+    def of(cls, evals="wikitext2", eval_seqlen: int | None = None, eval_windows: int | None = None) -> EvalProtocol:
+        """From the workflow arguments (`evals`: 'wikitext2,ptb', a list, None or 'none'); an
+        EvalProtocol given as `evals` (what one workflow hands another) is taken as it is."""
+        if isinstance(evals, EvalProtocol):
+            if eval_seqlen is not None or eval_windows is not None:
+                raise TypeError("eval_seqlen and eval_windows are part of the EvalProtocol given as evals")
+            return evals
+        return cls(tuple(eval_names(evals)), eval_seqlen, eval_windows)
+
+    def check_names(self) -> None:
+        check_eval_names(list(self.names))
+
+    def only(self, names) -> EvalProtocol:
+        """The same windows on other sets (none: `only(())`)."""
+        return replace(self, names=tuple(names))
+
+    def fit(self, config) -> EvalProtocol:
+        """The window length this model is evaluated with (see preflight.fit_window)."""
+        seqlen, note = fit_window(config, self.seqlen, DEFAULT_EVAL_SEQLEN)
+        return replace(self, seqlen=seqlen, note=note or self.note)
+
+    @property
+    def used_seqlen(self) -> int | None:
+        """The window length when there is anything to evaluate (what check_positions checks)."""
+        return self.seqlen if self.names else None
+
+
+def prepare_evals(protocol: EvalProtocol, tokenizer, data_dir) -> dict:
     """Tokenised evaluation texts, loaded before any pruning so a missing file fails early.
-    `window_note` (fit_window's: the default window was shortened) goes into every result."""
+    The protocol's `note` (fit's: the default window was shortened) goes into every result."""
     from ..eval.ppl import eval_tokens
-    at_least("eval_seqlen", seqlen, 2)   # one token has nothing to predict
-    at_least("eval_windows", windows)
-    texts = {name: eval_tokens(name, tokenizer, seqlen, data_dir) for name in names}
-    if window_note:
+    at_least("eval_seqlen", protocol.seqlen, 2)   # one token has nothing to predict
+    at_least("eval_windows", protocol.windows)
+    texts = {name: eval_tokens(name, tokenizer, protocol.seqlen, data_dir) for name in protocol.names}
+    if protocol.note:
         for t in texts.values():
-            t.info["window_note"] = window_note
+            t.info["window_note"] = protocol.note
     return texts
 
 
-def run_evals(model, texts: dict, seqlen: int, windows: int | None, device: str) -> dict:
+def run_evals(model, texts: dict, protocol: EvalProtocol, device: str) -> dict:
     from ..eval.ppl import perplexity
-    return {name: perplexity(model, None, seqlen=seqlen, windows=windows, device=device, text=t)
+    return {name: perplexity(model, None, seqlen=protocol.seqlen, windows=protocol.windows, device=device, text=t)
             for name, t in texts.items()}
 
 
-def run_stream_evals(model, texts: dict, seqlen: int, windows: int | None, device: str, dtype="auto",
+def run_stream_evals(model, texts: dict, protocol: EvalProtocol, device: str, dtype="auto",
                      progress: bool = True) -> dict:
     """run_evals on a checkpoint streamed block by block (a spec or a StreamedModel); the same
     fields and protocol labels."""
     from ..eval.ppl import protocol_label
     from ..streaming import stream_perplexity
+    seqlen = protocol.seqlen
     out = {}
     for name, t in texts.items():
-        r = stream_perplexity(model, t.ids, seqlen, windows, device, dtype, progress=progress)
+        r = stream_perplexity(model, t.ids, seqlen, protocol.windows, device, dtype, progress=progress)
         out[name] = {**r, **{k: v for k, v in t.info.items() if k != "short"},
                      "protocol": protocol_label(t.info["short"], seqlen, r["windows"], r["windows_total"])}
     return out

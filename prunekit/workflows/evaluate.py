@@ -15,8 +15,8 @@ from ..models.paths import check_not_itself, check_output_apart
 from ..stats import sparsity_stats
 from ..streaming.mode import DEFAULT_STREAM_ABOVE, choose_mode
 from .budget import check_calibration_fits
-from .common import (DEFAULT_EVAL_SEQLEN, DEFAULT_KL_SEQLEN, at_least, check_calibration_spec, check_device,
-                     check_eval_names, eval_names, prepare_evals, run_evals, run_stream_evals)
+from .common import (DEFAULT_KL_SEQLEN, EvalProtocol, at_least, check_calibration_spec, check_device, prepare_evals,
+                     run_evals, run_stream_evals)
 from .preflight import check_positions, check_remote_code, check_writable, fit_window
 
 
@@ -38,10 +38,10 @@ def evaluate_model(model: str, *, evals="wikitext2", eval_seqlen: int | None = N
     if output:
         check_output_dir(output, overwrite)
         check_writable(output)
-    names = eval_names(evals)
-    want_kl = "kl" in names
-    names = [n for n in names if n != "kl"]
-    check_eval_names(names)         # a wrong name is refused before any window is checked
+    protocol = EvalProtocol.of(evals, eval_seqlen, eval_windows)
+    want_kl = "kl" in protocol.names
+    protocol = protocol.only(n for n in protocol.names if n != "kl")     # KL has its own windows
+    protocol.check_names()          # a wrong name is refused before any window is checked
     if want_kl:
         check_calibration_spec(kl_data)
     task_list = _task_list(tasks, limit, batch_size)
@@ -63,11 +63,11 @@ def evaluate_model(model: str, *, evals="wikitext2", eval_seqlen: int | None = N
         raise PrunekitError(f"--stream: {cannot}")
     mode = choose_mode([model] + ([dense_spec] if want_kl else []), dtype, stream, stream_above, cannot)
     subject = _Streamed(model, dtype, trust_remote_code) if mode.streamed else _Loaded(model, dtype, trust_remote_code)
-    eval_seqlen, eval_note = fit_window(subject.config, eval_seqlen, DEFAULT_EVAL_SEQLEN)
+    protocol = protocol.fit(subject.config)
     kl_seqlen, kl_note = fit_window(subject.config, kl_seqlen, DEFAULT_KL_SEQLEN)
-    check_positions(subject.config, eval_seqlen=eval_seqlen if names else None,
+    check_positions(subject.config, eval_seqlen=protocol.used_seqlen,
                     kl_seqlen=kl_seqlen if want_kl else None)
-    texts = prepare_evals(names, subject.tok, eval_seqlen, eval_windows, data_dir, eval_note)
+    texts = prepare_evals(protocol, subject.tok, data_dir)
     if not texts and not task_list and not want_kl:
         raise PrunekitError("nothing to evaluate: give --eval and/or --tasks")
     section, sparsity = subject.counts()
@@ -79,7 +79,7 @@ def evaluate_model(model: str, *, evals="wikitext2", eval_seqlen: int | None = N
         report["lineage"] = stages_of(prior)
     results = {}
     if texts:
-        results["eval"] = subject.perplexities(texts, eval_seqlen, eval_windows, device)
+        results["eval"] = subject.perplexities(texts, protocol, device)
     if want_kl:
         results["kl"] = subject.kl(dense_spec, kl_data, kl_nsamples, kl_seqlen, data_dir, dtype, device,
                                    trust_remote_code)
@@ -128,10 +128,11 @@ class _Loaded:
         self.config = self.model.config
 
     def counts(self) -> tuple[dict, dict]:
-        return rep.model_section(self.model, self.source), sparsity_stats(ModelAdapter(self.model))
+        adapter = ModelAdapter(self.model)
+        return rep.model_section(self.model, self.source, adapter), sparsity_stats(adapter)
 
-    def perplexities(self, texts, seqlen, windows, device) -> dict:
-        return run_evals(self.model, texts, seqlen, windows, device)
+    def perplexities(self, texts, protocol: EvalProtocol, device) -> dict:
+        return run_evals(self.model, texts, protocol, device)
 
     def kl(self, dense_spec, kl_data, nsamples, seqlen, data_dir, dtype, device, trust_remote_code) -> dict:
         from ..data.calibration import build_calibration
@@ -166,8 +167,8 @@ class _Streamed:
                    **params}
         return section, sparsity
 
-    def perplexities(self, texts, seqlen, windows, device) -> dict:
-        return run_stream_evals(self.sm, texts, seqlen, windows, device)
+    def perplexities(self, texts, protocol: EvalProtocol, device) -> dict:
+        return run_stream_evals(self.sm, texts, protocol, device)
 
     def kl(self, dense_spec, kl_data, nsamples, seqlen, data_dir, dtype, device, trust_remote_code) -> dict:
         from ..data.calibration import build_calibration

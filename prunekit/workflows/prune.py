@@ -21,8 +21,8 @@ from ..models.loading import load_model
 from ..models.paths import check_output_apart
 from ..stats import sparsity_stats
 from ..streaming.mode import DEFAULT_STREAM_ABOVE, choose_mode
-from .common import (DEFAULT_EVAL_SEQLEN, at_least, calibration_size, check_calibration_spec, check_device,
-                     check_eval_names, eval_names, prepare_evals, run_evals)
+from .common import (EvalProtocol, at_least, calibration_size, check_calibration_spec, check_device, prepare_evals,
+                     run_evals)
 from .budget import check_calibration_fits
 from .preflight import check_positions, check_remote_code, check_writable, fit_window
 from .stream import stream_prune_model
@@ -43,8 +43,10 @@ def prune_model(model: str, config, *, calib: str = "c4", nsamples: int | None =
     `stream` True or False forces streaming block by block (stream_prune_model) or loading in
     memory; None streams when the weights exceed `stream_above` of the available memory and the
     run can stream. `resume` continues an interrupted streamed run, so it streams.
+    `evals` may also be an EvalProtocol (what run_recipe hands on), with no eval_seqlen/eval_windows.
     Returns the report."""
     device = check_device(device)
+    protocol = EvalProtocol.of(evals, eval_seqlen, eval_windows)
     if output:
         check_output_apart(output, model=model)
     cls = method_for(config)
@@ -56,17 +58,15 @@ def prune_model(model: str, config, *, calib: str = "c4", nsamples: int | None =
     if mode.streamed:
         return stream_prune_model(model, config, output=output, calib=calib, nsamples=nsamples, seqlen=seqlen,
                                   seed=seed, data_dir=data_dir, dtype=dtype, device=device,
-                                  trust_remote_code=trust_remote_code, evals=evals, eval_seqlen=eval_seqlen,
-                                  eval_windows=eval_windows, eval_dense=eval_dense, resume=resume,
+                                  trust_remote_code=trust_remote_code, evals=protocol, eval_dense=eval_dense, resume=resume,
                                   overwrite=overwrite, progress=progress, mode=mode)
     given_seqlen = seqlen
     nsamples, seqlen = calibration_size(cls, nsamples, seqlen)
-    names = eval_names(evals)
-    check_eval_names(names)         # a wrong name is refused before any window is checked
+    protocol.check_names()          # a wrong name is refused before any window is checked
     if cls.needs_calibration():
         check_calibration_spec(calib)
-    if names:
-        at_least("eval_seqlen", eval_seqlen, 2)
+    if protocol.names:
+        at_least("eval_seqlen", protocol.seqlen, 2)
     stale = []
     if output:
         check_output_dir(output, overwrite)
@@ -74,32 +74,35 @@ def prune_model(model: str, config, *, calib: str = "c4", nsamples: int | None =
         stale = remove_stale_temporaries(output)
     check_remote_code(model, trust_remote_code)
     model, tok, source = load_model(model, dtype, trust_remote_code)
-    cls(config, ModelAdapter(model)).check()     # the method's own refusals first: they name its options
+    adapter = ModelAdapter(model)
+    cls(config, adapter).check()     # the method's own refusals first: they name its options
     seqlen, calibration_note = fit_window(model.config, given_seqlen, seqlen) if cls.needs_calibration() else (seqlen, None)
-    eval_seqlen, eval_note = fit_window(model.config, eval_seqlen, DEFAULT_EVAL_SEQLEN)
+    protocol = protocol.fit(model.config)
     check_positions(model.config, seqlen=seqlen if cls.needs_calibration() else None,
-                    eval_seqlen=eval_seqlen if names else None)
+                    eval_seqlen=protocol.used_seqlen)
     if cls.needs_calibration():
-        check_calibration_fits(model, nsamples, seqlen)
-    texts = prepare_evals(names, tok, eval_seqlen, eval_windows, data_dir, eval_note)
-    report = {"command": "prune", "mode": mode.to_report(), "model": rep.model_section(model, source)}
+        check_calibration_fits(model, nsamples, seqlen, adapter=adapter)
+    texts = prepare_evals(protocol, tok, data_dir)
+    report = {"command": "prune", "mode": mode.to_report(), "model": rep.model_section(model, source, adapter)}
     if stale:
         report["removed_stale"] = stale
     if eval_dense and texts:
-        report["eval_dense"] = run_evals(model, texts, eval_seqlen, eval_windows, device)
+        report["eval_dense"] = run_evals(model, texts, protocol, device)
     calibration = None
     if cls.needs_calibration():
         calibration = build_calibration(calib, model, tok, nsamples, seqlen, seed, data_dir, device)
     result = prune(model, config, calibration, device=device, progress=progress)
+    if result.model is not model:    # a method that builds a smaller model
+        adapter = ModelAdapter(result.model)
     model = result.model
     report["method"] = {"name": result.method, "config": result.config, "events": result.events, **result.details}
     report["calibration"] = calibration.describe() if calibration else None
     if calibration and calibration_note:
         report["calibration"]["window_note"] = calibration_note
-    report["sparsity"] = _sparsity(result.sparsity, model)
+    report["sparsity"] = _sparsity(result.sparsity, adapter)
     report["timing"] = {"prune_s": result.seconds, "peak_rss_gb": rep.peak_rss_gb()}
     before = dict(report["model"])
-    report["model"].update(rep.model_section(model, source))
+    report["model"].update(rep.model_section(model, source, adapter))
     report["environment"] = rep.environment(device)
     report["eval"] = {}
     # a prunekit output as input: its report's stages come first, so the report tells every stage
@@ -107,7 +110,7 @@ def prune_model(model: str, config, *, calib: str = "c4", nsamples: int | None =
     if output:
         report["output"] = str(Path(output).expanduser().resolve())
         save_checkpoint(model, tok, report, output, overwrite, lambda folder: cls.figures(report, folder))
-    report["eval"] = _evaluate_saved(model, texts, eval_seqlen, eval_windows, device, report.get("output"))
+    report["eval"] = _evaluate_saved(model, texts, protocol, device, report.get("output"))
     if report["eval"]:      # this stage's protocols join its lineage entry once measured
         report["lineage"][-1]["eval"] = lineage.stage_evals(report)
         if output:
@@ -126,10 +129,9 @@ def _cannot_stream(cls, calib: str, output: str | None) -> str | None:
     return None
 
 
-def _sparsity(of_method: dict, model) -> dict:
+def _sparsity(of_method: dict, adapter: ModelAdapter) -> dict:
     """The method's figure is over the blocks it pruned; when those are not all of them the whole
     model's figure is added, labelled, so neither is mistaken for the other."""
-    adapter = ModelAdapter(model)
     names = list(of_method.get("per_layer", {}))
     blocks = sorted({int(n.split(".")[1]) for n in names if n.startswith("layers.")})
     if not blocks or len(blocks) == adapter.num_layers:
@@ -138,12 +140,12 @@ def _sparsity(of_method: dict, model) -> dict:
     return {**of_method, "blocks": runs, "whole_model": sparsity_stats(adapter)["overall"]}
 
 
-def _evaluate_saved(model, texts, seqlen, windows, device, output: str | None) -> dict:
+def _evaluate_saved(model, texts, protocol: EvalProtocol, device, output: str | None) -> dict:
     """Evaluate; once the model is saved a failure keeps it, records why in its report and says so."""
     if not output:
-        return run_evals(model, texts, seqlen, windows, device)
+        return run_evals(model, texts, protocol, device)
     try:
-        results = run_evals(model, texts, seqlen, windows, device)
+        results = run_evals(model, texts, protocol, device)
     except KeyboardInterrupt as e:
         update_report(output, {"eval_error": "interrupted"})
         e.saved = output     # the CLI says the output is kept, not that nothing was written

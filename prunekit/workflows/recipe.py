@@ -40,7 +40,7 @@ from ..export.save import REPORT_NAME
 from ..export.stale import remove_stale_temporaries
 from ..models.paths import check_output_apart
 from ..methods.registry import all_methods, method_named
-from .common import at_least, check_device, check_eval_names, eval_names
+from .common import EvalProtocol, at_least, check_device
 
 RECOVER = lin.RECOVER
 RECIPE_KEYS = ("model", "calibration", "eval_each_stage", "stages")
@@ -201,9 +201,10 @@ def run_recipe(recipe, *, model: str | None = None, output: str | None = None, o
     if not model:
         raise RecipeError("the recipe names no model: give one (--model)")
     device = check_device(device)
-    at_least("eval_seqlen", eval_seqlen, 2)
-    check_eval_names(eval_names(evals))     # before any stage runs: evaluation comes after the last
-    at_least("eval_windows", eval_windows)
+    protocol = EvalProtocol.of(evals, eval_seqlen, eval_windows)
+    at_least("eval_seqlen", protocol.seqlen, 2)
+    protocol.check_names()      # before any stage runs: evaluation comes after the last
+    at_least("eval_windows", protocol.windows)
     if output:
         check_output_apart(output, model=model)
         check_output_dir(output, overwrite)
@@ -218,10 +219,9 @@ def run_recipe(recipe, *, model: str | None = None, output: str | None = None, o
         for stage in plan.stages:
             last = stage is plan.stages[-1]
             folder = work / f"{stage.index:02d}-{stage.method}"
-            stage_evals = evals if (last or plan.eval_each_stage) else "none"
             report = _run_stage(stage, spec, folder, data_dir=data_dir, dtype=dtype, device=device,
                                 trust_remote_code=trust_remote_code if stage.index == 1 else True,
-                                evals=stage_evals, eval_seqlen=eval_seqlen, eval_windows=eval_windows,
+                                protocol=protocol if (last or plan.eval_each_stage) else protocol.only(()),
                                 progress=progress)
             reports.append(report)
             if folders:     # the previous stage's weights are no longer needed
@@ -247,20 +247,19 @@ def _refuse_evaluation_training_data(plan: Recipe, data_dir) -> None:
                 raise RecipeError(f"{s.name}: {e}") from None
 
 
-def _run_stage(stage: Stage, spec: str, folder: Path, *, data_dir, dtype, device, trust_remote_code, evals,
-               eval_seqlen, eval_windows, progress) -> dict:
+def _run_stage(stage: Stage, spec: str, folder: Path, *, data_dir, dtype, device, trust_remote_code,
+               protocol: EvalProtocol, progress) -> dict:
     """One stage, exactly as its command would run it on `spec`, saved to `folder`."""
     try:
         if stage.method == RECOVER:
             return _recover_stage(stage, spec, folder, data_dir=data_dir, dtype=dtype, device=device,
-                                  trust_remote_code=trust_remote_code, evals=evals, eval_seqlen=eval_seqlen,
-                                  eval_windows=eval_windows, progress=progress)
+                                  trust_remote_code=trust_remote_code, protocol=protocol, progress=progress)
         from .prune import prune_model
         cal = stage.calibration
         return prune_model(spec, stage.config, calib=cal.get("calib", "c4"), nsamples=cal.get("nsamples"),
                            seqlen=cal.get("seqlen"), seed=cal.get("seed", 0), data_dir=data_dir, dtype=dtype,
-                           device=device, trust_remote_code=trust_remote_code, evals=evals, eval_seqlen=eval_seqlen,
-                           eval_windows=eval_windows, output=str(folder), progress=progress,
+                           device=device, trust_remote_code=trust_remote_code, evals=protocol, output=str(folder),
+                           progress=progress,
                            stream=False)     # recipes run in memory: a streamed report has no lineage to chain
     except ConfigError as e:
         raise PrunekitError(f"{stage.name}: {e.render()}") from e
@@ -268,25 +267,24 @@ def _run_stage(stage: Stage, spec: str, folder: Path, *, data_dir, dtype, device
         raise PrunekitError(f"{stage.name}: {e}") from e
 
 
-def _recover_stage(stage: Stage, spec: str, folder: Path, *, data_dir, dtype, device, trust_remote_code, evals,
-                   eval_seqlen, eval_windows, progress) -> dict:
+def _recover_stage(stage: Stage, spec: str, folder: Path, *, data_dir, dtype, device, trust_remote_code,
+                   protocol: EvalProtocol, progress) -> dict:
     """What `prunekit recover` does (cli/recover.py), as a function of the stage."""
     from ..models.adapter import ModelAdapter
     from ..models.loading import load_model
     from ..recovery.api import recover
-    from .common import DEFAULT_EVAL_SEQLEN, prepare_evals, run_evals
-    from .preflight import check_positions, fit_window
+    from .common import prepare_evals, run_evals
+    from .preflight import check_positions
 
     config = dataclasses.replace(stage.config, device=device)
     loaded, tok, source = load_model(spec, dtype, trust_remote_code)
     config.target_names(ModelAdapter(loaded).linear_names())
-    names = eval_names(evals)
-    eval_seqlen, eval_note = fit_window(loaded.config, eval_seqlen, DEFAULT_EVAL_SEQLEN)
-    check_positions(loaded.config, eval_seqlen=eval_seqlen if names else None)
-    texts = prepare_evals(names, tok, eval_seqlen, eval_windows, data_dir, eval_note)
+    protocol = protocol.fit(loaded.config)
+    check_positions(loaded.config, eval_seqlen=protocol.used_seqlen)
+    texts = prepare_evals(protocol, tok, data_dir)
     result = recover(loaded, config, data=stage.data, output=str(folder), tokenizer=tok, data_dir=data_dir,
                      progress=progress, source=source,
-                     measure=lambda m: {"eval": run_evals(m, texts, eval_seqlen, eval_windows, device)})
+                     measure=lambda m: {"eval": run_evals(m, texts, protocol, device)})
     return result.report
 
 

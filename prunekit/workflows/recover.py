@@ -6,8 +6,8 @@ from ..export.save import check_output_dir
 from ..models.adapter import ModelAdapter
 from ..models.loading import load_model
 from ..models.paths import check_output_apart
-from .common import DEFAULT_EVAL_SEQLEN, check_device, check_eval_names, eval_names, prepare_evals, run_evals
-from .preflight import check_positions, fit_window
+from .common import EvalProtocol, check_device, prepare_evals, run_evals
+from .preflight import check_positions
 
 
 def recover_model(model: str, config, *, data: str = "c4", output: str, data_dir: str | None = None,
@@ -25,14 +25,14 @@ def recover_model(model: str, config, *, data: str = "c4", output: str, data_dir
     if not config.resume:
         check_output_dir(output, overwrite)
     refuse_evaluation_data(data, data_dir or default_data_dir())
-    names = eval_names(evals)
-    check_eval_names(names)
+    protocol = EvalProtocol.of(evals, eval_seqlen, eval_windows)
+    protocol.check_names()
     loaded, tok, source = load_model(model, dtype, trust_remote_code)
     config.target_names(ModelAdapter(loaded).linear_names())      # a bad --targets fails before any work
-    eval_seqlen, eval_note = fit_window(loaded.config, eval_seqlen, DEFAULT_EVAL_SEQLEN)
-    check_positions(loaded.config, eval_seqlen=eval_seqlen if names else None)
-    texts = prepare_evals(names, tok, eval_seqlen, eval_windows, data_dir, eval_note)
+    protocol = protocol.fit(loaded.config)
+    check_positions(loaded.config, eval_seqlen=protocol.used_seqlen)
+    texts = prepare_evals(protocol, tok, data_dir)
     result = recover(loaded, config, data=data, output=output, tokenizer=tok, data_dir=data_dir, overwrite=overwrite,
-                     measure=lambda m: {"eval": run_evals(m, texts, eval_seqlen, eval_windows, device)},
+                     measure=lambda m: {"eval": run_evals(m, texts, protocol, device)},
                      source=source)
     return result.report

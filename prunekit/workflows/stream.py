@@ -14,8 +14,8 @@ from ..export.save import REPORT_NAME, read_report, update_report
 from ..export.stale import remove_stale_temporaries
 from ..methods.registry import method_for
 from ..streaming import Mode, StreamedModel, stream_counts, stream_prune
-from .common import (DEFAULT_EVAL_SEQLEN, calibration_size, check_calibration_spec, check_device, check_eval_names,
-                     eval_names, prepare_evals, run_stream_evals)
+from .common import (EvalProtocol, calibration_size, check_calibration_spec, check_device, prepare_evals,
+                     run_stream_evals)
 from .budget import check_calibration_fits
 from .preflight import check_positions, check_remote_code, check_writable, fit_window
 
@@ -28,10 +28,12 @@ def stream_prune_model(model: str, config, *, output: str, calib: str = "c4", ns
                        mode: Mode | None = None) -> dict:
     """Prune the safetensors checkpoint `model` into `output` holding about one block in memory;
     `resume` continues an interrupted run of the same command. `mode` is why it streams (prune_model's
-    decision; by default --stream). Returns the report."""
+    decision; by default --stream). `evals` may also be an EvalProtocol (prune_model's), with no
+    eval_seqlen/eval_windows. Returns the report."""
     from transformers import AutoTokenizer
 
     device = check_device(device)
+    protocol = EvalProtocol.of(evals, eval_seqlen, eval_windows)
     if not output:
         raise PrunekitError("--stream writes the pruned blocks as it goes: give --output")
     cls = method_for(config)
@@ -39,8 +41,7 @@ def stream_prune_model(model: str, config, *, output: str, calib: str = "c4", ns
         raise PrunekitError("--stream cannot calibrate on 'self' (generating text needs the whole model)")
     given_seqlen = seqlen
     nsamples, seqlen = calibration_size(cls, nsamples, seqlen)
-    names = eval_names(evals)
-    check_eval_names(names)
+    protocol.check_names()
     if cls.needs_calibration():
         check_calibration_spec(calib)
     check_writable(output)
@@ -48,13 +49,13 @@ def stream_prune_model(model: str, config, *, output: str, calib: str = "c4", ns
     check_remote_code(model, trust_remote_code)
     sm = StreamedModel(model, dtype, trust_remote_code)
     seqlen, calibration_note = fit_window(sm.config, given_seqlen, seqlen) if cls.needs_calibration() else (seqlen, None)
-    eval_seqlen, eval_note = fit_window(sm.config, eval_seqlen, DEFAULT_EVAL_SEQLEN)
+    protocol = protocol.fit(sm.config)
     check_positions(sm.config, seqlen=seqlen if cls.needs_calibration() else None,
-                    eval_seqlen=eval_seqlen if names else None)
+                    eval_seqlen=protocol.used_seqlen)
     if cls.needs_calibration():
         check_calibration_fits(sm.model, nsamples, seqlen)
     tok = AutoTokenizer.from_pretrained(sm.source.path, trust_remote_code=trust_remote_code)
-    texts = prepare_evals(names, tok, eval_seqlen, eval_windows, data_dir, eval_note)
+    texts = prepare_evals(protocol, tok, data_dir)
     calibration = build_calibration(calib, None, tok, nsamples, seqlen, seed, data_dir, device) \
         if cls.needs_calibration() else None
     report = {"command": "prune", "streamed": True, "mode": (mode or Mode(True, "--stream")).to_report(),
@@ -67,7 +68,7 @@ def stream_prune_model(model: str, config, *, output: str, calib: str = "c4", ns
     before = {**report["model"], "params_total": sum(p.numel() for p in sm.model.parameters())}
     prior = read_report(sm.source.path) if sm.source.kind == "local" else None
     if eval_dense and texts:
-        report["eval_dense"] = run_stream_evals(sm, texts, eval_seqlen, eval_windows, device, progress=progress)
+        report["eval_dense"] = run_stream_evals(sm, texts, protocol, device, progress=progress)
 
     def write_report(folder: Path) -> None:     # the method's part is added once the run returns
         write_json(folder / REPORT_NAME, report)
@@ -75,11 +76,11 @@ def stream_prune_model(model: str, config, *, output: str, calib: str = "c4", ns
     result = stream_prune(sm, config, calibration, output, device=device, dtype=dtype, resume=resume,
                           overwrite=overwrite, progress=progress, trust_remote_code=trust_remote_code,
                           extra=write_report, tokenizer=tok)
-    return _finish(report, result, calibration, output, texts, eval_seqlen, eval_windows, device, progress,
+    return _finish(report, result, calibration, output, texts, protocol, device, progress,
                    calibration_note, before, prior, trust_remote_code)
 
 
-def _finish(report, result, calibration, output, texts, eval_seqlen, eval_windows, device, progress,
+def _finish(report, result, calibration, output, texts, protocol: EvalProtocol, device, progress,
             calibration_note, before, prior, trust_remote_code):
     report["method"] = {"name": result.method, "config": result.config, "events": result.events, **result.details}
     report["calibration"] = calibration.describe() if calibration else None
@@ -95,7 +96,7 @@ def _finish(report, result, calibration, output, texts, eval_seqlen, eval_window
     lineage.attach(report, prior, before)
     update_report(output, {k: report[k] for k in ("model", "method", "calibration", "sparsity", "timing", "environment",
                                                    "output", "lineage", "pruned_from") if k in report})
-    evals = run_stream_evals(saved, texts, eval_seqlen, eval_windows, device, progress=progress)
+    evals = run_stream_evals(saved, texts, protocol, device, progress=progress)
     report["eval"] = evals
     if evals:       # this stage's protocols join its lineage entry once measured
         report["lineage"][-1]["eval"] = lineage.stage_evals(report)
