@@ -2,13 +2,13 @@
 Every writer takes its folder's name from here, and `parse` recognises each kind, so that the
 stale-folder cleaner (export/stale.py) knows them all:
 
-| kind           | name                          | made by                                          | resumable |
-|----------------|-------------------------------|--------------------------------------------------|-----------|
-| `tmp`          | `.NAME.tmp-PID-XXXX`          | an atomic folder write (export/atomic.py), the compare page (`.STEM.tmp-PID-XXXX`) | no |
-| `old`          | `.NAME.old-PID-XXXX`          | a replaced output moved aside (replace_dir)      | no        |
-| `recipe`       | `.NAME.recipe-PID-XXXX`       | a recipe's stage folders (workflows/recipe.py)   | no        |
-| `partial`      | `.NAME.partial`               | a streamed run (streaming/runstate.py)           | `prunekit prune ... --resume` |
-| `recover-work` | `.NAME.recover-work`          | a LoRA recovery (recovery/output.py)             | `prunekit recover ... --resume` |
+| kind           | name                    | made by                                                | resumed by |
+|----------------|-------------------------|--------------------------------------------------------|------------|
+| `tmp`          | `.NAME.tmp-PID-XXXX`    | an atomic folder write (export/atomic.py); the compare page, named for its stem | - |
+| `old`          | `.NAME.old-PID-XXXX`    | a replaced output moved aside (atomic.replace_dir)     | -          |
+| `recipe`       | `.NAME.recipe-PID-XXXX` | a recipe's stage folders (workflows/recipe.py)         | -          |
+| `partial`      | `.NAME.partial`         | a streamed run (streaming/runstate.py)                 | `prunekit prune ... --resume` |
+| `recover-work` | `.NAME.recover-work`    | a LoRA recovery (recovery/output.py)                   | `prunekit recover ... --resume` |
 
 The process id in the first three says whose folder it is: a live process's is left alone. Names
 written before pids were recorded (`.NAME.tmp-XXXX`, `.NAME.recipe-XXXX`, `.NAME.old` of a streamed

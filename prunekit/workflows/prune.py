@@ -58,8 +58,8 @@ def prune_model(model: str, config, *, calib: str = "c4", nsamples: int | None =
     if mode.streamed:
         return stream_prune_model(model, config, output=output, calib=calib, nsamples=nsamples, seqlen=seqlen,
                                   seed=seed, data_dir=data_dir, dtype=dtype, device=device,
-                                  trust_remote_code=trust_remote_code, evals=protocol, eval_dense=eval_dense, resume=resume,
-                                  overwrite=overwrite, progress=progress, mode=mode)
+                                  trust_remote_code=trust_remote_code, evals=protocol, eval_dense=eval_dense,
+                                  resume=resume, overwrite=overwrite, progress=progress, mode=mode)
     given_seqlen = seqlen
     nsamples, seqlen = calibration_size(cls, nsamples, seqlen)
     protocol.check_names()          # a wrong name is refused before any window is checked

@@ -90,7 +90,7 @@ def test_moved_aside_output_without_its_replacement_is_kept(tmp_path, dead_pid, 
     with caplog.at_level(logging.WARNING, "prunekit"):
         removed = remove_stale_temporaries(out)
     assert removed == [{"path": str(empty), "bytes": 0}] and aside.is_dir()
-    assert f"it holds the previous out" in caplog.text and f"mv {aside / 'x'} {out}" in caplog.text
+    assert "it holds the previous out" in caplog.text and f"mv {aside / 'x'} {out}" in caplog.text
 
 
 @pytest.mark.parametrize("folder, command", [(staging.partial, "prunekit prune ... --stream"),

@@ -18,7 +18,8 @@ def test_built_from_the_workflow_arguments():
 def test_fit_shortens_only_the_default_and_says_so():
     short = {"max_position_embeddings": 512}
     fitted = EvalProtocol.of("wikitext2").fit(short)
-    assert fitted.seqlen == 512 and fitted.note == f"default {DEFAULT_EVAL_SEQLEN} shortened to the model's 512 positions"
+    assert fitted.seqlen == 512
+    assert fitted.note == f"default {DEFAULT_EVAL_SEQLEN} shortened to the model's 512 positions"
     assert fitted.fit(short) == fitted           # fitting again keeps the note
     assert EvalProtocol.of("wikitext2", 1024).fit(short) == EvalProtocol(("wikitext2",), 1024)   # refused later
     assert EvalProtocol.of("wikitext2").fit({}).seqlen == DEFAULT_EVAL_SEQLEN
