@@ -115,7 +115,8 @@ class Method:
 
     def sparsity(self, model: nn.Module) -> dict:
         """Zero fractions of the pruned model's block linears, for the report."""
-        return sparsity_stats(ModelAdapter(model))
+        same = model is self.adapter.model      # pruned in place: the method's own adapter describes it
+        return sparsity_stats(self.adapter if same else ModelAdapter(model))
 
     # What a finished report says about this method: usable without the model, from the JSON.
     @classmethod

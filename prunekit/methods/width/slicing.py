@@ -141,7 +141,8 @@ def sliced_model(model, genome: Genome, shape: Shape):
     dims = [shape.unit_dims(genome.pairs_kept(b)) for b in range(depth)]
     small = empty_model(adapter, depth, widths, dims)
     standard = not hasattr(small.config, "layer_head_dims")
-    out_roles = ModelAdapter(small).spec.roles     # the small model's linears (fused parts come apart)
+    out_spec = ModelAdapter(small).spec
+    out_roles = out_spec.roles     # the small model's linears (fused parts come apart)
     attention = out_roles["q"].rsplit(".", 1)[0]    # the module holding the kept dims' rotary index
     producers = {}                                  # linear name -> [(role, rows of that role)]
     for role in ("q", "k", "v") + adapter.ffn_in_roles:
@@ -149,7 +150,7 @@ def sliced_model(model, genome: Genome, shape: Shape):
         producers.setdefault(name, []).append((role, rows))
     state = {}
     prefix = spec.layers_path + "."
-    out_prefix = ModelAdapter(small).spec.layers_path + "."
+    out_prefix = out_spec.layers_path + "."
     dense_state = model.state_dict()
     for key, value in dense_state.items():
         if not key.startswith(prefix):
