@@ -56,7 +56,7 @@ def test_two_stage_recipe_equals_the_stages_run_by_hand(four_block_dir, data_dir
     # the final report is the last stage's, with the lineage of both and each stage's report kept
     hand_report = json.loads((by_hand_2 / "prunekit_report.json").read_text())
     assert report["eval"]["wikitext2"]["ppl"] == hand_report["eval"]["wikitext2"]["ppl"]
-    assert [s["method"] for s in report["lineage"]] == ["slm", "search"]
+    assert [s["method"] for s in report["lineage"]] == ["slm", "search-llm"]   # the recipe's "search": an alias
     assert sorted(p.name for p in (out / "stages").iterdir()) == ["01-slm.json", "02-search-search_history.png",
                                                                   "02-search.json"]
     first = json.loads((out / "stages" / "01-slm.json").read_text())
@@ -187,7 +187,7 @@ def test_slm_pipeline_example_runs_on_a_tiny_model(four_block_dir, data_dir, tmp
     printed = capsys.readouterr().out
     assert rc == 0 and "lineage       slm-rdsc+search+lora" in printed
     report = json.loads((out / "prunekit_report.json").read_text())
-    assert [s["method"] for s in report["lineage"]] == ["slm", "search", "recover"]
+    assert [s["method"] for s in report["lineage"]] == ["slm", "search-llm", "recover"]
     assert report["lineage"][2]["steps"] == 2 and report["lineage"][2]["tokens_seen"] == 2 * 2 * 2 * 32
     assert all("wikitext2" in s["eval"] for s in report["lineage"])        # eval_each_stage: true
     # the saved model reloads and computes what the final stage measured

@@ -24,7 +24,7 @@ def _rope(length, dim=8):
     return emb.cos(), emb.sin()
 
 
-@pytest.mark.parametrize("keyword", ["cache", "past_key_values", "past_key_value"])
+@pytest.mark.parametrize("keyword", ["cache", "past_key_values"])
 def test_pruned_attention_fills_the_cache_under_every_keyword(keyword):
     cfg, attn = _attention()
     x = torch.randn(1, 7, 32, generator=torch.Generator().manual_seed(0))
@@ -45,5 +45,7 @@ def test_pruned_attention_refuses_a_cache_it_cannot_place():
     cos, sin = _rope(3)
     with pytest.raises(TypeError, match="unknown keyword"):
         attn(x, (cos, sin), None, kv_cache=DynamicCache(config=cfg))
+    with pytest.raises(TypeError, match="unknown keyword"):      # transformers 4's name, never passed by 5
+        attn(x, (cos, sin), None, past_key_value=DynamicCache(config=cfg))
     with pytest.raises(TypeError, match="two different"):
         attn(x, (cos, sin), None, cache=DynamicCache(config=cfg), past_key_values=DynamicCache(config=cfg))
