@@ -380,17 +380,23 @@ def evo_depth(res: Results) -> str:
     for k in (6, 10):
         evo, start = e[f"evo-depth-{k}"], e[f"shortgpt-same-calib-{k}"]
         m = evo["method"]
+        base = sorted((depth[f"depth-{t}-{k}"] for t in ("sleb", "shortgpt", "slm-rdsc")),
+                      key=lambda r: r["eval"]["wikitext2"]["ppl"])
+        best = min(r["eval"]["wikitext2"]["ppl"] for r in [evo, start, *base])
+
+        def wt2(r):      # the lowest perplexity of the rows removing k blocks in bold
+            v = r["eval"]["wikitext2"]["ppl"]
+            return bold(f"{v:.2f}") if v == best else f"{v:.2f}"
+
         lines.append(row([k, f"**evo-depth** ({m['generations']} generations, {m['search_s']:.0f} s search)", calib(evo),
-                          bold(f"{evo['eval']['wikitext2']['ppl']:.2f}"), blocks(m["removed"], collapse=len(m["removed"]) + 1),
+                          wt2(evo), blocks(m["removed"], collapse=len(m["removed"]) + 1),
                           f"{m['initial_fitness']:.4f} → {m['final_fitness']:.4f}"]))
         removed = start["method"]["removed"]
         lines.append(row([k, "ShortGPT, same calibration (the start)", calib(start),
-                          f"{start['eval']['wikitext2']['ppl']:.2f}", blocks(removed, collapse=len(removed) + 1),
+                          wt2(start), blocks(removed, collapse=len(removed) + 1),
                           f"{m['initial_fitness']:.4f}"]))
-        base = sorted((depth[f"depth-{t}-{k}"] for t in ("sleb", "shortgpt", "slm-rdsc")),
-                      key=lambda r: r["eval"]["wikitext2"]["ppl"])
         for r in base:
             name = {"sleb": "SLEB", "shortgpt": "ShortGPT", "slm": "SLM (rdsc)"}[r["method"]["name"]]
-            lines.append(row([k, name, calib(r), ppl(r["eval"]["wikitext2"]["ppl"]), _shortened(depth_choice(r)), ""])
+            lines.append(row([k, name, calib(r), wt2(r), _shortened(depth_choice(r)), ""])
                          .replace("|  |", "| |"))
     return "\n".join(lines)
