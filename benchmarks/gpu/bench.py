@@ -14,9 +14,10 @@ Steps
                wanda streamed on --device: seconds per block
   llmcompressor, zeroshot  recorded as not carried (their wheels do not fit: see BENCHMARKS.md)
 
---quick: tiny budgets (a 2e7-parameter random model, 2 calibration windows of 32 tokens) so that
+--quick: tiny budgets (a 2e7-parameter random model, 2 calibration windows of 32 tokens, the
+sparsity methods on SmolLM2's first two blocks) so that
 `--device cpu --quick` runs the whole script on a CPU in minutes. With --device cpu the CPU
-reference run is skipped (it would be the same run).
+reference is a second CPU run (which checks the comparison itself: equal masks expected).
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ CARRY = HERE / "carry"
 PPL_RTOL = 0.01            # CUDA vs CPU perplexity: relative difference accepted (float32, other kernels)
 
 # step -> (estimated seconds on one H100/H200 at full budget, estimated seconds on 2 CPU cores --quick)
-ESTIMATES = {"setup": (15, 2), "cuda_tests": (60, 15), "smollm2": (240, 200), "stream_1p5b": (120, 30),
+ESTIMATES = {"setup": (15, 2), "cuda_tests": (60, 15), "stream_1p5b": (120, 30), "smollm2": (240, 200),
              "llmcompressor": (0, 0), "zeroshot": (0, 0)}
 DESCRIPTIONS = {
     "cuda_tests": "pytest of tests/e2e/test_cuda*.py (skip without CUDA)",
@@ -60,11 +61,12 @@ def method_configs(quick: bool, db: str):
                                   SparseGPTConfig, SparseLLMConfig, WandaConfig)
     search = dict(keep=0.7, generations=1, population=4, mutants=2, crossovers=1, randoms=1, top_k=2, band=0.05,
                   fitness_seqlen=16 if quick else 128, admm_iters=2 if quick else 5)
+    layers = {"layers": "0:2"} if quick else {}     # --quick: the per-linear solvers on two blocks only
     return {
-        "magnitude": MagnitudeConfig(sparsity=0.5),
-        "wanda": WandaConfig(sparsity=0.5),
-        "sparsegpt-2:4": SparseGPTConfig(pattern="2:4"),
-        "sparsellm": SparseLLMConfig(sparsity=0.5, iterations=1 if quick else 2),
+        "magnitude": MagnitudeConfig(sparsity=0.5, **layers),
+        "wanda": WandaConfig(sparsity=0.5, **layers),
+        "sparsegpt-2:4": SparseGPTConfig(pattern="2:4", **layers),
+        "sparsellm": SparseLLMConfig(sparsity=0.5, iterations=1 if quick else 2, **layers),
         "shortgpt": ShortGPTConfig(remove_layers=6),
         "search-llm": SearchConfig(**search),
         "evo-sparsity": EvoSparsityConfig(sparsity=0.5, base="wanda", stages="32:1" if quick else "32:2,64:1",
@@ -172,39 +174,40 @@ def step_smollm2(args) -> dict:
                                        device=dev, progress=False)["ppl"]
     out["dense_ppl"] = dense
     with tempfile.TemporaryDirectory() as db:
-        for name, cfg in method_configs(args.quick, db).items():
+        # one database folder per side: the CPU reference must not reuse evo-sparsity's database built on the device
+        cpu_configs = method_configs(args.quick, os.path.join(db, "cpu"))
+        for name, cfg in method_configs(args.quick, os.path.join(db, "device")).items():
             if args.only and name not in args.only:
                 continue
             row = {}
             try:
-                runs = {}
-                for dev in dict.fromkeys([args.device, "cpu"]):     # the device first; the CPU reference after
-                    runs[dev] = _run_method(model, cfg, ids, dev, ppl_ids, p)
-                    if dev.startswith("cuda"):
-                        torch.cuda.empty_cache()
-                d = runs[args.device]
+                d = _run_method(model, cfg, ids, args.device, ppl_ids, p)     # the device first
+                if args.device.startswith("cuda"):
+                    torch.cuda.empty_cache()
                 row = {"device_s": d["seconds"], "ppl": d["ppl"], "sparsity": d["sparsity"]}
-                if "cpu" in runs and args.device != "cpu":
-                    c = runs["cpu"]
-                    flips = total = 0
-                    for (_, a), (_, b) in zip(d["masks"], c["masks"]):
-                        if a.shape == b.shape:
-                            flips += int((a != b).sum())
-                            total += a.numel()
-                    row.update({"cpu_s": c["seconds"], "cpu_ppl": c["ppl"],
-                                "speedup": round(c["seconds"] / max(d["seconds"], 1e-9), 2),
-                                "structure_equal": d["structure"] == c["structure"],
-                                "mask_flips": flips, "mask_flip_fraction": flips / total if total else None,
-                                "masks_equal": flips == 0 and d["structure"] == c["structure"],
-                                "ppl_rel_diff": abs(d["ppl"] - c["ppl"]) / c["ppl"]})
-                    row["ppl_within_tolerance"] = row["ppl_rel_diff"] <= PPL_RTOL
-                else:
-                    row["reference"] = "the device is the CPU: no separate reference run"
+                # the CPU reference; with --device cpu a second CPU run, which checks the comparison
+                c = _run_method(model, cpu_configs[name], ids, "cpu", ppl_ids, p)
+                flips = total = 0
+                for (_, a), (_, b) in zip(d["masks"], c["masks"]):
+                    if a.shape == b.shape:
+                        flips += int((a != b).sum())
+                        total += a.numel()
+                row.update({"cpu_s": c["seconds"], "cpu_ppl": c["ppl"],
+                            "speedup": round(c["seconds"] / max(d["seconds"], 1e-9), 2),
+                            "structure_equal": d["structure"] == c["structure"],
+                            "mask_flips": flips, "mask_flip_fraction": flips / total if total else None,
+                            "masks_equal": flips == 0 and d["structure"] == c["structure"],
+                            "ppl_rel_diff": abs(d["ppl"] - c["ppl"]) / c["ppl"]})
+                row["ppl_within_tolerance"] = row["ppl_rel_diff"] <= PPL_RTOL
                 row["status"] = "ok" if math.isfinite(d["ppl"]) else "non-finite ppl"
             except Exception as e:   # noqa: BLE001 (one method's failure must not lose the others)
                 row = {"status": "error", "error": f"{type(e).__name__}: {e}"}
             out["methods"][name] = row
             print(f"  {name}: {json.dumps(row, default=str)}", flush=True)
+            if RESULTS is not None:        # saved method by method: a call cut at its limit keeps them
+                RESULTS.step("smollm2", {**out, "status": "partial"})
+    bad = [n for n, r in out["methods"].items() if r.get("status") != "ok"]
+    out["status"] = "ok" if not bad else f"{len(bad)} of {len(out['methods'])} methods failed: {', '.join(bad)}"
     return out
 
 
@@ -268,7 +271,8 @@ def step_not_carried(name: str):
     return lambda args: {"status": "not carried", "why": why}
 
 
-RUNNERS = {"cuda_tests": step_cuda_tests, "smollm2": step_smollm2, "stream_1p5b": step_stream,
+RESULTS: Results | None = None
+RUNNERS = {"cuda_tests": step_cuda_tests, "stream_1p5b": step_stream, "smollm2": step_smollm2,
            "llmcompressor": step_not_carried("llmcompressor"), "zeroshot": step_not_carried("zeroshot")}
 
 
@@ -280,9 +284,9 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", default=",".join(RUNNERS), help="comma-separated subset of the steps")
     ap.add_argument("--only", default=None, help="smollm2: comma-separated subset of the methods")
     ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--budget-s", type=float, default=440.0,
-                    help="wall-clock budget: a step whose estimate no longer fits is skipped (default 440: "
-                         "one device call is at most 480 s)")
+    ap.add_argument("--budget-s", type=float, default=None,
+                    help="wall-clock budget: a step whose estimate no longer fits is skipped (default 440, as one "
+                         "device call is at most 480 s; none with --quick, which is for checking the script)")
     ap.add_argument("--step-timeout", type=float, default=240.0)
     ap.add_argument("--out", default=None, help="results JSON (default $OUT/gpu_results.json, else benchmarks/gpu/results/)")
     args = ap.parse_args(argv)
@@ -292,6 +296,8 @@ def main(argv=None) -> int:
     if unknown:
         ap.error(f"unknown step {unknown[0]}: choose from {', '.join(RUNNERS)}")
     col = 1 if args.quick else 0
+    if args.budget_s is None:
+        args.budget_s = float("inf") if args.quick else 440.0
     if args.dry_run:
         total = ESTIMATES["setup"][col]
         print(f"{'setup':<14}{ESTIMATES['setup'][col]:>6} s  install carried wheels (--no-index), assemble the GGUF")
@@ -303,7 +309,8 @@ def main(argv=None) -> int:
     out = Path(args.out) if args.out else (Path(os.environ["OUT"]) / "gpu_results.json" if os.environ.get("OUT")
                                              else HERE / "results" / f"gpu_results-{args.device.replace(':', '')}"
                                                                      f"{'-quick' if args.quick else ''}.json")
-    results = Results(out, args)
+    global RESULTS
+    results = RESULTS = Results(out, args)
     start = time.perf_counter()
     for s in steps:
         left = args.budget_s - (time.perf_counter() - start)
