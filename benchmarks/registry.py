@@ -106,6 +106,10 @@ EXPERIMENTS: list[Experiment] = [
                "One method streamed inside a memory limit of a quarter of the checkpoint, then read back (root)",
                ("/tmp/rand-1b", "sparsegpt24", "--in-memory", "--", "--method", "sparsegpt", "--pattern", "2:4"),
                writes_results=False),
+    Experiment("gpu", "gpu/run.sh",
+               "The prepared GPU check: CUDA tests, SmolLM2 with 7 methods on CUDA against the CPU, a random 1.5 B "
+               "Llama streamed on CUDA (writes gpu/results/; see BENCHMARKS 'GPU path')",
+               ("--dry-run",), writes_results=False),
     Experiment("streaming_smollm2", "stream_smollm2.sh",
                "SmolLM2-135M pruned streamed and in memory (Wanda, SparseGPT 2:4, ShortGPT), compared byte for byte",
                ("/tmp/stream-smollm2",), writes_results=False),

@@ -37,6 +37,16 @@ def tokenizer():
 
 
 @pytest.fixture
+def exact_matmul():
+    """CUDA matrix products in full float32 (no TF32) while a test compares them with the CPU."""
+    import torch
+    prev = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32 = prev
+
+
+@pytest.fixture
 def word_model_dir(tmp_path):
     """A saved tiny Llama (4 blocks) with the word tokenizer: a CLI input needing no data folder."""
     path = tmp_path / "tiny-llama-words"

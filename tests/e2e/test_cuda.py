@@ -9,15 +9,8 @@ from prunekit.models.adapter import ModelAdapter
 
 from tests.helpers.models import VOCAB, plain_model
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-
-
-@pytest.fixture(autouse=True)
-def exact_matmul():
-    prev = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32 = prev
+pytestmark = [pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"),
+              pytest.mark.usefixtures("exact_matmul")]
 
 
 def test_engine_on_cuda_equals_cpu_forward(family):

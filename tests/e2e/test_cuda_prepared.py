@@ -12,15 +12,8 @@ from prunekit.models.plumbing import free_device_memory, windows_per_call
 
 from tests.helpers.models import VOCAB, WINDOW, tiny_model
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-
-
-@pytest.fixture(autouse=True)
-def exact_matmul():
-    prev = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32 = prev
+pytestmark = [pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"),
+              pytest.mark.usefixtures("exact_matmul")]
 
 
 def _ids(n=6):

@@ -10,10 +10,23 @@ import torch
 from safetensors import safe_open
 
 import prunekit
-from prunekit.methods import MagnitudeConfig
+from prunekit.methods import MagnitudeConfig, SparseGPTConfig, SparseLLMConfig, WandaConfig
 
 from tests.helpers import ROOT
 from tests.helpers.models import VOCAB, plain_model
+
+
+def calibration_ids(n=4, L=32, seed=0):
+    return torch.randint(3, VOCAB, (n, L), generator=torch.Generator().manual_seed(seed))
+
+
+# the layer-wise methods every streaming test runs, in small settings
+LAYERWISE_CONFIGS = {
+    "magnitude": lambda: MagnitudeConfig(sparsity=0.5),
+    "wanda": lambda: WandaConfig(sparsity=0.5),
+    "sparsegpt": lambda: SparseGPTConfig(pattern="2:4"),
+    "sparsellm": lambda: SparseLLMConfig(sparsity=0.5, iterations=2),
+}
 
 
 def read_folder(path) -> dict:

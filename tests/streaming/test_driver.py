@@ -11,28 +11,16 @@ import torch
 
 import prunekit
 from prunekit.errors import PrunekitError
-from prunekit.methods import (LaCoConfig, MagnitudeConfig, SearchConfig, ShortGPTConfig, SparseGPTConfig,
-                              SparseLLMConfig, WandaConfig)
+from prunekit.methods import LaCoConfig, SearchConfig, ShortGPTConfig
 from prunekit.stats import sparsity_stats
 from prunekit.streaming import partial_dir, stream_prune
 
 from tests.helpers import ROOT
-from tests.helpers.checkpoints import (assert_byte_equal as _assert_byte_equal, pruned_in_memory as _in_memory,
+from tests.helpers.checkpoints import (LAYERWISE_CONFIGS as CONFIGS, calibration_ids as _ids,
+                                       assert_byte_equal as _assert_byte_equal, pruned_in_memory as _in_memory,
                                        read_folder as _read_folder, save_folder as _save,
                                        write_random_llama as _write_random_llama)
-from tests.helpers.models import VOCAB, plain_model
-
-
-def _ids(n=4, L=32, seed=0):
-    return torch.randint(3, VOCAB, (n, L), generator=torch.Generator().manual_seed(seed))
-
-
-CONFIGS = {
-    "magnitude": lambda: MagnitudeConfig(sparsity=0.5),
-    "wanda": lambda: WandaConfig(sparsity=0.5),
-    "sparsegpt": lambda: SparseGPTConfig(pattern="2:4"),
-    "sparsellm": lambda: SparseLLMConfig(sparsity=0.5, iterations=2),
-}
+from tests.helpers.models import plain_model
 
 
 @pytest.mark.parametrize("family", ["llama", "opt"])

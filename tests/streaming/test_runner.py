@@ -17,6 +17,7 @@ from prunekit.streaming import stream_prune
 from prunekit.streaming.blocks import StreamedBlocks
 
 from tests.helpers import toy_random_method as toy
+from tests.helpers.checkpoints import read_folder
 from tests.helpers.models import VOCAB, plain_model
 from tests.helpers.tokenizers import word_tokenizer
 
@@ -93,13 +94,15 @@ def source(tmp_path):
     return path
 
 
-def _tensors(folder):
-    from safetensors import safe_open
-    out = {}
-    for f in sorted(folder.glob("*.safetensors")):
-        with safe_open(str(f), framework="pt") as h:
-            out.update({k: h.get_tensor(k) for k in h.keys()})
-    return out
+def _kill_after(monkeypatch, units: int) -> None:
+    """Ctrl-C right after the `units`-th unit is durably written."""
+    real = StreamedBlocks.finish_unit
+
+    def finish(self, finished, payload=None):
+        real(self, finished, payload)
+        if finished == units:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(StreamedBlocks, "finish_unit", finish)
 
 
 def _in_memory(source, config):
@@ -114,7 +117,7 @@ def _in_memory(source, config):
 def test_a_method_defined_elsewhere_streams_equal_to_in_memory(config, source, tmp_path):
     expected, weights = _in_memory(source, config())
     streamed = stream_prune(str(source), config(), _ids(), tmp_path / "out", progress=False)
-    got = _tensors(tmp_path / "out")
+    got = read_folder(tmp_path / "out")
     assert set(got) == set(weights)
     assert all(torch.equal(got[k], weights[k]) for k in got)
     assert streamed.details == {**expected.details, "streamed": True}
@@ -122,13 +125,7 @@ def test_a_method_defined_elsewhere_streams_equal_to_in_memory(config, source, t
 
 def test_carried_state_survives_a_kill_between_blocks(source, tmp_path, monkeypatch):
     whole = stream_prune(str(source), CountingConfig(sparsity=0.5), _ids(), tmp_path / "whole", progress=False)
-    real = StreamedBlocks.finish_unit
-
-    def die_after_two(self, finished, payload=None):
-        real(self, finished, payload)
-        if finished == 2:
-            raise KeyboardInterrupt
-    monkeypatch.setattr(StreamedBlocks, "finish_unit", die_after_two)
+    _kill_after(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         stream_prune(str(source), CountingConfig(sparsity=0.5), _ids(), tmp_path / "out", progress=False)
     monkeypatch.undo()
@@ -136,19 +133,13 @@ def test_carried_state_survives_a_kill_between_blocks(source, tmp_path, monkeypa
                            progress=False)
     linears = len(prunekit.ModelAdapter(plain_model("llama", layers=4)).linear_names())
     assert resumed.details["rows"] == whole.details["rows"] == {i: linears * 4 * 32 for i in range(4)}
-    got, want = _tensors(tmp_path / "out"), _tensors(tmp_path / "whole")
+    got, want = read_folder(tmp_path / "out"), read_folder(tmp_path / "whole")
     assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in got)
 
 
 def test_a_depth_plan_is_kept_across_a_kill(source, tmp_path, monkeypatch):
-    real = StreamedBlocks.finish_unit
     calls = []
-
-    def die_after_first_block(self, finished, payload=None):
-        real(self, finished, payload)
-        if finished == 1:
-            raise KeyboardInterrupt
-    monkeypatch.setattr(StreamedBlocks, "finish_unit", die_after_first_block)
+    _kill_after(monkeypatch, 1)
     with pytest.raises(KeyboardInterrupt):
         stream_prune(str(source), DropLastConfig(remove_layers=2), _ids(), tmp_path / "out", progress=False)
     monkeypatch.undo()
@@ -156,4 +147,4 @@ def test_a_depth_plan_is_kept_across_a_kill(source, tmp_path, monkeypatch):
     resumed = stream_prune(str(source), DropLastConfig(remove_layers=2), _ids(), tmp_path / "out", resume=True,
                            progress=False)
     assert calls == [] and resumed.details["depth"]["groups"] == [[0], [1]]
-    assert {k.split(".")[2] for k in _tensors(tmp_path / "out") if k.startswith("model.layers.")} == {"0", "1"}
+    assert {k.split(".")[2] for k in read_folder(tmp_path / "out") if k.startswith("model.layers.")} == {"0", "1"}
