@@ -11,6 +11,13 @@ def _pyplot():
     return plt
 
 
+def save_figure(fig, path: str | Path) -> Path:
+    """Lay out, write and close a figure (closed: a long run draws many)."""
+    fig.tight_layout()
+    fig.savefig(path)
+    _pyplot().close(fig)
+    return Path(path)
+
 def plot_convergence(history: dict, path: str | Path, title: str) -> Path:
     """Relative FFN reconstruction error ||Y - FFN'(X)||^2/||Y||^2 per outer iteration, one line per block."""
     plt = _pyplot()
@@ -32,10 +39,7 @@ def plot_convergence(history: dict, path: str | Path, title: str) -> Path:
     else:
         sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(int(blocks[0]), int(blocks[-1])))
         fig.colorbar(sm, ax=ax, label="block")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def plot_cka(matrix, path: str | Path, title: str) -> Path:
@@ -47,10 +51,7 @@ def plot_cka(matrix, path: str | Path, title: str) -> Path:
     ax.set_ylabel("layer (output of block)")
     ax.set_title(title, fontsize=10)
     fig.colorbar(im, ax=ax, label="linear CKA")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def plot_layer_scores(scores: dict, path: str | Path, title: str) -> Path:
@@ -63,10 +64,7 @@ def plot_layer_scores(scores: dict, path: str | Path, title: str) -> Path:
         ax.grid(axis="y", alpha=0.3)
     axes[-1, 0].set_xlabel("block")
     axes[0, 0].set_title(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def line_chart(path: str | Path, title: str, xlabel: str, ylabel: str, series) -> Path:
@@ -86,10 +84,7 @@ def line_chart(path: str | Path, title: str, xlabel: str, ylabel: str, series) -
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def plot_search_history(history: list, path: str | Path, title: str, fitness: str = "ppl") -> Path:

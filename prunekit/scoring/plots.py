@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..plots import _pyplot
+from ..plots import _pyplot, save_figure
 
 
 def plot_evolution(history: list[dict], path: str | Path, title: str, fitness: str = "kl",
@@ -31,7 +31,4 @@ def plot_evolution(history: list[dict], path: str | Path, title: str, fitness: s
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
