@@ -45,7 +45,7 @@ class FamilySpec:
 
 LLAMA = FamilySpec(
     name="llama",
-    model_types=("llama", "mistral", "qwen2", "prunekit_llama"),
+    model_types=("llama", "mistral", "qwen2", "prunekit_llama", "nemotron-nas"),
     layers_path="model.layers",
     pre_block_paths=("model.embed_tokens", "model.rotary_emb"),
     post_block_paths=("model.norm", "lm_head"),
@@ -109,6 +109,11 @@ PHI3 = dataclasses.replace(
     attn_in=("self_attn.qkv_proj",), mlp_in=("mlp.gate_up_proj",),
     roles={"o": "self_attn.o_proj", "down": "mlp.down_proj"},
     fused={"self_attn.qkv_proj": ("q", "k", "v"), "mlp.gate_up_proj": ("gate", "up")})
+
+# a block's two sublayers, by the role of the linear that writes each one's output: a sublayer whose
+# output projection outputs zeros adds nothing to the residual stream (in Gemma's sandwich norms too,
+# since the post-norm of zeros is zeros), which is what removing it means
+SUBLAYERS = {"attention": "o", "mlp": "down"}
 
 FAMILIES = (LLAMA, QWEN3, GEMMA2, GEMMA3, PHI3, OPT)
 SUPPORTED_MODEL_TYPES = tuple(t for f in FAMILIES for t in f.model_types if not t.startswith("prunekit"))
@@ -268,9 +273,20 @@ class ModelAdapter:
                 return name, slice(start, start + sizes[role])
         raise PrunekitError(f"{self.config.model_type} models have no {role} projection")
 
+    def sublayers(self, block: nn.Module) -> tuple[str, ...]:
+        """The sublayers `block` still has ("attention", "mlp"): a removed one has no output projection."""
+        return tuple(part for part, role in SUBLAYERS.items() if get_path(block, self.role_rows(role)[0]) is not None)
+
+    def sublayer_linears(self, block: nn.Module, part: str) -> list[nn.Linear]:
+        """The linears of one sublayer of `block` (attention: q, k, v, o; mlp: gate, up, down)."""
+        s = self.spec
+        names = s.attn_in + s.attn_out if part == "attention" else s.mlp_in + s.mlp_out
+        return [lin for lin in (get_path(block, n) for n in names) if lin is not None]
+
     def block_linears(self, block: nn.Module) -> dict[str, nn.Linear]:
         """The prunable linears of one block, in forward order, by their name inside the block."""
-        return {name: get_path(block, name) for name in self.linear_names()}
+        linears = {name: get_path(block, name) for name in self.linear_names()}
+        return {name: lin for name, lin in linears.items() if lin is not None}   # a removed sublayer has none
 
     def all_linears(self, blocks=None):
         """(qualified name, linear) for every prunable linear of every block (or of `blocks`)."""

@@ -9,10 +9,11 @@ from __future__ import annotations
 import torch.nn as nn
 
 from ..errors import PrunekitError
+from . import decilm
 from .adapter import ModelAdapter
 
 # config lists with one entry per block (a depth change must keep the kept blocks' entries)
-PER_LAYER_KEYS = ("layer_types", "layer_intermediate_sizes", "layer_head_dims", "layer_ffn_dims")
+PER_LAYER_KEYS = ("layer_types", "layer_intermediate_sizes", "layer_head_dims", "layer_ffn_dims", "block_configs")
 # config keys that describe the dense model or its saved form, not the new one (the attention
 # biases of a variable-width input are read from its first block again)
 _DROP_KEYS = ("architectures", "auto_map", "model_type", "transformers_version", *PER_LAYER_KEYS, "dtype",
@@ -40,12 +41,22 @@ def _variable_classes(kind: str):
     raise PrunekitError(f"no variable-width modeling code for {kind} models")
 
 
-def empty_model(adapter: ModelAdapter, depth: int, mlp_widths: list[int], head_dims: list[int]) -> nn.Module:
-    """An untrained model like `adapter.model` with `depth` blocks of the given MLP widths and
-    attention head dims (same dtype)."""
+def empty_model(adapter: ModelAdapter, depth: int, mlp_widths: list[int], head_dims: list[int],
+                kv_heads: list[int] | None = None) -> nn.Module:
+    """An untrained model like `adapter.model` with `depth` blocks of the given MLP widths,
+    attention head dims and KV heads (same dtype): the family's standard class when the blocks
+    are alike, the Nemotron-NAS (DeciLM) layout when only their KV heads and MLP widths differ
+    and the layout can state the model, otherwise prunekit's own variable-width code."""
     from transformers import AutoModelForCausalLM
 
     model = adapter.model
+    kv_heads = kv_heads or [adapter.dim("kv_heads")] * depth
+    full_heads = all(d == adapter.dim("head_dim") for d in head_dims)
+    alike = len(set(mlp_widths)) == 1 and len(set(kv_heads)) == 1 and kv_heads[0] == adapter.dim("kv_heads")
+    if full_heads and not alike and decilm.why_not(adapter) is None and not adapter.spec.fused:
+        return decilm.empty_decilm(adapter, [decilm.BlockShape(k, w) for k, w in zip(kv_heads, mlp_widths)])
+    if any(k != adapter.dim("kv_heads") for k in kv_heads):
+        decilm.require(adapter, "fewer KV heads")
     dtype = next(model.parameters()).dtype
     base = model.config.to_dict()
     for k in _DROP_KEYS:
@@ -56,7 +67,7 @@ def empty_model(adapter: ModelAdapter, depth: int, mlp_widths: list[int], head_d
     mlp_key = adapter.spec.dims["mlp"]
     # a variable-width input keeps its modeling code; a family with fused projections always gets
     # the variable-width code, which keeps them apart
-    variable_input = any(hasattr(model.config, k) for k in PER_LAYER_KEYS[1:])
+    variable_input = any(hasattr(model.config, k) for k in PER_LAYER_KEYS[1:4])
     if (not variable_input and not adapter.spec.fused and all(d == adapter.dim("head_dim") for d in head_dims)
             and len(set(mlp_widths)) == 1):
         cfg = type(model.config)(**{**base, mlp_key: mlp_widths[0]})

@@ -12,6 +12,7 @@ import transformers
 
 from ..methods.registry import method_class
 from ..models.adapter import ModelAdapter
+from ..models.serving import servable, serving_line
 from ..stats import param_counts
 from ..version import __version__
 
@@ -51,8 +52,16 @@ def model_section(model, source, adapter: ModelAdapter | None = None) -> dict:
     """The report's model section; `adapter`: the caller's ModelAdapter of `model`, if it holds one."""
     adapter = ModelAdapter(model) if adapter is None else adapter
     arch = (getattr(model.config, "architectures", None) or [type(model).__name__])[0]
+    counts = param_counts(model)
     return {"source": absolute_source(source), "source_kind": source.kind, "architecture": arch,
-            "family": adapter.family, "num_layers": adapter.num_layers, **param_counts(model)}
+            "family": adapter.family, "num_layers": adapter.num_layers, **counts,
+            "serving": serving_of(model.config, counts)}
+
+
+def serving_of(config, counts: dict) -> dict:
+    """Which engines load a model with this config (models/serving.py); zeros from the counts."""
+    zeros = 1 - counts["params_nonzero"] / max(1, counts["params_total"])
+    return servable(config.to_dict(), zeros)
 
 
 def method_lines(report: dict) -> list[str]:
@@ -108,6 +117,8 @@ def format_summary(report: dict) -> str:
         for task, r in zs["tasks"].items():
             norm = f"  acc_norm {r['acc_norm']:.4f}" if "acc_norm" in r else ""
             lines.append(f"    {task:<14s}acc {r['acc']:.4f}{norm}  (n={r['examples']}, average uses {r['metric']})")
+    if m.get("serving"):
+        lines.append(f"  serves in     {serving_line(m['serving'])}")
     if report.get("output"):
         lines.append(f"  saved         {report['output']}")
     elif report.get("command") == "prune":

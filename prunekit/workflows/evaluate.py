@@ -164,7 +164,7 @@ class _Streamed:
         section = {"source": rep.absolute_source(source), "source_kind": source.kind,
                    "architecture": (self.config.architectures or ["?"])[0],
                    "family": ModelAdapter(self.sm.model).family, "num_layers": self.config.num_hidden_layers,
-                   **params}
+                   **params, "serving": rep.serving_of(self.config, params)}
         return section, sparsity
 
     def perplexities(self, texts, protocol: EvalProtocol, device) -> dict:

@@ -92,7 +92,8 @@ def _finish(report, result, calibration, output, texts, protocol: EvalProtocol, 
     report["output"] = str(Path(output).resolve())
     saved = StreamedModel(output, "auto", trust_remote_code)    # the output as written, one block at a time
     params, _ = stream_counts(saved)
-    report["model"].update(params, num_layers=saved.config.num_hidden_layers)
+    report["model"].update(params, num_layers=saved.config.num_hidden_layers,
+                           serving=rep.serving_of(saved.config, params))
     lineage.attach(report, prior, before)
     update_report(output, {k: report[k] for k in ("model", "method", "calibration", "sparsity", "timing", "environment",
                                                    "output", "lineage", "pruned_from") if k in report})

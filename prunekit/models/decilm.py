@@ -1,0 +1,140 @@
+"""Models in the Nemotron-NAS (DeciLM) layout, built from a Llama-family model and one shape per
+block (configuration_decilm.py says what the layout holds). The layout is what serving engines
+load with their own classes, so prunekit writes it whenever the blocks of a Llama-family output
+differ in ways it can state: a sublayer removed, fewer KV heads, an MLP of its own width.
+Within-head pruning, sliding windows, per-head q/k norms and the other families cannot be
+stated in it and keep prunekit's own layout (variable_width.py)."""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch.nn as nn
+
+from ..errors import PrunekitError
+from .adapter import ModelAdapter
+
+MODEL_TYPE = "nemotron-nas"
+FFN_GRID = 256          # the engines' rounding of ffn_mult widths
+# config keys that describe the dense model's form, not the new one's
+_DROP_KEYS = ("architectures", "auto_map", "model_type", "transformers_version", "dtype", "torch_dtype",
+              "layer_types", "sliding_window", "use_sliding_window", "max_window_layers", "block_configs",
+              "qkv_bias", "attention_bias", "layer_intermediate_sizes", "layer_head_dims", "attention_qkv_bias",
+              "attention_o_bias", "qk_norm")
+
+
+@dataclass(frozen=True)
+class BlockShape:
+    kv_heads: int       # KV heads of the block's attention, 0: no attention
+    mlp: int            # the MLP's width, 0: no MLP
+
+    @property
+    def empty(self) -> bool:
+        return self.kv_heads == 0 and self.mlp == 0
+
+
+def why_not(adapter: ModelAdapter) -> str | None:
+    """Why this model's blocks cannot be stated in the layout, or None when they can."""
+    spec = adapter.spec
+    if spec.name != "llama" or spec.fused or spec.qk_norms:
+        return f"{adapter.config.model_type} models are not Llama-layout blocks"
+    if any(t != "full_attention" for t in adapter.layer_types):
+        return "sliding-window attention"
+    if getattr(adapter.config, "layer_head_dims", None) and any(
+            d != adapter.dim("head_dim") for d in adapter.config.layer_head_dims):
+        return "within-head pruned attention (per-block head dims)"
+    return None
+
+
+def require(adapter: ModelAdapter, what: str) -> None:
+    reason = why_not(adapter)
+    if reason is not None:
+        raise PrunekitError(f"{what} needs the Nemotron-NAS (DeciLM) layout, which cannot state this model: {reason}")
+
+
+def ffn_entry(width: int, hidden: int) -> dict:
+    """An ffn entry both engines read exactly: `ffn_mult` where its rounding gives the width
+    (llama.cpp's converter reads nothing else), `intermediate_size` always (vLLM's fallback)."""
+    if width == 0:
+        return {"no_op": True, "ffn_mult": None, "intermediate_size": None}
+    entry = {"no_op": False, "intermediate_size": width}
+    mult = 3 * width / (2 * hidden)
+    if width % FFN_GRID == 0 and -(-int(2 * mult * hidden / 3) // FFN_GRID) * FFN_GRID == width:
+        entry["ffn_mult"] = mult
+    return entry
+
+
+def block_configs(shapes: list[BlockShape], heads: int, hidden: int) -> list[dict]:
+    return [{"attention": {"no_op": s.kv_heads == 0, "replace_with_linear": False,
+                           "n_heads_in_group": heads // s.kv_heads if s.kv_heads else None},
+             "ffn": ffn_entry(s.mlp, hidden)} for s in shapes]
+
+
+def shapes_of(adapter: ModelAdapter) -> list[BlockShape]:
+    """Each block's shape, read from its modules."""
+    hd = adapter.dim("head_dim")
+    out = []
+    for block in adapter.layers:
+        k, down = adapter.role(block, "k"), adapter.role(block, "down")
+        out.append(BlockShape(0 if k is None else k.out_features // hd, 0 if down is None else down.in_features))
+    return out
+
+
+def check_shapes(adapter: ModelAdapter, shapes: list[BlockShape]) -> None:
+    heads = adapter.dim("heads")
+    for i, s in enumerate(shapes):
+        if s.empty:
+            raise PrunekitError(f"block {i} keeps neither attention nor MLP: remove the block instead")
+        if s.kv_heads and heads % s.kv_heads:
+            raise PrunekitError(f"block {i}: {s.kv_heads} KV heads do not divide {heads} query heads")
+
+
+def empty_decilm(adapter: ModelAdapter, shapes: list[BlockShape]) -> nn.Module:
+    """An untrained DeciLM model like `adapter.model` (same dtype) with these block shapes."""
+    from .configuration_decilm import DeciLMConfig
+    from .modeling_decilm import DeciLMForCausalLM
+
+    require(adapter, "a per-block shape")
+    check_shapes(adapter, shapes)
+    model = adapter.model
+    base = {k: v for k, v in model.config.to_dict().items() if k not in _DROP_KEYS}
+    first = next(b for b in adapter.layers if adapter.role(b, "q") is not None)
+    full_mlp = max(s.mlp for s in shapes)
+    cfg = DeciLMConfig(**{**base, "num_hidden_layers": len(shapes), "intermediate_size": full_mlp or base.get(
+                          "intermediate_size")},
+                       block_configs=block_configs(shapes, adapter.dim("heads"), adapter.dim("hidden")),
+                       qkv_bias=adapter.role(first, "q").bias is not None,
+                       attention_bias=adapter.role(first, "o").bias is not None,
+                       architectures=["DeciLMForCausalLM"])
+    small = DeciLMForCausalLM(cfg).to(next(model.parameters()).dtype)
+    DeciLMConfig.register_for_auto_class()
+    DeciLMForCausalLM.register_for_auto_class("AutoModelForCausalLM")
+    return small
+
+
+def to_decilm(adapter: ModelAdapter, blocks: list[nn.Module], shapes: list[BlockShape]) -> nn.Module:
+    """A DeciLM model whose blocks are `blocks` (modules of `adapter.model`) cut to `shapes`: a
+    part a shape drops is left out, every other weight is copied as it is."""
+    model = adapter.model
+    small = empty_decilm(adapter, shapes)
+    prefix = adapter.spec.layers_path + "."
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith(prefix)}
+    for new, block in enumerate(blocks):
+        for k, v in block.state_dict().items():
+            state[f"{prefix}{new}.{k}"] = v
+    target = small.state_dict()
+    state = {k: v for k, v in state.items() if k in target}
+    wrong = [k for k, v in state.items() if tuple(v.shape) != tuple(target[k].shape)]
+    missing = [k for k in target if k not in state
+               and not (k.endswith("lm_head.weight") and model.config.tie_word_embeddings)]
+    if missing or wrong:
+        raise PrunekitError(f"the DeciLM layout left weights unmatched: missing {missing[:3]}, "
+                            f"other shapes {wrong[:3]}")
+    small.load_state_dict(state, strict=False)
+    if model.config.tie_word_embeddings:
+        small.tie_weights()
+    small.eval()
+    small.config.use_cache = True
+    small.generation_config = copy.deepcopy(model.generation_config)
+    small.generation_config.use_cache = True
+    return small
