@@ -54,7 +54,7 @@ def prune(model, config, calibration: Calibration | torch.Tensor | None = None, 
     with cache_disabled(model), batching(batch):
         pruned = method.run(Job(ids, device, progress, batch=batch))
     seconds = time.perf_counter() - start
-    if (pruned is model) == cls.returns_new_model:
-        raise PrunekitError(f"method {cls.name} broke its contract: returns_new_model is {cls.returns_new_model}")
+    if (pruned is model) == cls.builds_new_model(config):
+        raise PrunekitError(f"method {cls.name} broke its contract: builds_new_model is {cls.builds_new_model(config)}")
     return PruneResult(cls.name, config.to_dict(), seconds, method.sparsity(pruned), method.events, method.summary(),
                        pruned)

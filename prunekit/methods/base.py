@@ -90,6 +90,16 @@ class Method:
     def needs_calibration(cls) -> bool:
         return cls.calibration is not None
 
+    @classmethod
+    def builds_new_model(cls, config) -> bool:
+        """Whether a run with `config` returns a new model rather than the one it was given."""
+        return cls.returns_new_model
+
+    @classmethod
+    def cannot_stream(cls, config) -> str | None:
+        """Why a run with `config` cannot go block by block from a checkpoint (--stream), or None."""
+        return None if cls.streamable else f"method {cls.name} cannot stream"
+
     def check(self) -> None:
         """Reject impossible settings before anything is touched."""
 

@@ -63,6 +63,9 @@ def stream_prune(model: str | StreamedModel, config, calibration: Calibration | 
         raise PrunekitError(f"method {name} cannot stream: it builds blocks from several blocks or searches the "
                             f"whole model; streamable methods: "
                             + ", ".join(n for n, c in all_methods().items() if c.streamable))
+    why = impl.cannot_stream(config)
+    if why:
+        raise PrunekitError(f"cannot stream: {why}")
     if impl.needs_calibration() and calibration is None:
         raise PrunekitError(f"method {name} needs calibration data")
     sm = model if isinstance(model, StreamedModel) else StreamedModel(model, dtype, trust_remote_code)

@@ -52,7 +52,7 @@ def prune_model(model: str, config, *, calib: str = "c4", nsamples: int | None =
     cls = method_for(config)
     if resume and stream is False:
         raise PrunekitError("--resume continues a streamed run: it does not go with --no-stream (stream=False)")
-    mode = choose_mode([model], dtype, True if resume else stream, stream_above, _cannot_stream(cls, calib, output))
+    mode = choose_mode([model], dtype, True if resume else stream, stream_above, _cannot_stream(cls, config, calib, output))
     if resume and not stream:
         mode = dataclasses.replace(mode, reason="--resume")
     if mode.streamed:
@@ -118,10 +118,11 @@ def prune_model(model: str, config, *, calib: str = "c4", nsamples: int | None =
     return report
 
 
-def _cannot_stream(cls, calib: str, output: str | None) -> str | None:
+def _cannot_stream(cls, config, calib: str, output: str | None) -> str | None:
     """Why this run could not stream, or None."""
-    if not cls.streamable:
-        return f"method {cls.name} cannot stream"
+    why = cls.cannot_stream(config)
+    if why:
+        return why
     if not output:
         return "there is no --output to write the streamed blocks to"
     if calib == "self" and cls.needs_calibration():

@@ -36,6 +36,13 @@ class Layout:
     def linear_names(self):
         return LLAMA_LINEARS   # Gemma's projections carry Llama's names (merges only)
 
+    def sublayers(self, block):
+        return ("attention", "mlp")
+
+    def sublayer_linears(self, block, part):
+        names = LLAMA_LINEARS[:4] if part == "attention" else LLAMA_LINEARS[4:]
+        return [block.get_submodule(n) for n in names]
+
     def replace_layers(self, blocks):
         ModelAdapter.replace_layers(self, blocks)
 

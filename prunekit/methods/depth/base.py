@@ -12,6 +12,7 @@ import torch.nn as nn
 
 from ...errors import PrunekitError
 from ...models.adapter import ModelAdapter
+from ...models.decilm import BlockShape, to_decilm
 from ..base import CalibrationDefaults, Job, Method
 from ..options import MethodConfig, option, require
 from .rebuild import merged_block, reindex
@@ -48,8 +49,14 @@ class DepthState:
     def __init__(self, adapter: ModelAdapter, rule: str = "rdsc"):
         self.adapter = adapter
         self.rule = rule
+        self.model = adapter.model      # install() may build another (a block that lost a sublayer)
         self.blocks: list[nn.Module] = list(adapter.layers)
         self.groups: list[list[int]] = [[i] for i in range(len(self.blocks))]
+        # each block's sublayers still in use, and the projection parameters of each
+        self.parts: list[set[str]] = [set(adapter.sublayers(b)) for b in self.blocks]
+        self.unit_params = [{p: sum(_numel(lin) for lin in adapter.sublayer_linears(b, p)) for p in parts}
+                            for b, parts in zip(self.blocks, self.parts)]
+        self.total_params = self.kept_params()
         self.log: list[dict] = []
 
     def __len__(self):
@@ -70,8 +77,34 @@ class DepthState:
 
     def remove(self, i: int, **info) -> None:
         del self.blocks[i]
+        del self.parts[i]
         gone = self.groups.pop(i)
         self.log.append({"removed": gone, **info})
+
+    def remove_part(self, i: int, part: str, **info) -> None:
+        """Leave out one sublayer of current block i; a block left with none is removed."""
+        self.parts[i].discard(part)
+        self.log.append({"removed_sublayer": [self.groups[i][0], part], **info})
+        if not self.parts[i]:
+            self.remove(i)
+
+    def position(self, original: int) -> int | None:
+        """The current position of original block `original` (None once removed or merged away)."""
+        return next((j for j, g in enumerate(self.groups) if g == [original]), None)
+
+    def kept_params(self) -> int:
+        """Projection parameters of the sublayers still in use (merged blocks count as their base)."""
+        return sum(self.unit_params[g[0]][p] for g, parts in zip(self.groups, self.parts) for p in parts)
+
+    def skipped(self) -> list[tuple[nn.Module, str]]:
+        """(block, sublayer) pairs that are left out but still physically there (engine.sublayers)."""
+        return [(b, p) for b, parts in zip(self.blocks, self.parts) for p in self.adapter.sublayers(b)
+                if p not in parts]
+
+    def removed_sublayers(self) -> list[list]:
+        """[original block, sublayer] of every sublayer left out of a kept block."""
+        return [[g[0], p] for b, g, parts in zip(self.blocks, self.groups, self.parts)
+                for p in self.adapter.sublayers(b) if p not in parts]
 
     def untouched_below(self, i: int) -> bool:
         """Whether current blocks 0..i are still the original blocks 0..i."""
@@ -83,11 +116,24 @@ class DepthState:
             raise PrunekitError(f"plan {groups} merges blocks: only a removal plan can be taken over")
         originals = list(self.adapter.layers)
         self.blocks, self.groups = [originals[g[0]] for g in groups], [list(g) for g in groups]
+        self.parts = [set(self.adapter.sublayers(b)) for b in self.blocks]
 
     def install(self) -> None:
-        """Make the model's decoder exactly the current block list (physically smaller)."""
+        """Make the model exactly the current block list (physically smaller): the same model with
+        fewer blocks, or, when a kept block lost a sublayer, a model in the DeciLM layout."""
+        if self.skipped():
+            hd = self.adapter.dim("head_dim")
+            shapes = [BlockShape(self.adapter.role(b, "k").out_features // hd if "attention" in parts else 0,
+                                 self.adapter.role(b, "down").in_features if "mlp" in parts else 0)
+                      for b, parts in zip(self.blocks, self.parts)]
+            self.model = to_decilm(self.adapter, self.blocks, shapes)
+            return
         self.adapter.replace_layers(self.blocks)
         reindex(self.adapter, [g[0] for g in self.groups])
+
+
+def _numel(lin: nn.Linear) -> int:
+    return lin.weight.numel() + (0 if lin.bias is None else lin.bias.numel())
 
 
 def bisect_threshold(removed_at: Callable[[float], int], k: int, steps: int = 16,
@@ -137,10 +183,13 @@ class DepthMethod(Method):
             self.details["depth"] = {"layers_before": before, "layers_after": len(state.groups),
                                      "layers_removed": before - len(state.groups), "groups": state.groups,
                                      "block_forwards": stack.forwards}
+            if state.skipped():
+                self.details["depth"].update(sublayers_removed=state.removed_sublayers(),
+                                             kept_params=state.kept_params(), block_params=state.total_params)
         else:           # a resumed run: the plan and the report section (restored) were chosen before
             state.keep(plan)
         job.blocks.apply_plan(state)
-        return self.adapter.model
+        return state.model
 
     def search(self, stack, state: DepthState, progress: bool = True) -> None:
         """Edit `state` (remove or merge blocks) from calibration forwards through `stack`."""
@@ -156,6 +205,10 @@ class DepthMethod(Method):
         gone = [i for i in range(d["layers_before"]) if i not in kept]
         lines.append(f"  layers        {d['layers_before']} -> {d['layers_after']}"
                      + (f"; merged {merged}" if merged else "") + (f"; removed {gone}" if gone else ""))
+        if d.get("sublayers_removed"):
+            by_part = {p: [i for i, q in d["sublayers_removed"] if q == p] for p in ("attention", "mlp")}
+            lines.append("  sublayers     left out: " + "; ".join(f"{p} of {v}" for p, v in by_part.items() if v)
+                         + f" ({d['kept_params'] / d['block_params']:.3f} of the block projections kept)")
         return lines
 
     @classmethod

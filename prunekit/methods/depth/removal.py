@@ -3,37 +3,155 @@
 SLEB's greedy calibration-NLL removal (Song et al. 2024, "SLEB: Streamlining LLMs through
 Redundancy Verification and Elimination of Transformer Blocks", arXiv 2402.09025) and
 Shortened-LLM's one-shot perplexity criterion (Kim et al. 2024, "Shortened LLaMA: Depth Pruning
-for Large Language Models", arXiv 2402.02834); see docs/methods.md."""
+for Large Language Models", arXiv 2402.02834); see docs/methods.md.
+
+With `unit="sublayer"` each block's attention and MLP are removal units of their own, as in
+BlockPruner (Zhong et al. 2024, arXiv 2406.10594: iterative, by perplexity) and FinerCut (Zhang
+et al. 2024, arXiv 2405.18218: by output similarity); the same three criteria then score units.
+A block left with one sublayer is saved in the DeciLM layout (models/decilm.py)."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
 
+from ...engine.sublayers import skipping
+from ...errors import PrunekitError
+from ...models import decilm
 from ...solvers.similarity import block_influence
 from ..options import option, require
 from ..registry import register_method
 from .base import DepthConfig, DepthMethod, DepthState
 from ...progress import bar as progress_bar, steps
 
-
-class _CountedRemoval(DepthMethod):
-    streamable = True      # scoring passes stream block by block; kept blocks are copied as they are
-    def check(self) -> None:
-        require(self.config.target(self.adapter.num_layers) is not None,
-                f"{self.name} needs {{remove_layers}} or {{ratio}}")
-        super().check()
+UNITS = ("block", "sublayer")
+BLOCK = "block"     # a unit's part when the unit is a whole block
 
 
 @dataclass
-class ShortGPTConfig(DepthConfig):
+class RemovalConfig(DepthConfig):
+    """What the removal methods share: the unit removed and the parameter target."""
+    unit: str = option("block", "what is removed: block (whole decoder blocks) or sublayer (each block's attention "
+                                "and MLP on their own, as BlockPruner and FinerCut do); with sublayer, "
+                                "--remove-layers and --ratio count sublayers, and a block that keeps one is saved "
+                                "in the Nemotron-NAS (DeciLM) layout", choices=UNITS)
+    keep: float | None = option(None, "instead of a count: remove units in the method's order until at most this "
+                                      "fraction of the decoder-block projection parameters is kept")
+
+    def __post_init__(self):
+        super().__post_init__()
+        require(self.unit in UNITS, f"{{unit}} {self.unit}: choose {' or '.join(UNITS)}")
+        if self.keep is not None:
+            require(self.remove_layers is None and self.ratio is None, "give {keep} or a count, not both")
+            require(0.0 < self.keep < 1.0, f"{{keep}} {self.keep:g} is outside (0, 1)")
+
+    def units_in(self, num_layers: int) -> int:
+        return num_layers * (2 if self.unit == "sublayer" else 1)
+
+
+class _CountedRemoval(DepthMethod):
+    streamable = True      # scoring passes stream block by block; kept blocks are copied as they are
+
+    @classmethod
+    def builds_new_model(cls, config) -> bool:
+        return config.unit == "sublayer"      # a block that keeps one sublayer needs the DeciLM layout
+
+    @classmethod
+    def cannot_stream(cls, config) -> str | None:
+        return "--unit sublayer does not stream yet" if config.unit == "sublayer" else super().cannot_stream(config)
+
+    def check(self) -> None:
+        cfg = self.config
+        require(cfg.target(cfg.units_in(self.adapter.num_layers)) is not None or cfg.keep is not None,
+                f"{self.name} needs {{remove_layers}}, {{ratio}} or {{keep}}")
+        if cfg.unit == "sublayer":
+            reason = decilm.why_not(self.adapter)
+            require(reason is None, f"{{unit}} sublayer saves blocks in the Nemotron-NAS (DeciLM) layout, which "
+                                    f"cannot state this model: {reason}")
+            k = cfg.target(cfg.units_in(self.adapter.num_layers))
+            most = cfg.units_in(self.adapter.num_layers) - 1
+            if k is not None and k > most:
+                raise PrunekitError(f"cannot remove {k} of {most + 1} sublayers with {self.name}: at most {most}")
+        else:
+            super().check()
+
+    # units: (original block, part), part "block" for a whole block
+    def units(self, state: DepthState, positions) -> list[tuple[int, str]]:
+        if self.config.unit == BLOCK:
+            return [(state.groups[i][0], BLOCK) for i in positions]
+        return [(state.groups[i][0], p) for i in positions for p in ("attention", "mlp") if p in state.parts[i]]
+
+    def done(self, state: DepthState, removed: int) -> bool:
+        if self.config.keep is not None:
+            return state.kept_params() <= self.config.keep * state.total_params
+        return removed >= self.config.target(self.config.units_in(self.adapter.num_layers))
+
+    def remove(self, state: DepthState, unit: tuple[int, str], **info) -> None:
+        i = state.position(unit[0])
+        if unit[1] == BLOCK:
+            state.remove(i, **info)
+        else:
+            state.remove_part(i, unit[1], **info)
+
+    def remove_in_order(self, state: DepthState, order: list[tuple[int, str]], score_name: str, scores: dict) -> list:
+        """Remove units in `order` until the target is met; the units removed."""
+        removed = []
+        for unit in order:
+            if self.done(state, len(removed)):
+                break
+            self.remove(state, unit, **{score_name: scores[unit]})
+            removed.append(unit)
+        if not self.done(state, len(removed)):
+            raise PrunekitError(f"{self.name} ran out of removable units before reaching the target "
+                                f"({state.kept_params() / state.total_params:.3f} of the block parameters kept)")
+        return removed
+
+    def run_without(self, stack, state: DepthState, unit: tuple[int, str], hidden):
+        """The last block's output when `unit` is left out, from the input of its block."""
+        i = state.position(unit[0])
+        if unit[1] == BLOCK:
+            return stack.through(state.blocks[i + 1:], hidden)
+        with skipping(self.adapter, [(state.blocks[i], unit[1])]):
+            return stack.through(state.blocks[i:], hidden)
+
+    def record(self, removed: list, key: str, scores: dict) -> None:
+        """The report's view of the removals and the scores (blocks by number, sublayers by name)."""
+        if self.config.unit == BLOCK:
+            self.details.update({"removed": sorted(u[0] for u in removed), key: scores})
+        else:
+            self.details.update({"removed_units": [list(u) for u in removed],
+                                 key: {f"{i}.{p}": v for (i, p), v in scores.items()}})
+
+
+def sublayer_influence(stack, state: DepthState, adapter) -> dict:
+    """Block influence 1 - cos(input, output) of every sublayer still in use: attention from the
+    block's input to its output without the MLP, MLP from there to the block's output."""
+    with skipping(adapter, state.skipped()):
+        states = stack.all_inputs(state.blocks)
+        scores = {}
+        for i, block in enumerate(state.blocks):
+            mid = states[i]
+            if "attention" in state.parts[i]:
+                if "mlp" in state.parts[i]:
+                    with skipping(adapter, [(block, "mlp")]):
+                        mid = stack.through([block], states[i])
+                else:
+                    mid = states[i + 1]
+                scores[(state.groups[i][0], "attention")] = block_influence(states[i], mid)
+            if "mlp" in state.parts[i]:
+                scores[(state.groups[i][0], "mlp")] = block_influence(mid, states[i + 1])
+    return scores
+
+
+@dataclass
+class ShortGPTConfig(RemovalConfig):
     pass
 
 
 @register_method("shortgpt", ShortGPTConfig)
 class ShortGPT(_CountedRemoval):
-    """Remove the k blocks of lowest block influence 1 - cos(input, output), measured once on
-    the dense model over calibration tokens (the raw last-block output, not the normed one)."""
+    """Remove the units of lowest block influence 1 - cos(input, output), measured once on the
+    dense model over calibration tokens (the raw last-block output, not the normed one)."""
 
     @classmethod
     def example_config(cls):
@@ -41,24 +159,31 @@ class ShortGPT(_CountedRemoval):
         return ShortGPTConfig(remove_layers=2)
 
     def search(self, stack, state: DepthState, progress: bool = True) -> None:
-        k = self.config.target(len(state))
-        states = stack.all_inputs(state.blocks)
-        bi = [block_influence(states[i], states[i + 1]) for i in range(len(state))]
-        drop = sorted(sorted(range(len(bi)), key=lambda i: (bi[i], i))[:k], reverse=True)
-        for i in drop:
-            state.remove(i, block_influence=bi[i])
-        self.details.update(block_influence=bi, removed=sorted(drop))
+        if self.config.unit == BLOCK:
+            with skipping(self.adapter, state.skipped()):
+                states = stack.all_inputs(state.blocks)
+            bi = [block_influence(states[i], states[i + 1]) for i in range(len(state))]
+            scores = {(state.groups[i][0], BLOCK): v for i, v in enumerate(bi)}
+        else:
+            scores = sublayer_influence(stack, state, self.adapter)
+        order = sorted(scores, key=lambda u: (scores[u], u))
+        removed = self.remove_in_order(state, order, "block_influence", scores)
+        if self.config.unit == BLOCK:
+            self.details.update(block_influence=bi, removed=sorted(u[0] for u in removed))
+        else:
+            self.record(removed, "block_influence", scores)
 
 
 @dataclass
-class SLEBConfig(DepthConfig):
+class SLEBConfig(RemovalConfig):
     pass
 
 
 @register_method("sleb", SLEBConfig)
 class SLEB(_CountedRemoval):
-    """Greedy: k times, skip each alive block except the first and the last alive one, keep the
-    removal with the lowest calibration NLL. Only the blocks after the candidate are re-run."""
+    """Greedy: until the target is met, leave out each unit of every alive block except the first
+    and the last alive one, keep the removal with the lowest calibration NLL. Only the blocks
+    from the candidate on are re-run."""
 
     @classmethod
     def example_config(cls):
@@ -69,37 +194,52 @@ class SLEB(_CountedRemoval):
         return n - 2
 
     def search(self, stack, state: DepthState, progress: bool = True) -> None:
-        k = self.config.target(len(state))
-        inputs = stack.all_inputs(state.blocks)
-        rounds = []
-        bar = progress_bar(sum(len(state) - 2 - r for r in range(k)), "sleb candidates", "candidate", progress)
-        for _ in range(k):
+        with skipping(self.adapter, state.skipped()):
+            inputs = stack.all_inputs(state.blocks)
+        rounds, removed = [], []
+        target = None if self.config.keep is not None else self.config.target(self.config.units_in(self.adapter.num_layers))
+        bar = progress_bar(target, "sleb rounds", "removal", progress)
+        while not self.done(state, len(removed)):
+            candidates = self.units(state, range(1, len(state) - 1))
+            if not candidates:
+                raise PrunekitError("sleb ran out of removable units before reaching the target")
             nll = {}
-            for i in range(1, len(state) - 1):
-                nll[i] = stack.nll(stack.through(state.blocks[i + 1:], inputs[i]))
-                bar.update(1)
-            best = min(nll, key=lambda i: (nll[i], i))
-            original = state.groups[best]
-            # keyed by original block index: current positions shift after every removal
-            by_block = {str(state.groups[i][0]): math.exp(v) for i, v in nll.items()}
-            state.remove(best, calibration_ppl=math.exp(nll[best]))
-            rounds.append({"removed": original, "calibration_ppl": by_block})
-            inputs = inputs[:best + 1]          # inputs of blocks before `best` are unchanged
-            for block in state.blocks[best:]:
-                inputs.append(stack.through([block], inputs[-1]))
+            with skipping(self.adapter, state.skipped()):
+                for unit in candidates:
+                    nll[unit] = stack.nll(self.run_without(stack, state, unit, inputs[state.position(unit[0])]))
+            best = min(nll, key=lambda u: (nll[u], u))
+            i = state.position(best[0])
+            self.remove(state, best, calibration_ppl=math.exp(nll[best]))
+            removed.append(best)
+            rounds.append({"removed": [best[0]] if best[1] == BLOCK else list(best),
+                           "calibration_ppl": {_key(u): math.exp(v) for u, v in nll.items()}})
+            inputs = inputs[:i + 1]          # inputs of blocks before the change are unchanged
+            with skipping(self.adapter, state.skipped()):
+                for block in state.blocks[i:]:
+                    inputs.append(stack.through([block], inputs[-1]))
+            bar.update(1)
         bar.close()
-        self.details.update(rounds=rounds, removed=sorted(i for r in rounds for i in r["removed"]))
+        self.details.update(rounds=rounds)
+        if self.config.unit == BLOCK:
+            self.details.update(removed=sorted(u[0] for u in removed))
+        else:
+            self.details.update(removed_units=[list(u) for u in removed])
+
+
+def _key(unit) -> str:
+    """A unit as a report key: the original block's number, with the sublayer for a sublayer unit."""
+    return str(unit[0]) if unit[1] == BLOCK else f"{unit[0]}.{unit[1]}"
 
 
 @dataclass
-class PPLConfig(DepthConfig):
+class PPLConfig(RemovalConfig):
     plus_heuristic: bool = option(True, "never remove blocks 0-3 and the last two (the reference script's default)")
 
 
 @register_method("ppl", PPLConfig)
 class PPL(_CountedRemoval):
-    """Shortened-LLM's PPL criterion: delete each block alone, measure calibration perplexity,
-    remove the k blocks whose deletion hurts least, all at once."""
+    """Shortened-LLM's PPL criterion: leave out each unit alone, measure calibration perplexity,
+    remove the units whose absence hurts least, all at once."""
 
     @classmethod
     def example_config(cls):
@@ -113,15 +253,17 @@ class PPL(_CountedRemoval):
         return n - max(1, len(self.protected(n)))
 
     def search(self, stack, state: DepthState, progress: bool = True) -> None:
-        k = self.config.target(len(state))
         n = len(state)
-        inputs = stack.all_inputs(state.blocks)
-        candidates = [i for i in range(n) if i not in self.protected(n)]
-        ppl = {}
-        for i in steps(candidates, "ppl criterion", "block", enabled=progress):
-            ppl[i] = math.exp(stack.nll(stack.through(state.blocks[i + 1:], inputs[i])))
-        drop = sorted(sorted(ppl, key=lambda i: (ppl[i], i))[:k], reverse=True)
-        for i in drop:
-            state.remove(i, calibration_ppl=ppl[i])
-        self.details.update(calibration_ppl={str(i): v for i, v in ppl.items()}, removed=sorted(drop),
-                            protected=sorted(self.protected(n)))
+        with skipping(self.adapter, state.skipped()):
+            inputs = stack.all_inputs(state.blocks)
+            candidates = self.units(state, [i for i in range(n) if i not in self.protected(n)])
+            ppl = {}
+            for unit in steps(candidates, "ppl criterion", "unit", enabled=progress):
+                ppl[unit] = math.exp(stack.nll(self.run_without(stack, state, unit, inputs[state.position(unit[0])])))
+        order = sorted(ppl, key=lambda u: (ppl[u], u))
+        removed = self.remove_in_order(state, order, "calibration_ppl", ppl)
+        self.details.update(calibration_ppl={_key(u): v for u, v in ppl.items()}, protected=sorted(self.protected(n)))
+        if self.config.unit == BLOCK:
+            self.details.update(removed=sorted(u[0] for u in removed))
+        else:
+            self.details.update(removed_units=[list(u) for u in removed])

@@ -11,7 +11,7 @@ from ...models.adapter import ModelAdapter
 from ...scoring.fitness import WindowFitness
 from ...engine.stack import BlockStack
 from .genome import Genome, Shape
-from .slicing import DenseWeights
+from .slicing import DenseWeights, KVFit
 
 
 class WidthEvaluator:
@@ -39,18 +39,21 @@ class WidthEvaluator:
 
 
 def width_evaluator(model, ids: torch.Tensor, shape: Shape, kind: str, topk: int = 0, device: str = "cpu",
-                    dense: DenseWeights | None = None) -> WidthEvaluator:
+                    dense: DenseWeights | None = None, kv_fit: KVFit | None = None) -> WidthEvaluator:
     """The one way an evaluator is built, here or in a worker, so every executor scores alike."""
     model.config.use_cache = False
-    return WidthEvaluator(BlockStack(ModelAdapter(model), ids, device), shape, kind, topk, dense)
+    adapter = ModelAdapter(model)
+    return WidthEvaluator(BlockStack(adapter, ids, device), shape, kind, topk, dense or DenseWeights(adapter, kv_fit))
 
 
 class WidthFactory:
     """Builds a width evaluator in a worker from the dense model and the fitness windows (picklable;
     the model must still be dense when a worker unpickles it)."""
 
-    def __init__(self, model, ids: torch.Tensor, shape: Shape, kind: str, topk: int, device: str = "cpu"):
+    def __init__(self, model, ids: torch.Tensor, shape: Shape, kind: str, topk: int, device: str = "cpu",
+                 kv_fit: KVFit | None = None):
         self.model, self.ids, self.shape, self.kind, self.topk, self.device = model, ids, shape, kind, topk, device
+        self.kv_fit = kv_fit
 
     def __call__(self) -> WidthEvaluator:
-        return width_evaluator(self.model, self.ids, self.shape, self.kind, self.topk, self.device)
+        return width_evaluator(self.model, self.ids, self.shape, self.kind, self.topk, self.device, kv_fit=self.kv_fit)

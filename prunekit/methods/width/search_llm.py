@@ -25,6 +25,7 @@ import torch.nn as nn
 
 from ...engine import BlockVisitor, LayerwiseEngine
 from ...errors import ConfigError
+from ...models import decilm
 from ...models.adapter import ModelAdapter
 from ...scoring.executors import make_executor
 from ...scoring.fitness import FITNESS_KINDS
@@ -37,10 +38,12 @@ from ..registry import register_method
 from .evolve import Plan, evolve_population
 from .fitness import WidthFactory, width_evaluator
 from .genome import Shape, Space
-from .slicing import DenseWeights, block_channels, keep_producer_rows, shape_of, sliced_model
+from .slicing import DenseWeights, KVFit, block_channels, shape_of, sliced_model, write_genome
 
 
 REFORMS = ("admm", "admm-always", "none")
+ATTENTION = ("within-heads", "kv-groups", "keep")
+KV_FITS = ("weighted", "mean")
 
 
 @dataclass
@@ -78,6 +81,15 @@ class SearchConfig(DampedConfig, FitnessOptions):
     width_multiple: int = option(1, "kept MLP widths and kept head dims are multiples of this (32 or 64: sizes "
                                     "the matrix kernels run fast on); a block left dense keeps its width")
     seed: int = option(0, "seed of the evolutionary search", flag="--search-seed")
+    attention: str = option("within-heads", "how attention is cut. within-heads: every KV head keeps the same rotary "
+                                            "pairs count per block (the paper's; saved in prunekit's layout, which "
+                                            "serving engines do not read); kv-groups: every query head and dim kept, "
+                                            "a block's KV heads merged to a divisor of them (servable: the "
+                                            "Nemotron-NAS layout); keep: attention left whole, MLP widths only "
+                                            "(servable)", choices=ATTENTION)
+    kv_fit: str = option("weighted", "with --attention kv-groups, how a merged KV head is fitted: mean (of the old "
+                                     "heads) or weighted (keys by their queries' energy per rotary pair, values "
+                                     "through o_proj)", choices=KV_FITS)
 
     def __post_init__(self):
         super().__post_init__()
@@ -91,6 +103,8 @@ class SearchConfig(DampedConfig, FitnessOptions):
         require(self.reform in REFORMS, f"{{reform}} {self.reform}: choose {', '.join(REFORMS)}")
         require(self.rho > 0 and self.band > 0, "{rho} and {band} must be positive")
         require(self.width_multiple >= 1, "{width_multiple} must be at least 1")
+        require(self.attention in ATTENTION, f"{{attention}} {self.attention}: choose {', '.join(ATTENTION)}")
+        require(self.kv_fit in KV_FITS, f"{{kv_fit}} {self.kv_fit}: choose {', '.join(KV_FITS)}")
         self.check_fitness(self.fitness)
         stages = self.stage_list()
         require(stages is None or stages[-1][1] == self.top_k,
@@ -106,9 +120,10 @@ class _ImportanceScores(BlockVisitor):
     down_proj inputs); each block's statistics are dropped once its scores are computed."""
     modifies = False
 
-    def __init__(self, adapter: ModelAdapter, shape: Shape, percdamp: float):
+    def __init__(self, adapter: ModelAdapter, shape: Shape, percdamp: float, q_energy: bool = False):
         self.adapter, self.shape, self.percdamp = adapter, shape, percdamp
         self.attn, self.mlp = {}, {}
+        self.q_energy = {} if q_energy else None      # [heads, head_dim] mean squared query, for KV fits
 
     def observe(self, index, block):
         r = self.adapter.spec.roles
@@ -121,6 +136,10 @@ class _ImportanceScores(BlockVisitor):
     def edit(self, index, block):
         self.attn[index], self.mlp[index] = block_unit_scores(self.adapter, block, self.shape, "importance",
                                                               self.percdamp, self.stats)
+        if self.q_energy is not None:
+            q = self.adapter.role(block, "q").weight.detach().double().cpu()
+            energy = ((q @ self.stats["attn_in"].H.double().cpu()) * q).sum(1)     # diag(W_q H W_qᵀ)
+            self.q_energy[index] = energy.reshape(self.shape.heads, -1)
         self.stats = None
 
 
@@ -157,8 +176,8 @@ class _Reformer(BlockVisitor):
     """Sequentially: statistics of o_proj and down_proj inputs with the block still dense (the
     earlier blocks already pruned), then the block's masks, then ADMM on the two projections."""
 
-    def __init__(self, adapter, genome, shape, config):
-        self.adapter, self.genome, self.shape, self.config = adapter, genome, shape, config
+    def __init__(self, adapter, genome, shape, config, kv_fit=None):
+        self.adapter, self.genome, self.shape, self.config, self.kv_fit = adapter, genome, shape, config, kv_fit
         self.residuals = {}
 
     def observe(self, index, block):
@@ -173,7 +192,7 @@ class _Reformer(BlockVisitor):
         lins = self.adapter.block_linears(block)
         ch = block_channels(self.genome, index, self.shape)
         dense = {n: lins[n].weight.detach().clone() for n in self.h}
-        keep_producer_rows(self.adapter, lins, ch)
+        write_genome(self.adapter, lins, ch, index, self.shape, self.kv_fit)
         for name, keep in ((r["o"], ch["q"]), (r["down"], ch["mlp"])):
             omit = torch.ones(lins[name].in_features, dtype=torch.bool)
             omit[keep] = False
@@ -198,6 +217,11 @@ class SearchMethod(Method):
 
     def check(self) -> None:
         shape = shape_of(self.adapter, self.name)
+        if self.config.attention == "kv-groups":
+            reason = decilm.why_not(self.adapter)
+            if reason is not None or self.adapter.spec.fused:
+                raise ConfigError(f"{{attention}} kv-groups saves blocks in the Nemotron-NAS (DeciLM) layout, which "
+                                  f"cannot state this model: {reason or 'fused projections'}")
         n = self.config.width_multiple
         head = min(shape.head_dim_of(b) for b in range(shape.layers))
         mlp = min(shape.intermediate_of(b) for b in range(shape.layers))
@@ -216,21 +240,28 @@ class SearchMethod(Method):
                               f"({{fitness_windows}} x {{fitness_seqlen}}) but calibration has {ids.shape[0]} x "
                               f"{ids.shape[1]} ({{nsamples}} x {{seqlen}}): lower the first or raise the second")
         t0 = time.perf_counter()
-        if cfg.score == "importance":
-            scorer = _ImportanceScores(adapter, shape, cfg.percdamp)
+        kv_groups = cfg.attention == "kv-groups"
+        weighted = kv_groups and cfg.kv_fit == "weighted"
+        q_energy = None
+        if cfg.score == "importance" or weighted:
+            scorer = _ImportanceScores(adapter, shape, cfg.percdamp, q_energy=weighted)
             LayerwiseEngine(adapter, device, progress=progress).run(ids, scorer, desc="search-llm: importance")
             attn_scores = [scorer.attn[b] for b in range(shape.layers)]
             mlp_scores = [scorer.mlp[b] for b in range(shape.layers)]
-        else:
+            q_energy = weighted and [scorer.q_energy[b] for b in range(shape.layers)] or None
+        if cfg.score == "magnitude":
             scores = [block_unit_scores(adapter, b, shape, "magnitude", cfg.percdamp) for b in adapter.layers]
             attn_scores, mlp_scores = [a for a, _ in scores], [m for _, m in scores]
-        space = Space.build(shape, cfg.keep, attn_scores, mlp_scores, cfg.search_depth, multiple=cfg.width_multiple)
-        dense_weights = DenseWeights(adapter)
+        space = Space.build(shape, cfg.keep, attn_scores, mlp_scores, cfg.search_depth,
+                            prune_attention=cfg.attention == "within-heads", multiple=cfg.width_multiple,
+                            kv_groups=kv_groups)
+        kv_fit = KVFit(cfg.kv_fit, q_energy) if kv_groups else None
+        dense_weights = DenseWeights(adapter, kv_fit)
         init = space.initial(cfg.keep, cfg.band)
         stages = cfg.stage_list()
         # the stages draw from every calibration window, the fixed set is the first windows
         pool = ids[:, :cfg.fitness_seqlen] if stages else ids[:cfg.fitness_windows, :cfg.fitness_seqlen]
-        factory = WidthFactory(model, pool, shape, cfg.fitness, cfg.kl_topk, device)
+        factory = WidthFactory(model, pool, shape, cfg.fitness, cfg.kl_topk, device, kv_fit)
         local = lambda: width_evaluator(model, pool, shape, cfg.fitness, cfg.kl_topk, device, dense_weights)
         plan = Plan(cfg.keep, cfg.band, cfg.generations, cfg.population, cfg.mutants, cfg.crossovers, cfg.randoms,
                     cfg.top_k, cfg.seed, stages, cfg.fitness_windows, pool.shape[0], cfg.fitness_seqlen)
@@ -266,7 +297,7 @@ class SearchMethod(Method):
             masked = guard.score([best], windows)[0]
             dense_weights.restore()
         dense_weights.set_depth(best.depth)
-        reformer = _Reformer(adapter, best, shape, cfg)
+        reformer = _Reformer(adapter, best, shape, cfg, dense_weights.kv_fit)
         LayerwiseEngine(adapter, device, progress=progress).run(ids, reformer, desc="search-llm: ADMM reformation")
         out = {"admm_final_residual_max": max(reformer.residuals.values())}
         if guard is not None:

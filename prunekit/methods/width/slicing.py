@@ -10,6 +10,7 @@ import torch.nn as nn
 from ...errors import PrunekitError
 from ...models.adapter import FAMILIES, ModelAdapter
 from ...models.block_shapes import full_width
+from ...models import decilm
 from ...models.variable_width import empty_model
 from .genome import Genome, Shape
 
@@ -20,8 +21,11 @@ def _sliceable(spec) -> bool:
 
 def shape_of(adapter: ModelAdapter, method: str = "search-llm") -> Shape:
     spec = adapter.spec
-    known = ", ".join(t for f in FAMILIES if _sliceable(f) for t in f.model_types if not t.startswith("prunekit"))
+    known = ", ".join(t for f in FAMILIES if _sliceable(f) for t in f.model_types
+                      if not t.startswith("prunekit") and t != decilm.MODEL_TYPE)
     why = f" (width search supports {known} so far)"
+    adapter.require("its blocks already differ in shape (Nemotron-NAS layout); search the dense model instead",
+                    adapter.config.model_type != decilm.MODEL_TYPE, method)
     adapter.require("no per-layer-width modeling code for this family yet" + why, spec.variable_width is not None, method)
     adapter.require("partial rotary embeddings cannot be sliced yet", not adapter.partial_rotary, method)
     # per-head q/k norms: only the llama modeling code (HeadNorm) slices them
@@ -48,20 +52,65 @@ def rope_index(genome: Genome, b: int, shape: Shape) -> torch.Tensor:
 
 
 def block_channels(genome: Genome, b: int, shape: Shape) -> dict:
-    """Kept output rows of q, k/v and kept intermediate channels (also the consumers' columns)."""
+    """Kept output rows of q, k/v and kept intermediate channels (also the consumers' columns).
+    With fewer KV heads, "kv_sliced" are the rows the smaller model takes: the first old head of
+    each merged group (every old head of a group holds the merged head, see KVFit)."""
     idx = rope_index(genome, b, shape)
     group = shape.heads // shape.kv_heads
     d = shape.head_dim_of(b)
     q = torch.cat([h * d + idx[h // group] for h in range(shape.heads)])
     kv = torch.cat([g * d + idx[g] for g in range(shape.kv_heads)])
-    return {"q": q, "kv": kv, "mlp": torch.nonzero(genome.mlp[b]).flatten(), "rope": idx}
+    out = {"q": q, "kv": kv, "mlp": torch.nonzero(genome.mlp[b]).flatten(), "rope": idx}
+    kept = genome.kv_kept(b, shape)
+    if kept != shape.kv_heads:
+        step = shape.kv_heads // kept
+        out["kv_sliced"] = torch.cat([g * d + idx[g] for g in range(0, shape.kv_heads, step)])
+        out["kv_heads"] = kept
+    return out
+
+
+class KVFit:
+    """Merged K and V heads of each block for each KV-head count (solvers/kv_groups.py), fitted
+    once from the block's dense weights: `how` is mean or weighted (query energies per block,
+    [heads, head_dim], from the calibration statistics)."""
+
+    def __init__(self, how: str, q_energy: list[torch.Tensor] | None = None):
+        self.how, self.q_energy, self.cache = how, q_energy, {}
+
+    @torch.no_grad()
+    def write(self, adapter: ModelAdapter, lins: dict, b: int, shape: Shape, kept: int) -> None:
+        """Give each old KV head of block b (dense weights in `lins`) its merged group's weights."""
+        from ...solvers import kv_groups as kvg
+        r = adapter.spec.roles
+        k, v = lins[r["k"]], lins[r["v"]]
+        if (b, kept) not in self.cache:
+            kv = shape.kv_heads
+            kw = kvg.key_weights(self.q_energy[b], kv, shape.rotary) if self.how == "weighted" else None
+            va = kvg.value_weights(lins[r["o"]].weight.detach().cpu(), shape.heads, kv) if self.how == "weighted" else None
+            merged = {}
+            for name, lin, merge, w in (("k", k, kvg.merge_keys, kw), ("v", v, kvg.merge_values, va)):
+                merged[name] = [merge(kvg.heads_of(t.detach().cpu(), kv), kept, w)
+                                for t in (lin.weight, lin.bias) if t is not None]
+            self.cache[(b, kept)] = merged
+        for name, lin in (("k", k), ("v", v)):
+            parts = self.cache[(b, kept)][name]
+            lin.weight.copy_(kvg.expand(parts[0], shape.kv_heads).to(lin.weight))
+            if lin.bias is not None:
+                lin.bias.copy_(kvg.expand(parts[1], shape.kv_heads).to(lin.bias))
+
+
+def write_genome(adapter: ModelAdapter, lins: dict, ch: dict, b: int, shape: Shape, kv_fit: KVFit | None) -> None:
+    """Zero the removed producer rows of block b and, with fewer KV heads, write the merged ones."""
+    keep_producer_rows(adapter, lins, ch)
+    if "kv_heads" in ch:
+        kv_fit.write(adapter, lins, b, shape, ch["kv_heads"])
 
 
 class DenseWeights:
     """A copy of the dense block projections, to write masked versions of them into the model."""
 
-    def __init__(self, adapter: ModelAdapter):
-        self.adapter = adapter
+    def __init__(self, adapter: ModelAdapter, kv_fit: KVFit | None = None):
+        self.adapter, self.kv_fit = adapter, kv_fit
         self.weights = [{n: (lin.weight.detach().clone(), None if lin.bias is None else lin.bias.detach().clone())
                          for n, lin in adapter.block_linears(b).items()} for b in adapter.layers]
         self.layers = list(adapter.layers)
@@ -77,7 +126,7 @@ class DenseWeights:
             lins = self.adapter.block_linears(block)
             for name, lin in lins.items():
                 _copy(lin, dense[name])
-            keep_producer_rows(self.adapter, lins, ch)
+            write_genome(self.adapter, lins, ch, b, shape, self.kv_fit)
             keep_cols(lins[r["o"]], ch["q"])
             keep_cols(lins[r["down"]], ch["mlp"])
         self.set_depth(genome.depth)
@@ -139,7 +188,7 @@ def sliced_model(model, genome: Genome, shape: Shape):
     depth = genome.depth
     widths = [int(genome.mlp[b].sum()) for b in range(depth)]
     dims = [shape.unit_dims(genome.pairs_kept(b)) for b in range(depth)]
-    small = empty_model(adapter, depth, widths, dims)
+    small = empty_model(adapter, depth, widths, dims, [genome.kv_kept(b, shape) for b in range(depth)])
     standard = not hasattr(small.config, "layer_head_dims")
     out_spec = ModelAdapter(small).spec
     out_roles = out_spec.roles     # the small model's linears (fused parts come apart)
@@ -162,6 +211,8 @@ def sliced_model(model, genome: Genome, shape: Shape):
             continue
         ch = block_channels(genome, b, shape)
         kept = dict(producer_channels(adapter, ch))
+        if "kv_sliced" in ch:       # the merged heads (written into the model by KVFit)
+            kept["k"] = kept["v"] = ch["kv_sliced"]
         name, kind = rest.rsplit(".", 1)
         if name in producers:
             for role, rows in producers[name]:
