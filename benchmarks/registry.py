@@ -106,6 +106,10 @@ EXPERIMENTS: list[Experiment] = [
                "One method streamed inside a memory limit of a quarter of the checkpoint, then read back (root)",
                ("/tmp/rand-1b", "sparsegpt24", "--in-memory", "--", "--method", "sparsegpt", "--pattern", "2:4"),
                writes_results=False),
+    Experiment("servable_outputs", "serving/servable.py",
+               "Servable outputs of SmolLM2 (depth, sublayer, MLP-only and KV-group widths) in vLLM and llama.cpp: "
+               "tokens and logits against transformers, prefill and decode speed against dense, wt2 and KL",
+               ("--reuse",)),
     Experiment("gpu", "gpu/run.sh",
                "The prepared GPU check: CUDA tests, SmolLM2 with 7 methods on CUDA against the CPU, a random 1.5 B "
                "Llama streamed on CUDA (writes gpu/results/; see BENCHMARKS 'GPU path')",

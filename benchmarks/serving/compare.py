@@ -39,7 +39,9 @@ def hf_reference(model_dir: str, prompt: str, max_tokens: int) -> dict:
     torch.manual_seed(0)
     torch.set_num_threads(1)  # vLLM CPU drops to 1 torch thread here; llama.cpp runs with 1 thread
     tok = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32,
+    remote = (Path(model_dir) / "configuration_decilm.py").is_file() or \
+        any(Path(model_dir).glob("modeling_prunekit_*.py"))      # prunekit's own layouts ship their code
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, trust_remote_code=remote,
                                                  attn_implementation="eager").eval()
     ids = tok(prompt, add_special_tokens=False)["input_ids"]
     x = torch.tensor([ids])

@@ -1,0 +1,203 @@
+"""Benchmark: which pruned SmolLM2 outputs real serving engines run natively, how close they stay to
+transformers, and how fast they are against dense, next to their quality.
+
+    cd benchmarks && PRUNEKIT_DATA_DIR=../../shared/data python serving/servable.py --reuse [--phase all]
+
+Phases (each keeps its results in results/servable_outputs.json):
+1. prune: every model below through `prunekit prune` (WikiText-2 test wt2-2048/16 as the depth and
+   width benchmarks evaluate) and `prunekit eval --eval kl` (KL to dense on WikiText-2 test, 16 x 512).
+2. engines: serving/compare.py per model: transformers (float32, eager) against vLLM's CPU build
+   (greedy tokens, the class vLLM built) and llama.cpp (the vendored converter, an f32 GGUF, the
+   first-token logits over the whole vocabulary, greedy tokens), 16 tokens from one prompt.
+3. speed: prefill latency of a 128-token WikiText-2 prompt and decode tokens/s over 64 new tokens,
+   in each engine, every model interleaved with dense (llama.cpp: one process, 5 rounds after a
+   warm-up; vLLM: one process per model and round, 2 rounds, 3 repeats each).
+The serving engines live in their own virtual environments (serving/setup.sh).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+import runner  # noqa: E402
+
+from compare import VENVS, run_engine  # noqa: E402
+
+NAME = "servable_outputs"
+DEPTH_CAL = ["--calib", "c4", "--nsamples", "10", "--seqlen", "128", "--seed", "0"]
+WIDTH_CAL = ["--calib", "c4", "--nsamples", "32", "--seqlen", "512", "--seed", "0", "--generations", "4",
+             "--width-multiple", "256"]
+MODELS = {
+    "shortgpt-6": ["--method", "shortgpt", "--remove-layers", "6", *DEPTH_CAL],
+    "shortgpt-sublayer-0.8": ["--method", "shortgpt", "--unit", "sublayer", "--keep", "0.8", *DEPTH_CAL],
+    "sleb-sublayer-0.8": ["--method", "sleb", "--unit", "sublayer", "--keep", "0.8", *DEPTH_CAL],
+    "ppl-sublayer-0.8": ["--method", "ppl", "--unit", "sublayer", "--keep", "0.8", *DEPTH_CAL],
+    "width-mlp-0.85": ["--method", "search-llm", "--attention", "keep", "--keep", "0.85", *WIDTH_CAL],
+    "width-mlp-0.7": ["--method", "search-llm", "--attention", "keep", "--keep", "0.7", *WIDTH_CAL],
+    "width-kv-0.85": ["--method", "search-llm", "--attention", "kv-groups", "--keep", "0.85", *WIDTH_CAL],
+    "width-kv-0.7": ["--method", "search-llm", "--attention", "kv-groups", "--keep", "0.7", *WIDTH_CAL],
+    # the paper's within-head widths: prunekit's own layout, which the engines must refuse cleanly
+    "width-within-heads-0.8": ["--method", "search-llm", "--keep", "0.8", "--calib", "c4", "--nsamples", "32",
+                               "--seqlen", "512", "--seed", "0", "--generations", "4"],
+    # the KV fit alone: the importance initialisation, no reformation, mean against weighted
+    "kvfit-mean-init-0.85": ["--method", "search-llm", "--attention", "kv-groups", "--kv-fit", "mean",
+                             "--keep", "0.85", *WIDTH_CAL[:-4], "--generations", "0", "--reform", "none",
+                             "--width-multiple", "256"],
+    "kvfit-weighted-init-0.85": ["--method", "search-llm", "--attention", "kv-groups", "--kv-fit", "weighted",
+                                 "--keep", "0.85", *WIDTH_CAL[:-4], "--generations", "0", "--reform", "none",
+                                 "--width-multiple", "256"],
+}
+ENGINE_MODELS = ["dense", "shortgpt-6", "shortgpt-sublayer-0.8", "sleb-sublayer-0.8", "ppl-sublayer-0.8",
+                 "width-mlp-0.85", "width-mlp-0.7", "width-kv-0.85", "width-kv-0.7", "width-within-heads-0.8"]
+
+
+def load_results() -> dict:
+    path = runner.HERE / "results" / f"{NAME}.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def save(results: dict) -> None:
+    runner.save_results(NAME, results)
+
+
+def dense_folder(work: Path, model: str) -> Path:
+    """The dense model saved as a plain float32 Hugging Face folder (what the engines load)."""
+    out = work / "dense-hf"
+    if not (out / "config.json").exists():
+        code = ("import sys, prunekit; m, tok, _ = prunekit.load_model(sys.argv[1], 'float32'); "
+                "m.save_pretrained(sys.argv[2]); tok.save_pretrained(sys.argv[2])")
+        runner.run([sys.executable, "-c", code, model, str(out)])
+    return out
+
+
+def prune_phase(work: Path, args, results: dict) -> None:
+    dense = runner.dense(work, args.model, args.eval_windows)
+    results.setdefault("dense", {})["quality"] = quality(dense)
+    for tag, flags in MODELS.items():
+        rep = runner.prune(work, tag, args.model, args.eval_windows, [*flags, "--trust-remote-code"], reuse=args.reuse)
+        if "kl" not in (rep.get("eval") or {}):
+            runner.run(runner.PRUNEKIT + ["eval", "--model", str(work / tag), "--eval", "kl", "--dense", args.model,
+                                          "--trust-remote-code", "--save-to-model"])
+            rep = json.loads((work / tag / "prunekit_report.json").read_text())
+        results.setdefault(tag, {})["quality"] = quality(rep)
+        save(results)
+
+
+def quality(rep: dict) -> dict:
+    ev = rep.get("eval") or {}
+    meth = rep.get("method") or {}
+    out = {"params": rep["model"]["params_total"], "wt2": (ev.get("wikitext2") or {}).get("ppl"),
+           "kl": (ev.get("kl") or {}).get("kl"), "serving": rep["model"].get("serving"),
+           "architecture": rep["model"].get("architecture"), "prune_s": (rep.get("timing") or {}).get("prune_s")}
+    depth = meth.get("depth") or {}
+    if "kept_params" in depth:
+        out["kept_block_params"] = depth["kept_params"] / depth["block_params"]
+    elif "kept_fraction" in meth:
+        out["kept_block_params"] = meth["kept_fraction"]
+    if meth.get("widths"):
+        out["widths"] = meth["widths"]
+    if depth.get("sublayers_removed"):
+        out["sublayers_removed"] = depth["sublayers_removed"]
+    return out
+
+
+def folder(work: Path, tag: str, model: str) -> Path:
+    return dense_folder(work, model) if tag == "dense" else work / tag
+
+
+def engines_phase(work: Path, args, results: dict) -> None:
+    out_dir = runner.HERE / "results" / "serving"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for tag in ENGINE_MODELS:
+        path = out_dir / f"{NAME}-{tag}.json"
+        if not (args.reuse and path.exists()):
+            runner.run([sys.executable, str(HERE / "compare.py"), str(folder(work, tag, args.model)),
+                        "--out", str(path)])
+        results.setdefault(tag, {})["engines"] = summarise(json.loads(path.read_text()))
+        save(results)
+
+
+def summarise(rep: dict) -> dict:
+    v, lc = rep.get("vllm", {}), rep.get("llamacpp", {})
+    diff = lc.get("first_logits_vs_transformers") or {}
+    err = lambda r: None if r.get("token_ids") else (r.get("error") or next(
+        (ln for ln in reversed(r.get("log_tail") or (r.get("convert") or {}).get("log_tail") or [])
+         if "Error" in ln or "error" in ln), "failed"))[:200]
+    return {"vllm": {"class": v.get("model_class"), "native": v.get("native"),
+                     "same_tokens": v.get("same_tokens_as_transformers"), "error": err(v)},
+            "llamacpp": {"arch": lc.get("gguf_arch"), "max_abs_logit_diff": diff.get("max_abs_diff"),
+                         "top1_same": diff.get("top1_same"), "same_tokens": lc.get("same_tokens_as_transformers"),
+                         "vocab_fallback": (lc.get("convert") or {}).get("vocab_fallback"), "error": err(lc),
+                         "gguf": lc.get("gguf")}}
+
+
+def prompt_ids(model: str, n: int) -> list[int]:
+    from prunekit import load_model
+    from prunekit.data.sources import load_source
+    _, tok, _ = load_model(model, "float32")
+    text = load_source("wikitext2", "test").text()
+    return tok(text[:20000], add_special_tokens=False)["input_ids"][:n]
+
+
+def speed_phase(work: Path, args, results: dict) -> None:
+    ids = prompt_ids(args.model, 128)
+    ids_arg = ",".join(map(str, ids))
+    ok = [t for t in ENGINE_MODELS if (results.get(t, {}).get("engines") or {}).get("llamacpp", {}).get("same_tokens")
+          is not None and results[t]["engines"]["llamacpp"]["error"] is None]
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    py = str(VENVS / "llamacpp" / "bin" / "python")
+    cmd = ["nice", "-n", "19", py, str(HERE / "llamacpp_speed.py"), "--prompt-ids", ids_arg, "--new-tokens", "64",
+           "--rounds", "5", *[f"{t}={results[t]['engines']['llamacpp']['gguf']}" for t in ok]]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if line is None:
+        raise SystemExit("llama.cpp speed run failed:\n" + out.stderr[-2000:])
+    lc = json.loads(line[len("RESULT "):])
+    results["_speed_protocol"] = {"llamacpp": lc.pop("_protocol")}
+    for tag, r in lc.items():
+        results[tag].setdefault("speed", {})["llamacpp"] = {k: r[k] for k in ("prefill_s", "decode_tok_s")}
+    save(results)
+    vllm_ok = [t for t in ENGINE_MODELS if (results.get(t, {}).get("engines") or {}).get("vllm", {}).get("native")]
+    runs = {t: [] for t in vllm_ok}
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    for _ in range(2):
+        for tag in vllm_ok:
+            remote = ["--trust-remote-code"] if (folder(work, tag, args.model) / "configuration_decilm.py").is_file() else []
+            r = run_engine("vllm_run.py", "vllm", str(folder(work, tag, args.model)),
+                           ["--prompt-ids", ids_arg, "--max-tokens", "64", "--repeats", "3", *remote], env, 1800)
+            runs[tag].append({k: r.get(k) for k in ("prefill_s", "decode_tok_s")})
+    for tag, rs in runs.items():
+        results[tag].setdefault("speed", {})["vllm"] = {
+            k: statistics.median(r[k] for r in rs if r[k] is not None) for k in ("prefill_s", "decode_tok_s")}
+        results[tag]["speed"]["vllm"]["runs"] = rs
+    results["_speed_protocol"]["vllm"] = {"prompt_tokens": len(ids), "new_tokens": 64, "rounds": 2, "repeats": 3,
+                                          "timing": "median of the rounds' medians; one process per model and round, "
+                                                    "models interleaved"}
+    save(results)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    runner.common_args(ap, nsamples=10, seqlen=128, eval_windows=16)
+    ap.add_argument("--phase", choices=("all", "prune", "engines", "speed"), default="all")
+    args = ap.parse_args()
+    work = Path(args.work)
+    results = load_results()
+    if args.phase in ("all", "prune"):
+        prune_phase(work, args, results)
+    if args.phase in ("all", "engines"):
+        engines_phase(work, args, results)
+    if args.phase in ("all", "speed"):
+        speed_phase(work, args, results)
+
+
+if __name__ == "__main__":
+    main()
