@@ -54,7 +54,8 @@ def prune(model, config, calibration: Calibration | torch.Tensor | None = None, 
     with cache_disabled(model), batching(batch):
         pruned = method.run(Job(ids, device, progress, batch=batch))
     seconds = time.perf_counter() - start
-    if (pruned is model) == cls.builds_new_model(config):
+    new = cls.builds_new_model(config)
+    if new is not None and (pruned is model) == new:
         raise PrunekitError(f"method {cls.name} broke its contract: builds_new_model is {cls.builds_new_model(config)}")
     return PruneResult(cls.name, config.to_dict(), seconds, method.sparsity(pruned), method.events, method.summary(),
                        pruned)

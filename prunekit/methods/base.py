@@ -91,8 +91,9 @@ class Method:
         return cls.calibration is not None
 
     @classmethod
-    def builds_new_model(cls, config) -> bool:
-        """Whether a run with `config` returns a new model rather than the one it was given."""
+    def builds_new_model(cls, config) -> bool | None:
+        """Whether a run with `config` returns a new model rather than the one it was given (None:
+        it depends on what the run finds)."""
         return cls.returns_new_model
 
     @classmethod

@@ -45,7 +45,8 @@ def merge_keys(w: torch.Tensor, kv_to: int, weight: torch.Tensor | None = None) 
 
 def merge_values(w: torch.Tensor, kv_to: int, a: torch.Tensor | None = None, damp: float = 1e-6) -> torch.Tensor:
     """w: [kv, d, ...]; a: [kv, d, d] the o_proj weighting A_g of each old head (None: the mean).
-    Returns [kv_to, d, ...] = (Σ_g A_g)⁻¹ Σ_g A_g w_g per new head."""
+    Returns [kv_to, d, ...] = (Σ_g A_g)⁻¹ Σ_g A_g w_g per new head, damped toward the group mean
+    (so heads that are equal still merge to themselves)."""
     if a is None:
         return merge_keys(w, kv_to)
     kv, d = w.shape[:2]
@@ -53,8 +54,9 @@ def merge_values(w: torch.Tensor, kv_to: int, a: torch.Tensor | None = None, dam
     rows = w.double().reshape(kv_to, r, d, -1)
     a = a.double().reshape(kv_to, r, d, d)
     total = a.sum(1)
-    total = total + damp * total.diagonal(dim1=-2, dim2=-1).mean(-1)[:, None, None] * torch.eye(d, dtype=total.dtype)
-    rhs = torch.einsum("jgab,jgbn->jan", a, rows)
+    lam = damp * total.diagonal(dim1=-2, dim2=-1).mean(-1)[:, None, None]
+    total = total + lam * torch.eye(d, dtype=total.dtype)
+    rhs = torch.einsum("jgab,jgbn->jan", a, rows) + lam * rows.mean(1)
     return torch.linalg.solve(total, rhs).reshape(kv_to, d, *w.shape[2:]).to(w.dtype)
 
 

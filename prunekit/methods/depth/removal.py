@@ -53,8 +53,9 @@ class _CountedRemoval(DepthMethod):
     streamable = True      # scoring passes stream block by block; kept blocks are copied as they are
 
     @classmethod
-    def builds_new_model(cls, config) -> bool:
-        return config.unit == "sublayer"      # a block that keeps one sublayer needs the DeciLM layout
+    def builds_new_model(cls, config) -> bool | None:
+        # a block that keeps one sublayer needs a model in the DeciLM layout; whole blocks do not
+        return None if config.unit == "sublayer" else False
 
     @classmethod
     def cannot_stream(cls, config) -> str | None:
