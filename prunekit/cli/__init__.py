@@ -7,12 +7,12 @@ import sys
 
 from ..errors import ConfigError, PrunekitError
 from ..version import __version__
-from . import analyze, bench, compare, evaluate, prune, recover
+from . import analyze, bench, compare, evaluate, export, prune, recover
 from .args import Parser, flag_name
 
 DESCRIPTION = "Prune Hugging Face causal LMs and measure the result under stated protocols."
 COMMANDS = {"prune": prune, "eval": evaluate, "analyze": analyze, "compare": compare, "bench": bench,
-            "recover": recover}
+            "recover": recover, "export": export}
 
 __all__ = ["main", "build_parser", "flag_name", "COMMANDS"]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
+import torch
 import torch.nn as nn
 
 from ..errors import PrunekitError
@@ -137,4 +138,51 @@ def to_decilm(adapter: ModelAdapter, blocks: list[nn.Module], shapes: list[Block
     small.config.use_cache = True
     small.generation_config = copy.deepcopy(model.generation_config)
     small.generation_config.use_cache = True
+    return small
+
+
+def llamacpp_shapes(adapter: ModelAdapter) -> tuple[list[BlockShape], list[str]]:
+    """The block shapes a llama.cpp-bound copy needs, and what changes: MLP widths padded up to the
+    256 grid, a zero MLP of 256 channels for a block that keeps attention alone (llama.cpp's DECI
+    graph skips a block without an MLP), a zero attention with one KV head in block 0 when it has
+    none (llama.cpp reads the head size there)."""
+    heads = adapter.dim("heads")
+    shapes, changes = [], []
+    for i, s in enumerate(shapes_of(adapter)):
+        kv, mlp = s.kv_heads, s.mlp
+        if mlp % FFN_GRID:
+            changes.append(f"block {i}: MLP {mlp} -> {mlp + FFN_GRID - mlp % FFN_GRID} (zero channels)")
+            mlp += FFN_GRID - mlp % FFN_GRID
+        if kv and not mlp:
+            changes.append(f"block {i}: a zero MLP of {FFN_GRID} channels beside its attention")
+            mlp = FFN_GRID
+        if i == 0 and not kv:
+            changes.append(f"block 0: a zero attention with one KV head ({heads} query heads)")
+            kv = 1
+        shapes.append(BlockShape(kv, mlp))
+    return shapes, changes
+
+
+def padded(adapter: ModelAdapter, shapes: list[BlockShape]) -> nn.Module:
+    """A copy of a DeciLM model with `shapes` (each at least as large as the block's own), the new
+    channels and parts zero: gated MLP channels whose gate and up rows and down column are zero
+    output zero, an attention whose projections are zero outputs zero, so the function is the
+    same. New norms are ones (their outputs meet zero weights)."""
+    small = empty_decilm(adapter, shapes)
+    target = small.state_dict()
+    source = adapter.model.state_dict()
+    state = {}
+    for key, value in target.items():
+        old = source.get(key)
+        if old is None:
+            state[key] = torch.ones_like(value) if key.endswith("layernorm.weight") else torch.zeros_like(value)
+            continue
+        new = torch.zeros_like(value)
+        new[tuple(slice(0, n) for n in old.shape)] = old
+        state[key] = new
+    small.load_state_dict(state)
+    if adapter.model.config.tie_word_embeddings:
+        small.tie_weights()
+    small.eval()
+    small.generation_config = copy.deepcopy(adapter.model.generation_config)
     return small

@@ -4,10 +4,11 @@
 from .analyze import analyze_model
 from .bench import bench_model
 from .evaluate import evaluate_model
+from .export import export_model
 from .prune import prune_model
 from .recipe import run_recipe
 from .recover import recover_model
 from .stream import stream_prune_model
 
 __all__ = ["prune_model", "evaluate_model", "analyze_model", "bench_model", "stream_prune_model", "recover_model",
-           "run_recipe"]
+           "run_recipe", "export_model"]
