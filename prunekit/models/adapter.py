@@ -283,6 +283,16 @@ class ModelAdapter:
         names = s.attn_in + s.attn_out if part == "attention" else s.mlp_in + s.mlp_out
         return [lin for lin in (get_path(block, n) for n in names) if lin is not None]
 
+    def sublayer_prefixes(self, part: str) -> tuple[str, ...]:
+        """Names inside a block of what belongs to one sublayer: the module holding its linears
+        and its pre-norm (pre-norm families with two norms per block)."""
+        if len(self.spec.norms) != 2:
+            raise PrunekitError(f"{self.config.model_type} blocks have {len(self.spec.norms)} norms: "
+                                f"their sublayers are not stored apart")
+        role, norm = (self.spec.roles["o"], self.spec.norms[0]) if part == "attention" else \
+            (self.spec.roles["down"], self.spec.norms[1])
+        return role.rsplit(".", 1)[0] + ".", norm + "."
+
     def block_linears(self, block: nn.Module) -> dict[str, nn.Linear]:
         """The prunable linears of one block, in forward order, by their name inside the block."""
         linears = {name: get_path(block, name) for name in self.linear_names()}

@@ -90,27 +90,52 @@ def check_shapes(adapter: ModelAdapter, shapes: list[BlockShape]) -> None:
             raise PrunekitError(f"block {i}: {s.kv_heads} KV heads do not divide {heads} query heads")
 
 
+def decilm_config(adapter: ModelAdapter, shapes: list[BlockShape]):
+    """The DeciLM config of a model like `adapter.model` with these block shapes (the model may
+    be on the meta device: only its config and block modules are read)."""
+    from .configuration_decilm import DeciLMConfig
+
+    require(adapter, "a per-block shape")
+    check_shapes(adapter, shapes)
+    base = {k: v for k, v in adapter.config.to_dict().items() if k not in _DROP_KEYS}
+    first = next(b for b in adapter.layers if adapter.role(b, "q") is not None)
+    full_mlp = max(s.mlp for s in shapes)
+    return DeciLMConfig(**{**base, "num_hidden_layers": len(shapes),
+                           "intermediate_size": full_mlp or base.get("intermediate_size")},
+                        block_configs=block_configs(shapes, adapter.dim("heads"), adapter.dim("hidden")),
+                        qkv_bias=adapter.role(first, "q").bias is not None,
+                        attention_bias=adapter.role(first, "o").bias is not None,
+                        architectures=["DeciLMForCausalLM"])
+
+
 def empty_decilm(adapter: ModelAdapter, shapes: list[BlockShape]) -> nn.Module:
     """An untrained DeciLM model like `adapter.model` (same dtype) with these block shapes."""
     from .configuration_decilm import DeciLMConfig
     from .modeling_decilm import DeciLMForCausalLM
 
-    require(adapter, "a per-block shape")
-    check_shapes(adapter, shapes)
-    model = adapter.model
-    base = {k: v for k, v in model.config.to_dict().items() if k not in _DROP_KEYS}
-    first = next(b for b in adapter.layers if adapter.role(b, "q") is not None)
-    full_mlp = max(s.mlp for s in shapes)
-    cfg = DeciLMConfig(**{**base, "num_hidden_layers": len(shapes), "intermediate_size": full_mlp or base.get(
-                          "intermediate_size")},
-                       block_configs=block_configs(shapes, adapter.dim("heads"), adapter.dim("hidden")),
-                       qkv_bias=adapter.role(first, "q").bias is not None,
-                       attention_bias=adapter.role(first, "o").bias is not None,
-                       architectures=["DeciLMForCausalLM"])
-    small = DeciLMForCausalLM(cfg).to(next(model.parameters()).dtype)
+    small = DeciLMForCausalLM(decilm_config(adapter, shapes)).to(next(adapter.model.parameters()).dtype)
     DeciLMConfig.register_for_auto_class()
     DeciLMForCausalLM.register_for_auto_class("AutoModelForCausalLM")
     return small
+
+
+def save_config(config, folder) -> None:
+    """Write a DeciLM config with the shipped code it names (for outputs written without a model
+    object: streaming)."""
+    import shutil
+    from pathlib import Path
+
+    config.auto_map = {"AutoConfig": "configuration_decilm.DeciLMConfig",
+                       "AutoModelForCausalLM": "modeling_decilm.DeciLMForCausalLM"}
+    config.save_pretrained(folder)
+    for name in ("configuration_decilm.py", "modeling_decilm.py"):
+        shutil.copy(Path(__file__).with_name(name), Path(folder) / name)
+
+
+def block_shape(adapter: ModelAdapter, block: nn.Module, parts) -> BlockShape:
+    """The shape of `block` keeping only the sublayers in `parts`."""
+    return BlockShape(adapter.role(block, "k").out_features // adapter.dim("head_dim") if "attention" in parts else 0,
+                      adapter.role(block, "down").in_features if "mlp" in parts else 0)
 
 
 def to_decilm(adapter: ModelAdapter, blocks: list[nn.Module], shapes: list[BlockShape]) -> nn.Module:

@@ -82,15 +82,27 @@ class StreamedBlocks(Blocks):
         return None if kept is None else [[i] for i in kept]
 
     def apply_plan(self, state) -> None:
-        """Copy the kept blocks from the checkpoint to the output under their new indices, one unit each."""
+        """Copy the kept blocks from the checkpoint to the output under their new indices, one unit
+        each; a left-out sublayer's tensors stay behind (the output is then in the DeciLM layout)."""
         kept = [g[0] for g in state.groups]
         if "kept" not in self.run.results:
             self.run.results["kept"], self.run.results["method"] = kept, self.method.state()
+            if state.skipped():
+                self.run.results["parts"] = [sorted(p) for p in state.parts]
+                self.run.results["shapes"] = [[s.kv_heads, s.mlp] for s in state.shapes()]
             self.run.save(0, self.writer.state())
+        parts = self.run.results.get("parts")
         for new in range(self.run.finished, len(kept)):
             j = kept[new]
-            tensors = {local: self.sm.read_state(f"{self.path(j)}.{local}") for local in self.sm.state_names(self.path(j))}
+            names = self.sm.state_names(self.path(j))
+            if parts is not None:
+                gone = [p for part in ("attention", "mlp") if part not in parts[new]
+                        for p in self.adapter.sublayer_prefixes(part)]
+                names = [n for n in names if not n.startswith(tuple(gone))]
+            tensors = {local: self.sm.read_state(f"{self.path(j)}.{local}") for local in names}
             for name in self.adapter.linear_names():
+                if f"{name}.weight" not in tensors:     # a left-out sublayer's
+                    continue
                 w = tensors[f"{name}.weight"]
                 self.results[f"layers.{new}.{name}"] = [w.numel() - int(torch.count_nonzero(w)), w.numel()]
             self._write_block(new, tensors)

@@ -30,6 +30,7 @@ from ..methods.options import check_types
 from ..methods.registry import all_methods, method_for
 from ..models.adapter import ModelAdapter
 from ..models.paths import check_output_apart
+from ..models import decilm
 from ..models.variable_width import keep_layers
 from .blocks import StreamedBlocks
 from .checkpoint import StreamedModel
@@ -98,7 +99,7 @@ def _execute(sm, adapter, method, run: RunState, ids, device, progress, max_shar
     blocks.write_rest()
     seconds = time.perf_counter() - start
     writer.finish()
-    _write_metadata(sm, run.folder, run.results.get("kept"), tokenizer)
+    _write_metadata(sm, run.folder, run.results.get("kept"), tokenizer, run.results.get("shapes"), adapter)
     if extra is not None:
         extra(run.folder)
     run.complete()
@@ -115,15 +116,21 @@ def _tokenizer(sm: StreamedModel, trust_remote_code: bool):
         raise PrunekitError(f"model '{sm.source.spec}' has no usable tokenizer: {str(e).splitlines()[0]}") from e
 
 
-def _write_metadata(sm: StreamedModel, folder: Path, kept, tokenizer) -> None:
-    """config (dtype, depth), generation config and tokenizer next to the shards."""
+def _write_metadata(sm: StreamedModel, folder: Path, kept, tokenizer, shapes=None, adapter=None) -> None:
+    """config (dtype, depth; the DeciLM layout's with the code it names when blocks lost a
+    sublayer), generation config and tokenizer next to the shards."""
     from transformers import GenerationConfig
 
-    cfg = copy.deepcopy(sm.config)
-    cfg.dtype = sm.dtype
-    if kept is not None:
-        keep_layers(cfg, kept)
-    cfg.save_pretrained(folder)
+    if shapes is not None:
+        cfg = decilm.decilm_config(adapter, [decilm.BlockShape(*s) for s in shapes])
+        cfg.dtype = sm.dtype
+        decilm.save_config(cfg, folder)
+    else:
+        cfg = copy.deepcopy(sm.config)
+        cfg.dtype = sm.dtype
+        if kept is not None:
+            keep_layers(cfg, kept)
+        cfg.save_pretrained(folder)
     try:
         GenerationConfig.from_pretrained(sm.source.path).save_pretrained(folder)
     except OSError:

@@ -90,7 +90,8 @@ def _finish(report, result, calibration, output, texts, protocol: EvalProtocol, 
     report["timing"] = {"prune_s": result.seconds, "peak_rss_gb": rep.peak_rss_gb()}
     report["environment"] = rep.environment(device)
     report["output"] = str(Path(output).resolve())
-    saved = StreamedModel(output, "auto", trust_remote_code)    # the output as written, one block at a time
+    # the output as written, one block at a time; code it ships is prunekit's own, written by this run
+    saved = StreamedModel(output, "auto", True)
     params, _ = stream_counts(saved)
     report["model"].update(params, num_layers=saved.config.num_hidden_layers,
                            serving=rep.serving_of(saved.config, params))

@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from ...errors import PrunekitError
 from ...models.adapter import ModelAdapter
-from ...models.decilm import BlockShape, to_decilm
+from ...models.decilm import BlockShape, block_shape, to_decilm
 from ..base import CalibrationDefaults, Job, Method
 from ..options import MethodConfig, option, require
 from .rebuild import merged_block, reindex
@@ -101,6 +101,10 @@ class DepthState:
         return [(b, p) for b, parts in zip(self.blocks, self.parts) for p in self.adapter.sublayers(b)
                 if p not in parts]
 
+    def shapes(self) -> list[BlockShape]:
+        """Each kept block's shape in the DeciLM layout (a left-out sublayer is a no-op part)."""
+        return [block_shape(self.adapter, b, parts) for b, parts in zip(self.blocks, self.parts)]
+
     def removed_sublayers(self) -> list[list]:
         """[original block, sublayer] of every sublayer left out of a kept block."""
         return [[g[0], p] for b, g, parts in zip(self.blocks, self.groups, self.parts)
@@ -122,11 +126,7 @@ class DepthState:
         """Make the model exactly the current block list (physically smaller): the same model with
         fewer blocks, or, when a kept block lost a sublayer, a model in the DeciLM layout."""
         if self.skipped():
-            hd = self.adapter.dim("head_dim")
-            shapes = [BlockShape(self.adapter.role(b, "k").out_features // hd if "attention" in parts else 0,
-                                 self.adapter.role(b, "down").in_features if "mlp" in parts else 0)
-                      for b, parts in zip(self.blocks, self.parts)]
-            self.model = to_decilm(self.adapter, self.blocks, shapes)
+            self.model = to_decilm(self.adapter, self.blocks, self.shapes())
             return
         self.adapter.replace_layers(self.blocks)
         reindex(self.adapter, [g[0] for g in self.groups])

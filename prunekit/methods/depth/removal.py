@@ -57,10 +57,6 @@ class _CountedRemoval(DepthMethod):
         # a block that keeps one sublayer needs a model in the DeciLM layout; whole blocks do not
         return None if config.unit == "sublayer" else False
 
-    @classmethod
-    def cannot_stream(cls, config) -> str | None:
-        return "--unit sublayer does not stream yet" if config.unit == "sublayer" else super().cannot_stream(config)
-
     def check(self) -> None:
         cfg = self.config
         require(cfg.target(cfg.units_in(self.adapter.num_layers)) is not None or cfg.keep is not None,
