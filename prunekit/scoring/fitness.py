@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from ..errors import PrunekitError
 from ..engine.stack import BlockStack
+from ..engine.sublayers import skipping
 from ..models.plumbing import on_device
 from ..solvers.divergence import kl_exact, kl_topk, topk_summary
 
@@ -76,14 +77,16 @@ class WindowFitness:
 
 
 class DepthEvaluator:
-    """Candidates are 0/1 tuples over the blocks (1 = dropped). Dense block inputs are cached at
-    every `stride`-th block (stride 1 when they fit in `cache_bytes`); a candidate runs from the
-    last cached input at or below its first dropped block. ShortGPT's block influence of every
-    block is measured on the same pass."""
+    """Candidates are 0/1 tuples over the blocks (1 = dropped), or with `sublayers` over each
+    block's attention and MLP (units 2i and 2i + 1). Dense block inputs are cached at every
+    `stride`-th block (stride 1 when they fit in `cache_bytes`); a candidate runs from the last
+    cached input at or below its first dropped unit. ShortGPT's block influence of every unit is
+    measured on the same pass (a sublayer's: from its input to its output)."""
 
-    def __init__(self, stack: BlockStack, kind: str = "kl", topk: int = 0, cache_bytes: float = 4 * 2**30):
+    def __init__(self, stack: BlockStack, kind: str = "kl", topk: int = 0, cache_bytes: float = 4 * 2**30,
+                 sublayers: bool = False):
         from ..solvers.similarity import block_influence
-        self.stack = stack
+        self.stack, self.sublayers = stack, sublayers
         self.blocks = list(stack.adapter.layers)
         h = stack.start.hidden
         per_state = h.numel() * h.element_size()
@@ -92,7 +95,12 @@ class DepthEvaluator:
         self.block_influence = []
         for i, block in enumerate(self.blocks):
             out = stack.through([block], h)
-            self.block_influence.append(block_influence(h, out))
+            if sublayers:
+                with skipping(stack.adapter, [(block, "mlp")]):
+                    mid = stack.through([block], h)
+                self.block_influence += [block_influence(h, mid), block_influence(mid, out)]
+            else:
+                self.block_influence.append(block_influence(h, out))
             h = out
             if (i + 1) % self.stride == 0:
                 self.inputs[i + 1] = h
@@ -100,13 +108,18 @@ class DepthEvaluator:
 
     def score(self, candidates: list[tuple], windows: list[int]) -> list[float]:
         out = []
+        per = 2 if self.sublayers else 1
         for cand in candidates:
-            if len(cand) != len(self.blocks):
-                raise PrunekitError(f"depth candidate of {len(cand)} blocks for a model of {len(self.blocks)}")
-            first = next((i for i, v in enumerate(cand) if v), len(cand))
+            if len(cand) != per * len(self.blocks):
+                raise PrunekitError(f"depth candidate of {len(cand)} units for a model of {len(self.blocks)} blocks")
+            gone = [cand[per * i:per * (i + 1)] for i in range(len(self.blocks))]
+            first = next((i for i, g in enumerate(gone) if any(g)), len(gone))
             start = first // self.stride * self.stride
-            kept = [b for i, b in enumerate(self.blocks) if i >= start and not cand[i]]
-            hidden = self.stack.through(kept, self.inputs[start][windows])
+            kept = [b for i, b in enumerate(self.blocks) if i >= start and not all(gone[i])]
+            skips = [(b, part) for b, g in zip(self.blocks, gone) if any(g) and not all(g)
+                     for part, v in zip(("attention", "mlp"), g) if v]
+            with skipping(self.stack.adapter, skips):
+                hidden = self.stack.through(kept, self.inputs[start][windows])
             out.append(self.fitness.score(hidden, windows))
         return out
 

@@ -74,3 +74,22 @@ def test_kl_fitness_follows_the_models_own_head(family):
     assert ev.score([(0, 0, 1, 0)], windows)[0] == pytest.approx(float(brute_kl(dense, cand).mean()), rel=1e-4)
     nll = F.cross_entropy(cand[:, :-1].reshape(-1, cand.shape[-1]), ids[:, 1:].reshape(-1))
     assert ppl.score([(0, 0, 1, 0)], windows)[0] == pytest.approx(math.exp(float(nll)), rel=1e-4)
+
+
+def test_sublayer_candidates_score_the_model_with_those_sublayers_zeroed(six_block):
+    """Units 2i and 2i + 1 are block i's attention and MLP: a candidate's KL is the dense model's
+    against the model whose left-out sublayers write zeros (a block losing both is skipped)."""
+    model, ids = six_block
+    ev = DepthEvaluator(BlockStack(ModelAdapter(model), ids), "kl", topk=0, sublayers=True)
+    windows = list(range(ids.shape[0]))
+    cand = (0, 0, 1, 0, 0, 0, 1, 1, 0, 1, 0, 0)       # attention of 1, all of 3, MLP of 4
+    small = copy.deepcopy(model)
+    layers = ModelAdapter(small).layers
+    with torch.no_grad():
+        for i, name in ((1, "self_attn.o_proj"), (3, "self_attn.o_proj"), (3, "mlp.down_proj"), (4, "mlp.down_proj")):
+            layers[i].get_submodule(name).weight.zero_()
+        dense = model(ids, use_cache=False).logits
+        masked = small(ids, use_cache=False).logits
+    assert ev.score([cand], windows)[0] == pytest.approx(float(brute_kl(dense, masked).mean()), rel=1e-4)
+    assert ev.score([(0,) * 12], windows)[0] == pytest.approx(0.0, abs=1e-7)
+    assert len(ev.block_influence) == 12

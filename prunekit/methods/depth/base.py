@@ -12,6 +12,7 @@ import torch.nn as nn
 
 from ...errors import PrunekitError
 from ...models.adapter import ModelAdapter
+from ...models import decilm
 from ...models.decilm import BlockShape, block_shape, to_decilm
 from ..base import CalibrationDefaults, Job, Method
 from ..options import MethodConfig, option, require
@@ -41,6 +42,34 @@ class DepthConfig(MethodConfig):
             require(k >= 1, f"{{ratio}} {self.ratio:g} of {num_layers} layers removes no layer")
             return k
         return None
+
+
+UNITS = ("block", "sublayer")
+
+
+@dataclass
+class UnitOption:
+    """What a removal removes: whole blocks, or each block's attention and MLP on their own."""
+    unit: str = option("block", "what is removed: block (whole decoder blocks) or sublayer (each block's attention "
+                                "and MLP on their own, as BlockPruner and FinerCut do); with sublayer, "
+                                "--remove-layers and --ratio count sublayers, and a block that keeps one is saved "
+                                "in the Nemotron-NAS (DeciLM) layout", choices=UNITS)
+
+    def check_unit(self) -> None:
+        require(self.unit in UNITS, f"{{unit}} {self.unit}: choose {' or '.join(UNITS)}")
+
+    def units_in(self, num_layers: int) -> int:
+        return num_layers * (2 if self.unit == "sublayer" else 1)
+
+
+def check_sublayer_units(method, k: int | None) -> None:
+    """Removal by sublayer: the model must fit the DeciLM layout and at least one unit must stay."""
+    reason = decilm.why_not(method.adapter)
+    require(reason is None, f"{{unit}} sublayer saves blocks in the Nemotron-NAS (DeciLM) layout, which "
+                            f"cannot state this model: {reason}")
+    most = 2 * method.adapter.num_layers - 1
+    if k is not None and k > most:
+        raise PrunekitError(f"cannot remove {k} of {most + 1} sublayers with {method.name}: at most {most}")
 
 
 class DepthState:

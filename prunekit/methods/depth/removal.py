@@ -17,36 +17,27 @@ from dataclasses import dataclass
 
 from ...engine.sublayers import skipping
 from ...errors import PrunekitError
-from ...models import decilm
 from ...solvers.similarity import block_influence
 from ..options import option, require
 from ..registry import register_method
-from .base import DepthConfig, DepthMethod, DepthState
+from .base import DepthConfig, DepthMethod, DepthState, UnitOption, check_sublayer_units
 from ...progress import bar as progress_bar, steps
 
-UNITS = ("block", "sublayer")
 BLOCK = "block"     # a unit's part when the unit is a whole block
 
 
 @dataclass
-class RemovalConfig(DepthConfig):
+class RemovalConfig(DepthConfig, UnitOption):
     """What the removal methods share: the unit removed and the parameter target."""
-    unit: str = option("block", "what is removed: block (whole decoder blocks) or sublayer (each block's attention "
-                                "and MLP on their own, as BlockPruner and FinerCut do); with sublayer, "
-                                "--remove-layers and --ratio count sublayers, and a block that keeps one is saved "
-                                "in the Nemotron-NAS (DeciLM) layout", choices=UNITS)
     keep: float | None = option(None, "instead of a count: remove units in the method's order until at most this "
                                       "fraction of the decoder-block projection parameters is kept")
 
     def __post_init__(self):
         super().__post_init__()
-        require(self.unit in UNITS, f"{{unit}} {self.unit}: choose {' or '.join(UNITS)}")
+        self.check_unit()
         if self.keep is not None:
             require(self.remove_layers is None and self.ratio is None, "give {keep} or a count, not both")
             require(0.0 < self.keep < 1.0, f"{{keep}} {self.keep:g} is outside (0, 1)")
-
-    def units_in(self, num_layers: int) -> int:
-        return num_layers * (2 if self.unit == "sublayer" else 1)
 
 
 class _CountedRemoval(DepthMethod):
@@ -62,13 +53,7 @@ class _CountedRemoval(DepthMethod):
         require(cfg.target(cfg.units_in(self.adapter.num_layers)) is not None or cfg.keep is not None,
                 f"{self.name} needs {{remove_layers}}, {{ratio}} or {{keep}}")
         if cfg.unit == "sublayer":
-            reason = decilm.why_not(self.adapter)
-            require(reason is None, f"{{unit}} sublayer saves blocks in the Nemotron-NAS (DeciLM) layout, which "
-                                    f"cannot state this model: {reason}")
-            k = cfg.target(cfg.units_in(self.adapter.num_layers))
-            most = cfg.units_in(self.adapter.num_layers) - 1
-            if k is not None and k > most:
-                raise PrunekitError(f"cannot remove {k} of {most + 1} sublayers with {self.name}: at most {most}")
+            check_sublayer_units(self, cfg.target(cfg.units_in(self.adapter.num_layers)))
         else:
             super().check()
 

@@ -58,3 +58,26 @@ def test_evo_depth_returns_no_worse_than_shortgpt_on_the_fixed_windows(six_block
     assert (details["initial_fitness"], details["final_fitness"]) == pytest.approx((start, best), rel=1e-6)
     assert details["history"][-1]["fixed"] == details["final_fitness"]
     assert details["fixed_evaluations"] >= 2
+
+
+def test_evo_depth_by_sublayer_removes_k_units_and_keeps_the_best_on_the_fixed_set():
+    """evo-depth --unit sublayer: exactly k sublayers go, the output computes the masked model, and
+    the search's best is no worse than its ShortGPT start on the fixed set."""
+    import copy
+    import torch
+    from prunekit.api import prune
+    from prunekit.methods import EvoDepthConfig
+    from prunekit.models.adapter import ModelAdapter
+    from tests.helpers.models import VOCAB, plain_model
+    model = plain_model("llama", seed=5, layers=4)
+    ids = torch.randint(3, VOCAB, (4, 16), generator=torch.Generator().manual_seed(1))
+    res = prune(copy.deepcopy(model), EvoDepthConfig(remove_layers=3, unit="sublayer", stages="32:2,64:1",
+                                                     generations=4, offspring=3), ids, progress=False)
+    removed = res.details["removed_units"]
+    assert len(removed) == 3 and res.details["final_fitness"] <= res.details["initial_fitness"]
+    masked = copy.deepcopy(model)
+    layers = ModelAdapter(masked).layers
+    with torch.no_grad():
+        for i, part in removed:
+            layers[i].get_submodule("self_attn.o_proj" if part == "attention" else "mlp.down_proj").weight.zero_()
+    assert torch.allclose(res.model(ids).logits, masked(ids).logits, atol=1e-5)
