@@ -225,6 +225,8 @@ class SearchMethod(Method):
         n = self.config.width_multiple
         head = min(shape.head_dim_of(b) for b in range(shape.layers))
         mlp = min(shape.intermediate_of(b) for b in range(shape.layers))
+        if self.config.attention != "within-heads":       # head dims are not cut: the MLP alone must fit
+            head = mlp
         if n > head or n > mlp:
             raise ConfigError(f"{{width_multiple}} {n} cannot fit: the model has head dim {head} and MLP width {mlp}; "
                               f"give at most {min(head, mlp)}")

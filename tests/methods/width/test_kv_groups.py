@@ -70,3 +70,11 @@ def test_merging_equal_kv_heads_is_exact(how):
 def test_kv_groups_are_refused_where_the_layout_cannot_state_them():
     with pytest.raises(ConfigError, match="cannot state this model"):
         prune(tiny_model("opt", 2), SearchConfig(keep=0.7, attention="kv-groups", **SMALL), ids(), progress=False)
+
+
+def test_width_multiple_is_checked_against_the_mlp_alone_when_heads_are_kept():
+    model = tiny_model("llama", 2, windowed=False)       # head dim 16, MLP 96
+    prune(copy.deepcopy(model), SearchConfig(keep=0.8, attention="keep", width_multiple=32, **SMALL), ids(),
+          progress=False)
+    with pytest.raises(ConfigError, match="give at most 16"):
+        prune(model, SearchConfig(keep=0.8, width_multiple=32, **SMALL), ids(), progress=False)
