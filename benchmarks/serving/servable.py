@@ -82,7 +82,7 @@ def prune_phase(work: Path, args, results: dict) -> None:
     results.setdefault("dense", {})["quality"] = quality(dense)
     for tag, flags in MODELS.items():
         rep = runner.prune(work, tag, args.model, args.eval_windows, [*flags, "--trust-remote-code"], reuse=args.reuse)
-        if "kl" not in (rep.get("eval") or {}):
+        if "kl" not in rep:     # eval --save-to-model keeps KL as the report's "kl" section
             runner.run(runner.PRUNEKIT + ["eval", "--model", str(work / tag), "--eval", "kl", "--dense", args.model,
                                           "--trust-remote-code", "--save-to-model"])
             rep = json.loads((work / tag / "prunekit_report.json").read_text())
@@ -94,7 +94,7 @@ def quality(rep: dict) -> dict:
     ev = rep.get("eval") or {}
     meth = rep.get("method") or {}
     out = {"params": rep["model"]["params_total"], "wt2": (ev.get("wikitext2") or {}).get("ppl"),
-           "kl": (ev.get("kl") or {}).get("kl"), "serving": rep["model"].get("serving"),
+           "kl": (rep.get("kl") or {}).get("kl"), "serving": rep["model"].get("serving"),
            "architecture": rep["model"].get("architecture"), "prune_s": (rep.get("timing") or {}).get("prune_s")}
     depth = meth.get("depth") or {}
     if "kept_params" in depth:
