@@ -55,7 +55,8 @@ MODELS = {
                                  "--width-multiple", "256"],
 }
 ENGINE_MODELS = ["dense", "shortgpt-6", "shortgpt-sublayer-0.8", "sleb-sublayer-0.8", "ppl-sublayer-0.8",
-                 "width-mlp-0.85", "width-mlp-0.7", "width-kv-0.85", "width-kv-0.7", "width-within-heads-0.8"]
+                 "width-mlp-0.85", "width-mlp-0.7", "width-kv-0.85", "width-kv-0.7", "width-within-heads-0.8",
+                 "qwen2-decilm-probe"]
 
 
 def load_results() -> dict:
@@ -109,7 +110,11 @@ def quality(rep: dict) -> dict:
 
 
 def folder(work: Path, tag: str, model: str) -> Path:
-    return dense_folder(work, model) if tag == "dense" else work / tag
+    if tag == "dense":
+        return dense_folder(work, model)
+    if tag == "qwen2-decilm-probe" and not (work / tag / "config.json").exists():
+        runner.run([sys.executable, str(HERE / "make_probe.py"), str(dense_folder(work, model)), str(work / tag)])
+    return work / tag
 
 
 def engines_phase(work: Path, args, results: dict) -> None:
@@ -149,7 +154,7 @@ def prompt_ids(model: str, n: int) -> list[int]:
 def speed_phase(work: Path, args, results: dict) -> None:
     ids = prompt_ids(args.model, 128)
     ids_arg = ",".join(map(str, ids))
-    ok = [t for t in ENGINE_MODELS if (results.get(t, {}).get("engines") or {}).get("llamacpp", {}).get("same_tokens")
+    ok = [t for t in ENGINE_MODELS if t != "qwen2-decilm-probe" and (results.get(t, {}).get("engines") or {}).get("llamacpp", {}).get("same_tokens")
           is not None and results[t]["engines"]["llamacpp"]["error"] is None]
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
@@ -165,7 +170,7 @@ def speed_phase(work: Path, args, results: dict) -> None:
     for tag, r in lc.items():
         results[tag].setdefault("speed", {})["llamacpp"] = {k: r[k] for k in ("prefill_s", "decode_tok_s")}
     save(results)
-    vllm_ok = [t for t in ENGINE_MODELS if (results.get(t, {}).get("engines") or {}).get("vllm", {}).get("native")]
+    vllm_ok = [t for t in ENGINE_MODELS if t != "qwen2-decilm-probe" and (results.get(t, {}).get("engines") or {}).get("vllm", {}).get("native")]
     runs = {t: [] for t in vllm_ok}
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     for _ in range(2):
