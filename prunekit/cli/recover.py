@@ -60,6 +60,10 @@ def summary(report: dict) -> str:
         note = f", {ev['window_note']}" if ev.get("window_note") else ""
         lines.append(f"  ppl {name:<10s}{ev['ppl']:.3f} [{ev['protocol']}{note}]"
                      + (f"  (before recovery {before['ppl']:.3f})" if same else ""))
+    serving = (report.get("model") or {}).get("serving")
+    if serving:
+        from ..models.serving import serving_line
+        lines.append(f"  serves in     {serving_line(serving)}")
     if report.get("output"):
         lines.append(f"  saved         {report['output']}")
     return "\n".join(lines)

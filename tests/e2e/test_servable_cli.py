@@ -63,3 +63,29 @@ def test_export_refuses_prunekits_own_layout_and_says_when_nothing_is_needed(tin
     assert not (tmp_path / "x").exists()
     assert main(["export", "--model", str(src), "--for", "llama.cpp", "--output", str(tmp_path / "y")]) == 0
     assert "takes it as it is" in capsys.readouterr().out and not (tmp_path / "y").exists()
+
+
+def test_a_recipe_chains_sublayer_removal_sparsity_and_recovery(tiny_model_dir, tmp_path, data_dir, capsys):
+    """The DeciLM output is a valid input of the next stages: Wanda on the blocks that remain
+    (a left-out sublayer has no linears to prune), then LoRA recovery; the zeros survive and
+    the final folder still states its blocks."""
+    import yaml
+    src = _source(tmp_path, tiny_model_dir)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"stages": [
+        {"method": "ppl", "unit": "sublayer", "remove_layers": 3, "plus_heuristic": False,
+         "calibration": {"calib": "wikitext2:validation", "nsamples": 3, "seqlen": 32}},
+        {"method": "wanda", "sparsity": 0.5, "calibration": {"calib": "wikitext2:validation", "nsamples": 3,
+                                                           "seqlen": 32}},
+        {"method": "recover", "steps": 2, "seqlen": 32, "data": "c4"}]}))
+    out = tmp_path / "chain"
+    assert main(["prune", "--recipe", str(recipe), "--model", str(src), "--data-dir", data_dir, "--eval", "none",
+                 "--output", str(out)]) == 0
+    assert "serves in     vLLM (DeciLMForCausalLM)" in capsys.readouterr().out
+    model = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True)
+    config = json.loads((out / "config.json").read_text())
+    assert sum(b["attention"]["no_op"] + b["ffn"]["no_op"] for b in config["block_configs"]) + \
+        2 * (6 - len(config["block_configs"])) == 3
+    for name, p in model.named_parameters():
+        if ".layers." in name and name.endswith("proj.weight"):
+            assert float((p == 0).float().mean()) >= 0.5, name     # Wanda's zeros kept through recovery
