@@ -120,7 +120,7 @@ def folder(work: Path, tag: str, model: str) -> Path:
 def engines_phase(work: Path, args, results: dict) -> None:
     out_dir = runner.HERE / "results" / "serving"
     out_dir.mkdir(parents=True, exist_ok=True)
-    for tag in ENGINE_MODELS:
+    for tag in [t for t in ENGINE_MODELS if not args.models or t in args.models.split(",")]:
         path = out_dir / f"{NAME}-{tag}.json"
         if not (args.reuse and path.exists()):
             runner.run([sys.executable, str(HERE / "compare.py"), str(folder(work, tag, args.model)),
@@ -193,6 +193,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     runner.common_args(ap, nsamples=10, seqlen=128, eval_windows=16)
     ap.add_argument("--phase", choices=("all", "prune", "engines", "speed"), default="all")
+    ap.add_argument("--models", default=None, help="engines phase: only these (comma-separated tags)")
     args = ap.parse_args()
     work = Path(args.work)
     results = load_results()
