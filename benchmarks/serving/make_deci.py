@@ -9,11 +9,10 @@ writes such configs itself.  The output folder holds
 * ``config.json`` with ``architectures: ["DeciLMForCausalLM"]``,
   ``model_type: "nemotron-nas"``, one ``block_configs`` entry per layer and an
   ``auto_map`` pointing at the bundled ``configuration_decilm.py``;
-* ``configuration_decilm.py``: a small config class written here (a
-  ``LlamaConfig`` subclass whose ``block_configs`` entries allow attribute
-  access, which vLLM's nemotron_nas model needs: it reads
-  ``block.attention.no_op`` etc. as attributes, and neither transformers nor
-  vLLM ship a config class for ``nemotron-nas``);
+* ``configuration_decilm.py``: prunekit's own config class (the one its
+  outputs ship: ``block_configs`` entries allow attribute access, which vLLM's
+  nemotron_nas model needs, and neither transformers nor vLLM ship a config
+  class for ``nemotron-nas``);
 * ``model.safetensors`` with the source weights, minus every tensor of the
   layers listed in ``--noop`` (those become attention+FFN no-op blocks), and
   the tokenizer files.
@@ -37,36 +36,6 @@ import json
 import shutil
 from pathlib import Path
 
-CONFIG_PY = '''"""DeciLM / Nemotron-NAS config for serving probes (written by prunekit's
-benchmarks/serving/make_deci.py).  block_configs entries are dicts that also
-allow attribute access; a key that is absent raises AttributeError, so
-``hasattr(block.ffn, "ffn_mult")`` is False when only intermediate_size is given."""
-
-from transformers import LlamaConfig
-
-
-class _AttrDict(dict):
-    def __getattr__(self, key):
-        try:
-            return self[key]
-        except KeyError:
-            raise AttributeError(key) from None
-
-    def __reduce__(self):
-        return (_AttrDict, (dict(self),))
-
-
-def _wrap(block):
-    return _AttrDict({k: _AttrDict(v) if isinstance(v, dict) else v for k, v in dict(block).items()})
-
-
-class DeciLMConfig(LlamaConfig):
-    model_type = "nemotron-nas"
-
-    def __init__(self, block_configs=None, **kwargs):
-        super().__init__(**kwargs)
-        self.block_configs = [_wrap(b) for b in (block_configs or [])]
-'''
 
 
 def ffn_mult_to_width(mult: float, hidden: int) -> int:
@@ -125,7 +94,8 @@ def main() -> None:
         "block_configs": blocks,
     })
     (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-    (out / "configuration_decilm.py").write_text(CONFIG_PY)
+    from prunekit.models import configuration_decilm       # the config class prunekit's outputs ship
+    shutil.copy(configuration_decilm.__file__, out / "configuration_decilm.py")
 
     tensors, reference = {}, {}
     for f in sorted(src.glob("*.safetensors")):

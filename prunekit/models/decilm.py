@@ -6,7 +6,6 @@ Within-head pruning, sliding windows, per-head q/k norms and the other families 
 stated in it and keep prunekit's own layout (variable_width.py)."""
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
@@ -14,6 +13,7 @@ import torch.nn as nn
 
 from ..errors import PrunekitError
 from .adapter import ModelAdapter
+from .plumbing import finish_smaller
 
 MODEL_TYPE = "nemotron-nas"
 FFN_GRID = 256          # the engines' rounding of ffn_mult widths
@@ -157,13 +157,7 @@ def to_decilm(adapter: ModelAdapter, blocks: list[nn.Module], shapes: list[Block
         raise PrunekitError(f"the DeciLM layout left weights unmatched: missing {missing[:3]}, "
                             f"other shapes {wrong[:3]}")
     small.load_state_dict(state, strict=False)
-    if model.config.tie_word_embeddings:
-        small.tie_weights()
-    small.eval()
-    small.config.use_cache = True
-    small.generation_config = copy.deepcopy(model.generation_config)
-    small.generation_config.use_cache = True
-    return small
+    return finish_smaller(small, model)
 
 
 def llamacpp_shapes(adapter: ModelAdapter) -> tuple[list[BlockShape], list[str]]:
@@ -206,8 +200,4 @@ def padded(adapter: ModelAdapter, shapes: list[BlockShape]) -> nn.Module:
         new[tuple(slice(0, n) for n in old.shape)] = old
         state[key] = new
     small.load_state_dict(state)
-    if adapter.model.config.tie_word_embeddings:
-        small.tie_weights()
-    small.eval()
-    small.generation_config = copy.deepcopy(adapter.model.generation_config)
-    return small
+    return finish_smaller(small, adapter.model)

@@ -4,6 +4,8 @@ rules every stage that forwards windows shares: how many windows go in one call 
 whether calibration activations stay on the compute device."""
 from __future__ import annotations
 
+import copy
+
 from contextlib import contextmanager
 from contextvars import ContextVar
 
@@ -136,3 +138,16 @@ def solver_workspace_bytes(block: nn.Module) -> int:
     matrix of that size more (its inverse or Cholesky factor)."""
     sq = [m.in_features ** 2 for m in block.modules() if isinstance(m, nn.Linear)]
     return 4 * (sum(sq) + max(sq, default=0))
+
+
+def finish_smaller(small: nn.Module, model: nn.Module) -> nn.Module:
+    """A smaller model built from `model`, ready to use and save: its head tied as the source's,
+    eval mode, the KV cache on with the source's generation defaults (a model saved with
+    use_cache=False, as it is set while being pruned, would decode without a KV cache)."""
+    if model.config.tie_word_embeddings:
+        small.tie_weights()
+    small.eval()
+    small.config.use_cache = True
+    small.generation_config = copy.deepcopy(model.generation_config)
+    small.generation_config.use_cache = True
+    return small

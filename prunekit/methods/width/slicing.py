@@ -2,7 +2,6 @@
 used for fitness and reformation, and the physically smaller model that is saved."""
 from __future__ import annotations
 
-import copy
 
 import torch
 import torch.nn as nn
@@ -11,6 +10,7 @@ from ...errors import PrunekitError
 from ...models.adapter import FAMILIES, ModelAdapter
 from ...models.block_shapes import full_width
 from ...models import decilm
+from ...models.plumbing import finish_smaller
 from ...models.variable_width import empty_model
 from .genome import Genome, Shape
 
@@ -232,12 +232,4 @@ def sliced_model(model, genome: Genome, shape: Shape):
     missing = [m for m in missing if not m.endswith("lm_head.weight") or not model.config.tie_word_embeddings]
     if missing or unexpected:
         raise PrunekitError(f"slicing left weights unmatched: missing {missing[:3]}, unexpected {unexpected[:3]}")
-    if model.config.tie_word_embeddings:
-        small.tie_weights()
-    small.eval()
-    # cache on and the dense model's generation defaults: a checkpoint saved with use_cache=False
-    # (as the model is set while being pruned) would decode without a KV cache
-    small.config.use_cache = True
-    small.generation_config = copy.deepcopy(model.generation_config)
-    small.generation_config.use_cache = True
-    return small
+    return finish_smaller(small, model)
