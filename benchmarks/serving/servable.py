@@ -126,7 +126,32 @@ def engines_phase(work: Path, args, results: dict) -> None:
             runner.run([sys.executable, str(HERE / "compare.py"), str(folder(work, tag, args.model)),
                         "--out", str(path)])
         results.setdefault(tag, {})["engines"] = summarise(json.loads(path.read_text()))
+        padded = padded_for_llamacpp(work, tag, args, out_dir)
+        if padded is not None:
+            results[tag]["engines"]["llamacpp_export"] = padded
         save(results)
+
+
+def padded_for_llamacpp(work: Path, tag: str, args, out_dir: Path) -> dict | None:
+    """Where the output's own summary says llama.cpp cannot run it: `prunekit export --for
+    llama.cpp`, then llama.cpp on that copy against transformers on the output itself."""
+    src = folder(work, tag, args.model)
+    config = json.loads((src / "config.json").read_text())
+    from prunekit.models.serving import llamacpp_obstacles
+    if config.get("model_type") != "nemotron-nas" or not llamacpp_obstacles(config):
+        return None
+    dst = work / f"{tag}-llamacpp"
+    if not (dst / "config.json").exists():
+        runner.run(runner.PRUNEKIT + ["export", "--model", str(src), "--for", "llama.cpp", "--output", str(dst),
+                                      "--trust-remote-code", "--overwrite"])
+    path = out_dir / f"{NAME}-{tag}-llamacpp-export.json"
+    if not (args.reuse and path.exists()):
+        runner.run([sys.executable, str(HERE / "compare.py"), str(src), "--engine-dir", str(dst),
+                    "--engines", "llamacpp", "--out", str(path)])
+    out = summarise(json.loads(path.read_text()))["llamacpp"]
+    report = json.loads((dst / "prunekit_report.json").read_text())["export"]
+    out.update(changes=report["changes"], params_added=report["params_added"])
+    return out
 
 
 def summarise(rep: dict) -> dict:
