@@ -179,13 +179,18 @@ def prompt_ids(model: str, n: int) -> list[int]:
 def speed_phase(work: Path, args, results: dict) -> None:
     ids = prompt_ids(args.model, 128)
     ids_arg = ",".join(map(str, ids))
-    ok = [t for t in ENGINE_MODELS if t != "qwen2-decilm-probe" and (results.get(t, {}).get("engines") or {}).get("llamacpp", {}).get("same_tokens")
-          is not None and results[t]["engines"]["llamacpp"]["error"] is None]
+    ggufs = {}       # the GGUF that reproduces transformers: the output's, or its llama.cpp export's
+    for t in ENGINE_MODELS:
+        e = (results.get(t) or {}).get("engines") or {}
+        for run in (e.get("llamacpp_export"), e.get("llamacpp")):
+            if t != "qwen2-decilm-probe" and run and run.get("same_tokens") and not run.get("error"):
+                ggufs[t] = run["gguf"]
+                break
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
     py = str(VENVS / "llamacpp" / "bin" / "python")
     cmd = ["nice", "-n", "19", py, str(HERE / "llamacpp_speed.py"), "--prompt-ids", ids_arg, "--new-tokens", "64",
-           "--rounds", "5", *[f"{t}={results[t]['engines']['llamacpp']['gguf']}" for t in ok]]
+           "--rounds", "5", *[f"{t}={g}" for t, g in ggufs.items()]]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if line is None:
