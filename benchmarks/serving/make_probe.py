@@ -7,7 +7,9 @@ that a bias left out changes the greedy tokens.
 """
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config
@@ -46,6 +48,19 @@ def main() -> None:
     small.save_pretrained(out)
     tok.save_pretrained(out)
     print(f"wrote {out}: qkv_bias {small.config.qkv_bias}, attention_bias {small.config.attention_bias}")
+    # the negative control: the same model without its biases, greedy on the harness's prompt
+    ids = torch.tensor([tok("The capital of France is", add_special_tokens=False)["input_ids"]])
+    greedy = lambda: small.generate(ids, max_new_tokens=16, do_sample=False)[0, ids.shape[1]:].tolist()
+    with_bias = greedy()
+    with torch.no_grad():
+        for name, p in small.named_parameters():
+            if name.endswith("bias"):
+                p.zero_()
+    without = greedy()
+    control = {"tokens": with_bias, "tokens_without_biases": without,
+               "differ": sum(a != b for a, b in zip(with_bias, without))}
+    (Path(out) / "bias_control.json").write_text(json.dumps(control) + "\n")
+    print(f"without its biases {control['differ']} of 16 greedy tokens differ")
 
 
 if __name__ == "__main__":

@@ -126,6 +126,9 @@ def engines_phase(work: Path, args, results: dict) -> None:
             runner.run([sys.executable, str(HERE / "compare.py"), str(folder(work, tag, args.model)),
                         "--out", str(path)])
         results.setdefault(tag, {})["engines"] = summarise(json.loads(path.read_text()))
+        control = work / tag / "bias_control.json"
+        if control.exists():
+            results[tag]["engines"]["bias_control"] = json.loads(control.read_text())
         padded = padded_for_llamacpp(work, tag, args, out_dir)
         if padded is not None:
             results[tag]["engines"]["llamacpp_export"] = padded
