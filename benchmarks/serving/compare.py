@@ -134,7 +134,8 @@ def main() -> None:
 
     model_dir = str(Path(args.model_dir).resolve())
     engine_dir = str(Path(args.engine_dir).resolve()) if args.engine_dir else model_dir
-    remote = ["--trust-remote-code"] if (Path(engine_dir) / "configuration_decilm.py").is_file() else []
+    # a folder that ships its own code (prunekit's DeciLM config, or prunekit's own layout) is loaded with it
+    remote = ["--trust-remote-code"] if json.loads((Path(engine_dir) / "config.json").read_text()).get("auto_map") else []
     ref = hf_reference(model_dir, args.prompt, args.max_tokens)
     ref_logits = ref.pop("first_logits")
     ref_top = np.argsort(-ref_logits)[:10]
