@@ -107,8 +107,10 @@ def run_engine(script: str, venv: str, model_dir: str, extra: list[str], env: di
         if line.startswith("RESULT "):
             res = json.loads(line[len("RESULT "):])
     if res is None:
-        tail = (p.stdout + p.stderr).strip().splitlines()[-40:]
-        return {"ok": False, "returncode": p.returncode, "wall_s": wall, "log_tail": tail}
+        lines = (p.stdout + p.stderr).strip().splitlines()
+        # the root cause of a worker's failure sits far above the last lines of the log
+        causes = [ln for ln in lines if "Error: " in ln and "Traceback" not in ln][:5]
+        return {"ok": False, "returncode": p.returncode, "wall_s": wall, "log_tail": lines[-40:], "error_lines": causes}
     res["ok"] = p.returncode == 0
     res["wall_s"] = wall
     if p.returncode != 0:

@@ -160,7 +160,7 @@ def padded_for_llamacpp(work: Path, tag: str, args, out_dir: Path) -> dict | Non
 def _first_error(lines: list[str]) -> str:
     """The line of a failed engine's log that says why: an exception or 'not supported'."""
     for key in ("ValueError", "not supported", "Error:", "rror"):
-        hit = next((ln for ln in reversed(lines) if key in ln), None)
+        hit = next((ln for ln in lines if key in ln), None)
         if hit:
             return hit.strip()[:200]
     return "failed"
@@ -169,8 +169,10 @@ def _first_error(lines: list[str]) -> str:
 def summarise(rep: dict) -> dict:
     v, lc = rep.get("vllm", {}), rep.get("llamacpp", {})
     diff = lc.get("first_logits_vs_transformers") or {}
+    # a failed conversion says why in the converter's log, anything else in the engine's
     err = lambda r: None if r.get("token_ids") else (r.get("error") or _first_error(
-        r.get("log_tail") or (r.get("convert") or {}).get("log_tail") or []))
+        ((r.get("convert") or {}).get("log_tail") if not (r.get("convert") or {}).get("ok", True) else None)
+        or r.get("error_lines") or r.get("log_tail") or []))
     return {"vllm": {"class": v.get("model_class"), "native": v.get("native"),
                      "same_tokens": v.get("same_tokens_as_transformers"), "error": err(v)},
             "llamacpp": {"arch": lc.get("gguf_arch"), "max_abs_logit_diff": diff.get("max_abs_diff"),
