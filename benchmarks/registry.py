@@ -109,7 +109,7 @@ EXPERIMENTS: list[Experiment] = [
     Experiment("servable_outputs", "serving/servable.py",
                "Servable outputs of SmolLM2 (depth, sublayer, MLP-only and KV-group widths) in vLLM and llama.cpp: "
                "tokens and logits against transformers, prefill and decode speed against dense, wt2 and KL",
-               ("--reuse",)),
+               ("--reuse",), tables=(Table("servable-outputs", T.servable_outputs),)),
     Experiment("gpu", "gpu/run.sh",
                "The prepared GPU check: CUDA tests, SmolLM2 with 7 methods on CUDA against the CPU, a random 1.5 B "
                "Llama streamed on CUDA (writes gpu/results/; see BENCHMARKS 'GPU path')",

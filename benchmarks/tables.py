@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sys
 from functools import lru_cache
 from pathlib import Path
@@ -399,4 +400,65 @@ def evo_depth(res: Results) -> str:
             name = {"sleb": "SLEB", "shortgpt": "ShortGPT", "slm": "SLM (rdsc)"}[r["method"]["name"]]
             lines.append(row([k, name, calib(r), wt2(r), _shortened(depth_choice(r)), ""])
                          .replace("|  |", "| |"))
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- serving
+
+SERVING_LABELS = {"dense": "dense", "shortgpt-6": "ShortGPT-6 (whole blocks)",
+                  "shortgpt-sublayer-0.8": "ShortGPT by sublayer, keep 0.8", "sleb-sublayer-0.8": "SLEB by sublayer, keep 0.8",
+                  "ppl-sublayer-0.8": "PPL by sublayer, keep 0.8", "width-mlp-0.85": "search-llm MLP only, keep 0.85",
+                  "width-mlp-0.7": "search-llm MLP only, keep 0.7", "width-kv-0.85": "search-llm KV groups, keep 0.85",
+                  "width-kv-0.7": "search-llm KV groups, keep 0.7",
+                  "width-within-heads-0.8": "search-llm within heads (prunekit layout), keep 0.8",
+                  "kvfit-mean-init-0.85": "KV groups, importance init only, no reformation, mean fit, keep 0.85",
+                  "kvfit-weighted-init-0.85": "KV groups, importance init only, no reformation, weighted fit, keep 0.85",
+                  "qwen2-decilm-probe": "random Qwen2 probe (q/k/v biases)"}
+
+
+def _engine_cell(e: dict, kind: str) -> str:
+    if not e:
+        return ""
+    if e.get("error"):
+        msg = e["error"]
+        msg = msg[msg.rfind(" ", 0, max(0, msg.find("Error"))) + 1:]           # from the exception's name
+        msg = re.sub(r"<class '(?:[\w.]*\.)?(\w+)'>", r"\1", msg)              # a class by its own name
+        return f"fails: {msg[:110]}"
+    if kind == "vllm":
+        native = "native" if e.get("native") else "fallback"
+        return f"{e['class']} ({native}); tokens {'=' if e['same_tokens'] else '≠'} HF"
+    fallback = ", vocab fallback" if e.get("vocab_fallback") else ""
+    return (f"{e['arch']}{fallback}; tokens {'=' if e['same_tokens'] else '≠'} HF; "
+            f"max Δlogit {e['max_abs_logit_diff']:.3g}")
+
+
+def _speed_cell(speed: dict, dense: dict) -> str:
+    if not speed or not dense:
+        return ""
+    return f"{dense['prefill_s'] / speed['prefill_s']:.2f}× / {speed['decode_tok_s'] / dense['decode_tok_s']:.2f}×"
+
+
+def servable_outputs(res: Results) -> str:
+    data = res.load("servable_outputs")
+    lines = head("model", "kept block params", "params", "wt2 ppl", "KL", "vLLM", "llama.cpp (f32 GGUF)",
+                 "vLLM prefill / decode speed vs dense", "llama.cpp prefill / decode speed vs dense")
+    dense_speed = (data.get("dense") or {}).get("speed") or {}
+    for tag, label in SERVING_LABELS.items():
+        r = data.get(tag)
+        if not r:
+            continue
+        q, e, sp = r.get("quality") or {}, r.get("engines") or {}, r.get("speed") or {}
+        kept = q.get("kept_block_params")
+        llamacpp = _engine_cell(e.get("llamacpp") or {}, "llamacpp")
+        if e.get("llamacpp_export"):
+            x = e["llamacpp_export"]
+            llamacpp += (f"; after `prunekit export --for llama.cpp` (+{x['params_added'] / 1e6:.2f}M zeros): "
+                         + _engine_cell(x, "llamacpp"))
+        lines.append(row([label, "" if kept is None else f"{kept:.3f}",
+                          f"{q['params'] / 1e6:.1f}M" if q.get("params") else "",
+                          "" if q.get("wt2") is None else f"{q['wt2']:.2f}",
+                          "" if q.get("kl") is None else f"{q['kl']:.3f}",
+                          _engine_cell(e.get("vllm") or {}, "vllm"), llamacpp,
+                          _speed_cell(sp.get("vllm"), dense_speed.get("vllm")) if tag != "dense" else "1 / 1",
+                          _speed_cell(sp.get("llamacpp"), dense_speed.get("llamacpp")) if tag != "dense" else "1 / 1"]))
     return "\n".join(lines)

@@ -162,7 +162,7 @@ def _first_error(lines: list[str]) -> str:
     for key in ("ValueError", "not supported", "Error:", "rror"):
         hit = next((ln for ln in lines if key in ln), None)
         if hit:
-            return hit.strip()[:200]
+            return hit.strip()[:400]
     return "failed"
 
 
