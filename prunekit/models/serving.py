@@ -3,8 +3,10 @@ it (vLLM's DeciLMForCausalLM and llama.cpp's DECI converter and graph; docs/serv
 what each reads). Every summary and report carries the answer in one line."""
 from __future__ import annotations
 
-# model types the engines load with their own class of the same architecture
+# model types the engines load with their own class of the same architecture (vLLM's model registry;
+# llama.cpp's converter registers no OPT class)
 STANDARD = {"llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text", "phi3", "opt"}
+LLAMACPP_STANDARD = STANDARD - {"opt"}
 PRUNEKIT_LAYOUTS = {"prunekit_llama", "prunekit_opt"}
 DECILM = "nemotron-nas"
 FFN_GRID = 256
@@ -54,7 +56,8 @@ def servable(config: dict, sparsity: float = 0.0) -> dict:
     if sparsity >= 0.05:
         notes.append("zeros are stored dense: no serving engine runs them faster")
     if model_type in STANDARD:
-        return {"layout": f"standard {arch}", "engines": ["vLLM", "llama.cpp", "transformers"], "notes": notes}
+        engines = ["vLLM", "llama.cpp", "transformers"] if model_type in LLAMACPP_STANDARD else ["vLLM", "transformers"]
+        return {"layout": f"standard {arch}", "engines": engines, "notes": notes}
     if model_type == DECILM:
         engines = ["vLLM (DeciLMForCausalLM)", "transformers (trust_remote_code)"]
         obstacles = llamacpp_obstacles(config)

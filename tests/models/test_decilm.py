@@ -170,3 +170,13 @@ def test_an_empty_block_or_a_kv_count_that_does_not_divide_is_refused():
         decilm.empty_decilm(ModelAdapter(model), [BlockShape(0, 0), BlockShape(2, 96)])
     with pytest.raises(PrunekitError, match="do not divide"):
         decilm.empty_decilm(ModelAdapter(model), [BlockShape(3, 96), BlockShape(2, 96)])
+
+
+def test_standard_layouts_name_the_engines_that_have_the_architecture():
+    from prunekit.models.serving import servable
+    assert servable({"model_type": "llama", "architectures": ["LlamaForCausalLM"]})["engines"] == \
+        ["vLLM", "llama.cpp", "transformers"]
+    assert "llama.cpp" not in servable({"model_type": "opt", "architectures": ["OPTForCausalLM"]})["engines"]
+    sparse = servable({"model_type": "llama", "architectures": ["LlamaForCausalLM"]}, sparsity=0.5)
+    assert "no serving engine runs them faster" in sparse["notes"][0]
+    assert servable({"model_type": "prunekit_llama"})["engines"] == ["transformers (trust_remote_code)"]
