@@ -30,10 +30,12 @@ METHODS = {
     "shortgpt": lambda: ShortGPTConfig(remove_layers=1),
     "sleb": lambda: SLEBConfig(remove_layers=1),
     "ppl": lambda: PPLConfig(remove_layers=1, plus_heuristic=False),
+    "shortgpt-sublayer": lambda: ShortGPTConfig(remove_layers=3, unit="sublayer"),
+    "sleb-sublayer": lambda: SLEBConfig(remove_layers=2, unit="sublayer"),
 }
 
 
-INPUTS = ["dense", "sparse", "depth", "width", "width-opt", "recovered", "bf16", "sharded"]
+INPUTS = ["dense", "sparse", "depth", "width", "width-opt", "recovered", "bf16", "sharded", "decilm", "width-mlp"]
 
 
 def _ids(n=4, length=32, seed=0):
@@ -83,6 +85,15 @@ def inputs(tmp_path_factory) -> dict[str, str]:
     plain_model("llama", layers=4).save_pretrained(sharded, max_shard_size="100KB")
     tok.save_pretrained(sharded)
     out["sharded"] = str(sharded)
+    # the Nemotron-NAS layout: blocks that kept one sublayer, and MLP-only widths
+    sub = prunekit.prune(plain_model("llama", layers=5), PPLConfig(remove_layers=3, unit="sublayer",
+                                                                   plus_heuristic=False), _ids(), progress=False)
+    assert type(sub.model).__name__ == "DeciLMForCausalLM"
+    out["decilm"] = _save(sub.model, tok, root / "decilm")
+    mlp = prunekit.prune(plain_model("llama", layers=4), SearchConfig(keep=0.7, generations=0, band=0.05,
+                                                                      fitness_seqlen=32, attention="keep"),
+                         _ids(), progress=False)
+    out["width-mlp"] = _save(mlp.model, tok, root / "width-mlp")
     return out
 
 
@@ -119,6 +130,11 @@ def test_streamed_equals_in_memory_on_every_input_kind(inputs, kind, method, tmp
     assert config["num_hidden_layers"] == ref.config.num_hidden_layers
     for key in PER_LAYER_KEYS:
         assert config.get(key) == getattr(ref.config, key, None), key
+    if config.get("auto_map"):      # the code it names ships with it, so the output loads on its own
+        from transformers import AutoModelForCausalLM
+        loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "out", trust_remote_code=True, dtype=torch.float32)
+        # the bytes are equal (above); a bf16 model's rotary buffers differ once cast, hence the tolerance
+        assert torch.allclose(loaded(_ids()).logits, ref.float()(_ids()).logits, atol=1e-2)
 
 
 def test_a_width_block_streamed_has_its_stored_rotary_dims(inputs):

@@ -83,8 +83,11 @@ class SparseLLMPruner(LayerwiseMethod):
         hooks = collect_hessians(self, lin)
         hessian_hook = dict(hooks)
         spec = self.adapter.spec
-        self.rec = {"X": [], "Y": [], "pre": {n: [] for n in spec.mlp_in}}
         first_in, out_name = spec.mlp_in[0], spec.mlp_out[0]
+        if out_name not in lin:         # a block that kept attention alone: OBS on it, no FFN solve
+            self.rec = None
+            return hooks
+        self.rec = {"X": [], "Y": [], "pre": {n: [] for n in spec.mlp_in}}
 
         def on_in(name):
             def fn(inp, out):
@@ -113,7 +116,11 @@ class SparseLLMPruner(LayerwiseMethod):
         spec = self.adapter.spec
         lin = self.linears(block)
         for name in spec.attn_in + spec.attn_out:
-            prune_linear_obs(self, index, name, lin[name], self.hessians[name].H, self.config)
+            if name in lin:             # a block without attention (a removed sublayer) has none
+                prune_linear_obs(self, index, name, lin[name], self.hessians[name].H, self.config)
+        if self.rec is None:
+            self.hessians = {}
+            return
         X = torch.cat(self.rec["X"])
         Y = torch.cat(self.rec["Y"])
         pre = {n: torch.cat(v) for n, v in self.rec["pre"].items()}
