@@ -131,11 +131,24 @@ def _write_metadata(sm: StreamedModel, folder: Path, kept, tokenizer, shapes=Non
         if kept is not None:
             keep_layers(cfg, kept)
         cfg.save_pretrained(folder)
+        _copy_code(cfg, Path(sm.source.path), folder)
     try:
         GenerationConfig.from_pretrained(sm.source.path).save_pretrained(folder)
     except OSError:
         pass   # the checkpoint has none
     tokenizer.save_pretrained(folder)
+
+
+def _copy_code(cfg, source: Path, folder: Path) -> None:
+    """The modeling files the config's auto_map names (a width-pruned or DeciLM input's), copied
+    from the input: the output must load on its own, as the input does."""
+    import shutil
+    for ref in (getattr(cfg, "auto_map", None) or {}).values():
+        for name in ([ref] if isinstance(ref, str) else ref):
+            if name:
+                module = name.split("--")[-1].split(".")[0] + ".py"
+                if (source / module).is_file() and not (Path(folder) / module).exists():
+                    shutil.copy(source / module, Path(folder) / module)
 
 
 def _sparsity(results: dict) -> dict:
