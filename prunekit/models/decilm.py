@@ -39,6 +39,8 @@ def why_not(adapter: ModelAdapter) -> str | None:
     spec = adapter.spec
     if spec.name != "llama" or spec.fused or spec.qk_norms:
         return f"{adapter.config.model_type} models are not Llama-layout blocks"
+    if getattr(adapter.config, "qk_norm", False):       # a width-pruned Qwen3 in prunekit's layout
+        return "per-head q/k norms"
     if any(t != "full_attention" for t in adapter.layer_types):
         return "sliding-window attention"
     if getattr(adapter.config, "layer_head_dims", None) and any(

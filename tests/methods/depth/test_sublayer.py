@@ -126,3 +126,19 @@ def test_sublayer_refusals():
         prune(plain_model("opt"), ShortGPTConfig(remove_layers=1, unit="sublayer"), ids, progress=False)
     with pytest.raises(PrunekitError, match="at most 5"):
         prune(plain_model("llama"), ShortGPTConfig(remove_layers=6, unit="sublayer"), ids, progress=False)
+
+
+def test_a_width_pruned_qwen3_keeps_its_qk_norms_by_refusing_the_layout():
+    """A Qwen3 width output is in prunekit's layout with per-head q/k norms, which the DeciLM
+    layout cannot state: removal by sublayer must refuse it rather than drop the norms."""
+    from prunekit.methods.width.genome import Genome
+    from prunekit.methods.width.slicing import shape_of, sliced_model
+    ids = torch.randint(0, VOCAB, (4, 32), generator=torch.Generator().manual_seed(0))
+    dense = plain_model("qwen3", layers=4)
+    shape = shape_of(ModelAdapter(dense))
+    mlp = [torch.arange(shape.intermediate) < w for w in (128, 96, 64, 96)]       # whole heads, MLPs differ
+    genome = Genome([torch.ones(shape.kv_heads, shape.pairs, dtype=torch.bool)] * 4, mlp, 4)
+    width = sliced_model(dense, genome, shape)
+    assert width.config.model_type == "prunekit_llama" and width.config.qk_norm
+    with pytest.raises(ConfigError, match="per-head q/k norms"):
+        prune(width, ShortGPTConfig(remove_layers=1, unit="sublayer"), ids, progress=False)
