@@ -1,5 +1,7 @@
-"""prunekit.recover(model, RecoveryConfig(...), data=..., output=...): LoRA recovery of a pruned
-model, merged so that it is saved and loaded like any prunekit output."""
+"""prunekit.recover(model, RecoveryConfig(...), data=..., output=...): recovery of a pruned model
+by LoRA (merged) or by training block weights, on the lm loss or by distillation from the dense
+teacher, optionally after local distillation of every changed block; saved and loaded like any
+prunekit output, every zero kept."""
 from __future__ import annotations
 
 import json
@@ -19,10 +21,13 @@ from ..models.paths import check_output_apart
 from ..stats import sparsity_stats
 from .config import RecoveryConfig
 from .data import build_training_data, refuse_evaluation_data
-from .lora import attach_lora, mask_adapters, merge_lora, zero_patterns
+from .full import guard_zeros, keep_zeros_callback, set_trainable, trained_masks
+from .local import LOCAL_FILE
+from .lora import attach_lora, lora_layers, mask_adapters, merge_lora, zero_patterns
 from .output import CHECKPOINTS, open_work_dir, publish
 from .sparsity import nm_validity
-from .train import Examples, last_checkpoint, pad_collator, train_lora, training_arguments
+from .teacher import load_teacher
+from .train import Examples, last_checkpoint, pad_collator, train_model, training_arguments
 
 LOSS_PLOT = "recovery_loss.png"
 
@@ -66,12 +71,12 @@ def _prior_report(spec: str | None) -> dict | None:
     return json.loads(p.read_text()) if p is not None and p.is_file() else None
 
 
-def _load(model_or_path, tokenizer, dtype, trust_remote_code, source):
+def _load(model_or_path, tokenizer, dtype, trust_remote_code, source, report=None):
     """(model, tokenizer, ModelSource or None, the folder's earlier prunekit report or None)."""
     if not isinstance(model_or_path, (str, Path)):
         if tokenizer is None:
             raise PrunekitError("recover() of a model object needs its tokenizer")
-        return model_or_path, tokenizer, source, _prior_report(source.spec if source else None)
+        return model_or_path, tokenizer, source, report or _prior_report(source.spec if source else None)
     from ..models.loading import load_model
     model, tok, source = load_model(str(model_or_path), dtype, trust_remote_code)
     return model, tokenizer or tok, source, _prior_report(str(model_or_path))
@@ -96,8 +101,12 @@ def _run_options(config: RecoveryConfig, data: str, model_spec: str) -> dict:
 
 def recover(model_or_path, config: RecoveryConfig | None = None, data: str = "c4", output: str | None = None,
             tokenizer=None, data_dir: str | None = None, overwrite: bool = False, trust_remote_code: bool = False,
-            dtype: str = "float32", progress: bool = True, measure=None, callbacks=(), source=None) -> RecoveryResult:
-    """Fine-tune LoRA adapters on `data` and merge them (zeros kept); save to `output` if given.
+            dtype: str = "float32", progress: bool = True, measure=None, callbacks=(), source=None,
+            teacher=None, report: dict | None = None) -> RecoveryResult:
+    """Fine-tune LoRA adapters (merged after) or block weights on `data`, zeros kept; save to
+    `output` if given. `teacher` (a spec or a loaded model) overrides config.teacher for kd and
+    --local; without either, the dense source of the input's lineage teaches. `report` is the
+    prunekit report a model object came with (a folder's own is read from it).
 
     `model_or_path` is a model spec (folder, hub id, alias) or a loaded model, changed in place,
     with its `tokenizer` (and, for the report, the ModelSource it came from). `measure(model) ->
@@ -116,15 +125,15 @@ def recover(model_or_path, config: RecoveryConfig | None = None, data: str = "c4
     scratch = None if work else tempfile.TemporaryDirectory(prefix="prunekit-recover-")
     folder = work or Path(scratch.name)
     try:
-        model, tok, source, prior = _load(model_or_path, tokenizer, dtype, trust_remote_code, source)
+        model, tok, source, prior = _load(model_or_path, tokenizer, dtype, trust_remote_code, source, report)
         result = _recover_loaded(model, tok, config, data, data_dir, folder, progress, measure, callbacks,
-                                 source, prior, spec)
+                                 source, prior, spec, teacher, dtype, trust_remote_code)
         if work:
             result.report["output"] = str(output)
             _write_outputs(result, tok, work)
             result.output = str(publish(work, output))
     except BaseException as e:
-        if work and not last_checkpoint(work / CHECKPOINTS):
+        if work and not last_checkpoint(work / CHECKPOINTS) and not (work / LOCAL_FILE).is_file():
             shutil.rmtree(work, ignore_errors=True)      # nothing to resume: leave no folder behind
         elif work and isinstance(e, KeyboardInterrupt):
             e.resumable = str(work)      # kept for --resume: the command line says where, and how to go on
@@ -136,28 +145,36 @@ def recover(model_or_path, config: RecoveryConfig | None = None, data: str = "c4
 
 
 def _recover_loaded(model, tok, config, data_spec, data_dir, folder: Path, progress, measure, callbacks, source,
-                    prior, spec) -> RecoveryResult:
+                    prior, spec, teacher=None, dtype="float32", trust_remote_code=False) -> RecoveryResult:
     start = time.perf_counter()
     adapter = ModelAdapter(model)
     targets = config.target_names(adapter.linear_names())
+    blocks = config.trained_blocks(adapter.num_layers)      # a bad --train fails before the data is read
     data = build_training_data(data_spec, tok, config, data_dir)
-    masks = zero_patterns(model, targets) if config.keep_zeros else {}
+    weights = adapter.linear_names() if config.full_training or config.local != "off" else targets
+    masks = zero_patterns(model, weights) if config.keep_zeros else {}
     sparsity_before, nm_before = sparsity_stats(adapter), nm_validity(adapter)
     section = _model_section(model, source, spec, adapter)
     use_cache = getattr(model.config, "use_cache", None)
     model.config.use_cache = False
-    torch.manual_seed(config.seed)           # the adapters' initialisation
-    peft_model = attach_lora(model, config, targets)
-    masked_training = mask_adapters(peft_model, masks) if masks and config.masked_training else 0
-    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
-    run = train_lora(peft_model, tok, data, config, folder / CHECKPOINTS, config.resume, progress, callbacks)
-    peft_model.eval()
-    if config.keep_adapter:
-        recovered, merge, merged_loss = peft_model, "adapter kept", None
+    teacher_model, teacher_name = None, None
+    if config.needs_teacher or teacher is not None or config.teacher:
+        teacher_model, teacher_name = load_teacher(teacher if teacher is not None else config.teacher, model, tok,
+                                                   prior, source_path(source, spec), dtype, trust_remote_code)
+    local = _local_phase(model, teacher_model, data, config, masks, prior, folder, progress) \
+        if config.local != "off" else None
+    global_teacher = teacher_model if config.local != "only" else None
+    if config.local == "only":
+        recovered, run, trainable, masked_training = model, _no_training(), 0, 0
+        merge = "local only"
+    elif blocks is not None:
+        recovered, run, trainable, masked_training, merge = _train_full(model, tok, data, config, blocks, masks, folder,
+                                                                       progress, callbacks, global_teacher)
     else:
-        recovered = merge_lora(peft_model, masks)
-        merge = "masked" if masks else "dense"
-        merged_loss = _merged_validation_loss(recovered, data, config, tok)
+        recovered, run, trainable, masked_training, merge = _train_lora(model, tok, data, config, targets, masks,
+                                                                       folder, progress, callbacks, global_teacher)
+    del teacher_model, global_teacher
+    merged_loss = None if config.keep_adapter else _merged_validation_loss(recovered, data, config, tok)
     recovered.config.use_cache = use_cache
     if config.keep_adapter:      # the base weights are untouched: the adapter is applied at load time
         sparsity_after, nm_after = sparsity_before, nm_before
@@ -171,11 +188,80 @@ def _recover_loaded(model, tok, config, data_spec, data_dir, folder: Path, progr
         peak_memory_gb=_peak_memory_gb(config.device), merge=merge, validation_loss_merged=merged_loss,
         sparsity_before=sparsity_before, sparsity_after=sparsity_after,
         nm_valid={p: {"before": nm_before[p], "after": v} for p, v in nm_after.items()})
-    result.report = _report(result, run, targets, trainable, len(masks), masked_training, section, prior, spec)
+    result.report = _report(result, run, targets if blocks is None else weights, trainable, len(masks),
+                            masked_training, section, prior, spec)
+    result.report["recovery"].update(_distillation_section(config, teacher_name, run, local))
     if measure is not None:
         result.report.update(measure(recovered))
     result.report["lineage"] = extend_lineage(prior, result.report, section)   # the stages so far, then recovery
     return result
+
+
+def source_path(source, spec) -> str | None:
+    """What the student was loaded from, for refusing it as its own teacher."""
+    return source.spec if source is not None else (spec if Path(str(spec)).exists() else None)
+
+
+def _no_training() -> dict:
+    return {"history": {"train": [], "validation": []}, "steps": 0, "epochs": 0, "tokens_seen": 0,
+            "tokens_this_run": 0, "train_s": 0.0, "resumed_from": None, "teacher_s": None}
+
+
+def _train_lora(model, tok, data, config, targets, masks, folder, progress, callbacks, teacher):
+    torch.manual_seed(config.seed)           # the adapters' initialisation
+    peft_model = attach_lora(model, config, targets)
+    masked_training = mask_adapters(peft_model, masks) if masks and config.masked_training else 0
+    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    run = train_model(peft_model, tok, data, config, folder / CHECKPOINTS, config.resume, progress, callbacks, teacher)
+    peft_model.eval()
+    if config.keep_adapter:
+        return peft_model, run, trainable, masked_training, "adapter kept"
+    adapted = {n for n in lora_layers(peft_model)}
+    return merge_lora(peft_model, masks), run, trainable, masked_training, \
+        "masked" if any(n in adapted for n in masks) else "dense"
+
+
+def _train_full(model, tok, data, config, blocks, masks, folder, progress, callbacks, teacher):
+    trainable = set_trainable(model, blocks)
+    guarded = trained_masks(model, blocks, masks)
+    handles = guard_zeros(guarded)
+    try:
+        run = train_model(model, tok, data, config, folder / CHECKPOINTS, config.resume, progress,
+                          [*callbacks, keep_zeros_callback(guarded)], teacher)
+    finally:
+        for h in handles:
+            h.remove()
+        model.requires_grad_(False)
+    model.eval()
+    merge = f"{'full' if config.train == 'full' else config.train}, " + ("zeros kept" if guarded else "no zeros")
+    return model, run, trainable, len(guarded), merge
+
+
+def _local_phase(model, teacher, data, config, masks, prior, folder: Path, progress) -> dict:
+    """Local distillation, or on --resume the saved result of the interrupted run's."""
+    from safetensors.torch import load_file, save_file
+    from .local import LOCAL_FILE, distill_locally
+
+    saved, summary = folder / LOCAL_FILE, folder / (LOCAL_FILE + ".json")
+    layers = ModelAdapter(model).layers
+    if config.resume and saved.is_file() and summary.is_file():
+        state = load_file(saved)
+        for s in {int(k.split(".", 1)[0]) for k in state}:
+            layers[s].load_state_dict({k.split(".", 1)[1]: v for k, v in state.items() if k.split(".", 1)[0] == str(s)})
+        return {**json.loads(summary.read_text()), "reused": True}
+    section = distill_locally(model, teacher, data, config, masks, prior, config.device, progress)
+    state = {f"{s}.{k}": v.detach().cpu().contiguous() for s in section["changed_blocks"]
+             for k, v in layers[s].state_dict().items()}
+    save_file(state, saved)
+    summary.write_text(json.dumps(section))
+    return section
+
+
+def _distillation_section(config, teacher_name, run, local) -> dict:
+    teacher_s = run.get("teacher_s")
+    return {"loss": config.loss, "train": config.train, "teacher": teacher_name, "teacher_s": teacher_s,
+            "teacher_share": teacher_s / run["train_s"] if teacher_s is not None and run["train_s"] else None,
+            "local": local}
 
 
 def _model_section(model, source, spec, adapter) -> dict:
@@ -210,11 +296,16 @@ def _report(result: RecoveryResult, run: dict, targets, trainable, masked, maske
 
 def _write_outputs(result: RecoveryResult, tokenizer, work: Path) -> None:
     from ..export.save import REPORT_NAME, write_json
-    from .plot import plot_losses
+    from ..reports.lineage import recovery_label
+    from .plot import plot_local, plot_losses
 
     result.model.save_pretrained(work, safe_serialization=True)
     tokenizer.save_pretrained(work)
-    plot_losses(result.history, work / LOSS_PLOT,
-                f"LoRA recovery of {result.report['recovered_from']}\n{result.data['dataset']}, "
-                f"{result.tokens_seen:,} tokens, {result.steps} steps")
+    title = f"{recovery_label(result.config)} recovery of {result.report['recovered_from']}"
+    local = result.report["recovery"].get("local")
+    if result.steps == 0 and local:
+        plot_local(local, work / LOSS_PLOT, f"{title}\n{local['windows']} windows of {local['seqlen']} tokens")
+    else:
+        plot_losses(result.history, work / LOSS_PLOT,
+                    f"{title}\n{result.data['dataset']}, {result.tokens_seen:,} tokens, {result.steps} steps")
     write_json(work / REPORT_NAME, result.report)

@@ -1,4 +1,4 @@
-"""RecoveryConfig: every option of a LoRA recovery run, with the help text the CLI shows.
+"""RecoveryConfig: every option of a recovery run, with the help text the CLI shows.
 
 The reference recipe is the Shortened-LLM / SLM one (r 8, alpha 16, dropout 0.05, all seven
 block projections, lr 1e-4, AdamW, warm-up, cutoff length 256); the step count and batch are
@@ -12,6 +12,8 @@ from ..errors import PrunekitError
 from ..methods.options import MethodConfig, option
 
 DEFAULT_STEPS = 50
+LOSSES = ("lm", "kd", "kd+lm")
+LOCAL = ("off", "first", "only")
 
 
 @dataclass
@@ -45,6 +47,26 @@ class RecoveryConfig(MethodConfig):
                                          "model is the saved one (default on; off trains a dense update and masks "
                                          "it only at the merge)")
     keep_adapter: bool = option(False, "save the LoRA adapter alone (peft format) instead of merging it")
+    loss: str = option("lm", "training loss: lm (next-token cross-entropy on the data), kd (T^2 KL(teacher || "
+                             "student) of the next-token distributions at every target position) or kd+lm "
+                             "(kd-weight x kd + (1 - kd-weight) x lm); default lm", choices=LOSSES)
+    temperature: float = option(1.0, "kd: softmax temperature T of both models' logits; the KL is scaled by "
+                                     "T^2 (default 1)")
+    kd_weight: float = option(0.5, "kd+lm: weight of the kd term, the lm term gets 1 - it (default 0.5)")
+    teacher: str | None = option(None, "kd and --local: the dense teacher (folder, alias or hub id); default the "
+                                       "dense model the input's prunekit_report.json lineage starts from")
+    kd_topk: int = option(0, "kd: keep the teacher's k most likely tokens and its tail mass instead of the whole "
+                             "vocabulary (0: whole vocabulary; the error is the tail's own divergence weighted "
+                             "by its mass, never negative; docs/recovery.md)")
+    train: str = option("lora", "what is trained: lora (adapters merged after), full (every decoder-block "
+                                "weight; zeros kept by masked updates) or blocks:LIST (full training of the "
+                                "listed blocks only, e.g. blocks:3,4,10-12)")
+    local: str = option("off", "local distillation of every changed block to the dense span it replaces "
+                               "(Puzzle's BLD): off, first (then the global run) or only (default off)", choices=LOCAL)
+    local_steps: int = option(32, "--local: optimiser steps per block (default 32)")
+    local_windows: int = option(16, "--local: calibration windows of --seqlen tokens, the first training "
+                                    "windows (default 16)")
+    local_lr: float = option(1e-4, "--local: AdamW learning rate of the block weights (default 1e-4)")
     resume: bool = option(False, "continue an interrupted run from its last checkpoint")
     device: str = option("cpu", "cpu or cuda (default cpu)", cli=False)   # the shared --device flag sets it
 
@@ -73,8 +95,58 @@ class RecoveryConfig(MethodConfig):
             raise PrunekitError(f"--lora-dropout {self.lora_dropout:g} is outside [0, 1)")
         if not 0 < self.val_fraction < 1:
             raise PrunekitError(f"--val-fraction {self.val_fraction:g} is outside (0, 1)")
+        self._check_distillation()
         if not (self.device in ("cpu", "cuda") or self.device.startswith("cuda:")):
             raise PrunekitError(f"unknown device '{self.device}': use cpu or cuda")
+
+    def _check_distillation(self) -> None:
+        if self.loss not in LOSSES:
+            raise PrunekitError(f"unknown --loss '{self.loss}': use {', '.join(LOSSES)}")
+        if self.local not in LOCAL:
+            raise PrunekitError(f"unknown --local '{self.local}': use {', '.join(LOCAL)}")
+        if not self.temperature > 0:
+            raise PrunekitError(f"--temperature must be positive (got {self.temperature:g})")
+        if not 0 <= self.kd_weight <= 1:
+            raise PrunekitError(f"--kd-weight {self.kd_weight:g} is outside [0, 1]")
+        if self.kd_topk < 0:
+            raise PrunekitError(f"--kd-topk must be at least 0 (got {self.kd_topk})")
+        for name in ("local_steps", "local_windows"):
+            if getattr(self, name) < 1:
+                raise PrunekitError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
+        if not self.local_lr > 0:
+            raise PrunekitError(f"--local-lr must be positive (got {self.local_lr:g})")
+        self.trained_blocks(None)        # a malformed --train fails here
+        if self.keep_adapter and self.train != "lora":
+            raise PrunekitError("--keep-adapter saves a LoRA adapter: it needs --train lora")
+
+    @property
+    def needs_teacher(self) -> bool:
+        return self.loss != "lm" or self.local != "off"
+
+    @property
+    def full_training(self) -> bool:
+        return self.train != "lora"
+
+    def trained_blocks(self, num_layers: int | None) -> list[int] | None:
+        """The blocks --train trains in full: None for lora, all for full, the list for blocks:LIST
+        (checked against `num_layers` when given)."""
+        if self.train == "lora":
+            return None
+        if self.train == "full":
+            return list(range(num_layers)) if num_layers is not None else []
+        if not self.train.startswith("blocks:"):
+            raise PrunekitError(f"unknown --train '{self.train}': use lora, full or blocks:LIST (e.g. blocks:3,4,10-12)")
+        picked = []
+        for part in (p.strip() for p in self.train[len("blocks:"):].split(",") if p.strip()):
+            lo, _, hi = part.partition("-")
+            if not lo.isdigit() or (hi and not hi.isdigit()):
+                raise PrunekitError(f"--train {self.train}: '{part}' is not a block index or a range like 3-5")
+            picked += range(int(lo), int(hi or lo) + 1)
+        if not picked:
+            raise PrunekitError(f"--train {self.train} names no block")
+        if num_layers is not None and max(picked) >= num_layers:
+            raise PrunekitError(f"--train {self.train}: the model has blocks 0-{num_layers - 1}")
+        return sorted(set(picked))
 
     @property
     def examples_per_step(self) -> int:

@@ -1,5 +1,7 @@
-"""The LoRA training run: transformers' Trainer with AdamW, linear warm-up and decay, periodic
-validation loss and checkpoints that a killed run resumes from."""
+"""The training run of a recovery (LoRA adapters or the block weights themselves):
+transformers' Trainer with AdamW, linear warm-up and decay, periodic validation loss and
+checkpoints that a killed run resumes from; with a teacher, the distillation Trainer
+(recovery/distill.py)."""
 from __future__ import annotations
 
 import time
@@ -79,27 +81,43 @@ def last_checkpoint(checkpoints: Path) -> str | None:
     return get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
 
 
+PARTS = ("lm", "kd", "agreement")       # a distillation run's per-term means (recovery/distill.py)
+
+
 def history_of(log_history: list) -> dict:
-    """Train loss per optimiser step and validation loss per evaluation, from the Trainer's log."""
-    train = [{"step": h["step"], "loss": h["loss"], "lr": h.get("learning_rate")} for h in log_history if "loss" in h]
-    val = [{"step": h["step"], "loss": h["eval_loss"]} for h in log_history if "eval_loss" in h]
+    """Train loss per optimiser step and validation loss per evaluation, from the Trainer's log;
+    a distillation run adds its lm and kd terms and the top-1 agreement with the teacher."""
+    train = [{"step": h["step"], "loss": h["loss"], "lr": h.get("learning_rate"),
+              **{k: h[k] for k in PARTS if k in h}} for h in log_history if "loss" in h]
+    val = [{"step": h["step"], "loss": h["eval_loss"], **{k: h[f"eval_{k}"] for k in PARTS if f"eval_{k}" in h}}
+           for h in log_history if "eval_loss" in h]
     return {"train": train, "validation": val}
 
 
-def train_lora(peft_model, tokenizer, data: TrainingData, config, checkpoints: Path, resume: bool = False,
-               progress: bool = True, callbacks=()) -> dict:
-    """Train the adapters of `peft_model` in place; returns history, tokens seen and timing."""
+def make_trainer(model, args, data: TrainingData, pad_id: int, callbacks, teacher=None, config=None):
+    """The stock Trainer (lm loss), or with a teacher the distillation Trainer."""
     from transformers import Trainer
 
+    common = dict(model=model, args=args, train_dataset=Examples(data.train), eval_dataset=Examples(data.validation),
+                  data_collator=pad_collator(pad_id), callbacks=list(callbacks))
+    if teacher is None:
+        return Trainer(**common)
+    from .distill import distill_trainer_class
+    return distill_trainer_class()(**common, teacher=teacher, loss=config.loss, temperature=config.temperature,
+                                   kd_weight=config.kd_weight, kd_topk=config.kd_topk)
+
+
+def train_model(model, tokenizer, data: TrainingData, config, checkpoints: Path, resume: bool = False,
+                progress: bool = True, callbacks=(), teacher=None) -> dict:
+    """Train `model`'s trainable parameters in place (LoRA adapters of a PeftModel, or block
+    weights); returns history, tokens seen and timing (and the teacher's share with a teacher)."""
     checkpoint = last_checkpoint(checkpoints) if resume else None
     logged = progress and not progress_lines.is_terminal()      # a log file: lines, not a bar
     if logged:
         callbacks = [*callbacks, step_lines()]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     args = training_arguments(config, checkpoints, progress and not logged, eval_on_start=checkpoint is None)
-    trainer = Trainer(model=peft_model, args=args, train_dataset=Examples(data.train),
-                      eval_dataset=Examples(data.validation), data_collator=pad_collator(pad_id),
-                      callbacks=list(callbacks))
+    trainer = make_trainer(model, args, data, pad_id, callbacks, teacher, config)
     earlier = _tokens_at(checkpoint)        # read now: the checkpoint is rotated away during training
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=checkpoint)
@@ -111,7 +129,8 @@ def train_lora(peft_model, tokenizer, data: TrainingData, config, checkpoints: P
     return {"history": history_of(state.log_history), "steps": state.global_step, "epochs": state.epoch,
             "tokens_seen": int(state.num_input_tokens_seen),
             "tokens_this_run": int(state.num_input_tokens_seen) - earlier,
-            "train_s": seconds, "resumed_from": Path(checkpoint).name if checkpoint else None}
+            "train_s": seconds, "resumed_from": Path(checkpoint).name if checkpoint else None,
+            "teacher_s": getattr(trainer, "teacher_s", None)}
 
 
 def step_lines():

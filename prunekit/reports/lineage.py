@@ -75,9 +75,10 @@ def origin(lineage: list[dict], default: str | None = None) -> str | None:
 
 
 def stage_label(stage: dict) -> str:
-    """How a comparison names one stage: the method's own label, `lora` for recovery."""
+    """How a comparison names one stage: the method's own label; for recovery what was trained and
+    on which loss (`lora`, `lora-kd`, `full-kd+lm`, `local+full-kd`, `local`)."""
     if stage.get("method") == RECOVER:
-        return "lora"
+        return recovery_label(stage.get("config") or {})
     section = stage.get("method_section")
     if section:
         cls = method_class(section.get("name"))
@@ -87,6 +88,16 @@ def stage_label(stage: dict) -> str:
             except (KeyError, TypeError):   # a section written by another prunekit version
                 pass
     return str(stage.get("method"))
+
+
+def recovery_label(config: dict) -> str:
+    local = config.get("local", "off")
+    if local == "only":
+        return "local"
+    train = config.get("train", "lora")
+    name = "blocks" if train.startswith("blocks:") else train
+    loss = config.get("loss", "lm")
+    return ("local+" if local == "first" else "") + name + ("" if loss == "lm" else f"-{loss}")
 
 
 def label(lineage: list[dict]) -> str:

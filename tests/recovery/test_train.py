@@ -24,7 +24,7 @@ def _ids(n=2, length=24, seed=1):
 
 def test_one_lora_step_lowers_the_loss_on_a_fixed_batch(tokenizer, tmp_path):
     from prunekit.recovery.data import TrainingData
-    from prunekit.recovery.train import train_lora
+    from prunekit.recovery.train import train_model
 
     model = plain_model("llama")
     ids = _ids(2, 32)
@@ -35,7 +35,7 @@ def test_one_lora_step_lowers_the_loss_on_a_fixed_batch(tokenizer, tmp_path):
     peft_model = attach_lora(model, cfg, targets)
     with torch.no_grad():
         before = peft_model(input_ids=ids, labels=ids).loss.item()
-    train_lora(peft_model, tokenizer, TrainingData(batch, batch[:1]), cfg, tmp_path / "ck", progress=False)
+    train_model(peft_model, tokenizer, TrainingData(batch, batch[:1]), cfg, tmp_path / "ck", progress=False)
     peft_model.eval()
     with torch.no_grad():
         after = peft_model(input_ids=ids, labels=ids).loss.item()

@@ -1,0 +1,156 @@
+"""Local distillation (--local): every changed block is trained alone to reproduce what the dense
+model computes over the span of dense blocks it stands for (Puzzle's blockwise local
+distillation, arXiv 2411.19146; LLM-Streamline trains its replacement layer the same way).
+
+The span of each block comes from the input's lineage: a depth stage's `groups` say which input
+blocks each output block keeps or merges, and the blocks it removed after one belong to that
+block's span (the removed blocks' work is what the block before the gap must now do). The span
+maps compose over stages; width, sparsity and recovery stages keep the blocks. A block is
+"changed" when its span is longer than one block or its weights differ from the dense block's.
+
+Inputs are the dense model's own hidden states at the span's start, targets those at its end
+(teacher forcing: every block learns from the dense activations, independently of the others),
+both computed by the layer-wise engine on calibration windows; the block runs with the keyword
+arguments the student model's own forward gives it. The loss is the normalised squared error
+(solvers/distill.normalised_error). A block whose error did not fall keeps its old weights.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..engine.sequential import LayerwiseEngine
+from ..errors import PrunekitError
+from ..models.adapter import ModelAdapter
+from ..progress import steps
+from ..reports.lineage import stages_of
+from ..solvers.distill import normalised_error
+from .full import guard_zeros, reapply, trained_masks
+
+LOCAL_FILE = "local_blocks.safetensors"      # in the run's working folder: what --resume reuses
+
+
+def _groups(stage: dict, n_in: int) -> list[list[int]] | None:
+    """A stage's output blocks as lists of its input blocks, None when it keeps every block."""
+    section = stage.get("method_section") or {}
+    groups = (section.get("depth") or {}).get("groups")
+    if groups is not None:
+        return [list(g) for g in groups]
+    before, after = stage.get("layers_before"), stage.get("layers_after")
+    if before is not None and after is not None and before != after:
+        raise PrunekitError(f"--local: the {stage.get('method')} stage changed the block count ({before} -> "
+                            f"{after}) without saying which blocks it kept")
+    return None
+
+
+def dense_spans(prior: dict | None, student_layers: int, dense_layers: int) -> list[tuple[int, int]]:
+    """[start, end) of the dense blocks each student block stands for."""
+    spans = [(i, i + 1) for i in range(dense_layers)]
+    for stage in stages_of(prior):
+        groups = _groups(stage, len(spans))
+        if groups is None:
+            continue
+        starts = [g[0] for g in groups] + [len(spans)]
+        spans = [(spans[0 if s == 0 else starts[s]][0], spans[starts[s + 1] - 1][1]) for s in range(len(groups))]
+    if len(spans) != student_layers:
+        raise PrunekitError(f"--local: the model has {student_layers} blocks but its lineage accounts for "
+                            f"{len(spans)} of the teacher's {dense_layers}: pass the dense model it was pruned from")
+    return spans
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(sa[k].shape == sb[k].shape and torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def changed_blocks(student, teacher, spans) -> list[int]:
+    s_layers, t_layers = ModelAdapter(student).layers, ModelAdapter(teacher).layers
+    return [s for s, (a, b) in enumerate(spans) if b - a > 1 or not _same_weights(s_layers[s], t_layers[a])]
+
+
+def local_windows(data, count: int, seqlen: int) -> torch.Tensor:
+    """`count` windows of `seqlen` tokens from the training examples, in order (packed windows are
+    taken as they are; Alpaca examples are joined and cut)."""
+    stream = [t for e in data.train for t in e["input_ids"]]
+    n = min(count, len(stream) // seqlen)
+    if n < 1:
+        raise PrunekitError(f"--local: the training data holds fewer than {seqlen} tokens")
+    return torch.tensor(stream[:n * seqlen]).view(n, seqlen)
+
+
+@torch.no_grad()
+def dense_states(teacher, ids: torch.Tensor, device) -> list[torch.Tensor]:
+    """The dense hidden states at every block boundary: len(blocks) + 1 tensors [n, L, d]."""
+    engine = LayerwiseEngine(ModelAdapter(teacher), device, offload_device="cpu", progress=False)
+    inputs = engine.capture(ids)
+    states = [inputs.hidden.clone()]
+    for i, block in enumerate(ModelAdapter(teacher).layers):
+        home = next(block.parameters()).device
+        out = engine.forward_block(block.to(engine.device), inputs, index=i)
+        block.to(home)
+        states.append(out.clone())
+        inputs.hidden = out
+    return states
+
+
+def _error(block, x, y, kwargs, device, batch) -> float:
+    with torch.no_grad():
+        num = den = 0.0
+        for j in range(0, x.shape[0], batch):
+            out = block(x[j:j + batch].to(device), **kwargs).float()
+            t = y[j:j + batch].to(device).float()
+            num += float((out - t).pow(2).sum())
+            den += float(t.pow(2).sum())
+    return num / max(den, 1e-12)
+
+
+def train_block(block, x, y, kwargs, config, masks: dict, device) -> tuple[float, float]:
+    """AdamW on the block's weights for config.local_steps micro-batches (cycling over the
+    windows); returns the error before and after (the old weights come back if it rose)."""
+    batch = config.batch_size
+    before = _error(block, x, y, kwargs, device, batch)
+    saved = {k: v.clone() for k, v in block.state_dict().items()}
+    block.requires_grad_(True)
+    handles = guard_zeros(masks)
+    opt = torch.optim.AdamW([p for p in block.parameters() if p.requires_grad], lr=config.local_lr, weight_decay=0.0)
+    g = torch.Generator().manual_seed(config.seed)
+    order = torch.randperm(x.shape[0], generator=g)
+    try:
+        for step in range(config.local_steps):
+            idx = order[(torch.arange(batch) + step * batch) % x.shape[0]]
+            loss = normalised_error(block(x[idx].to(device), **kwargs), y[idx].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            reapply(masks)
+    finally:
+        for h in handles:
+            h.remove()
+        block.requires_grad_(False)
+    after = _error(block, x, y, kwargs, device, batch)
+    if not after < before:
+        block.load_state_dict(saved)
+        after = before
+    return before, after
+
+
+def distill_locally(student, teacher, data, config, masks: dict, prior: dict | None, device,
+                    progress: bool = True) -> dict:
+    """Train every changed block of `student` in place; returns the report section."""
+    s_adapter, t_adapter = ModelAdapter(student), ModelAdapter(teacher)
+    spans = dense_spans(prior, s_adapter.num_layers, t_adapter.num_layers)
+    changed = changed_blocks(student, teacher, spans)
+    ids = local_windows(data, config.local_windows, config.seqlen)
+    states = dense_states(teacher, ids, device)
+    kwargs = LayerwiseEngine(s_adapter, device, offload_device="cpu", progress=False).capture(ids).kwargs
+    student.to(device)
+    rows = []
+    for s in steps(changed, "local distillation", "block", enabled=progress):
+        a, b = spans[s]
+        block = s_adapter.layers[s]
+        before, after = train_block(block, states[a], states[b], kwargs[s], config,
+                                    trained_masks(student, [s], masks), device)
+        rows.append({"block": s, "dense_span": [a, b], "error_before": before, "error_after": after,
+                     "kept": after < before})
+    return {"windows": int(ids.shape[0]), "seqlen": int(ids.shape[1]), "steps_per_block": config.local_steps,
+            "lr": config.local_lr, "changed_blocks": changed, "blocks": rows,
+            "tokens_per_block": config.local_steps * config.batch_size * config.seqlen}
