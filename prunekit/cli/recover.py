@@ -1,4 +1,5 @@
-"""`prunekit recover`: LoRA recovery of a pruned model; its option flags are generated from
+"""`prunekit recover`: recovery of a pruned model (LoRA or block weights, lm loss or distillation
+from the dense teacher, optional local distillation); its option flags are generated from
 RecoveryConfig's field metadata and read back through RecoveryConfig.from_dict."""
 from __future__ import annotations
 
@@ -8,12 +9,17 @@ from .args import add_config_flags, add_eval_args, add_model_args, config_from_a
 def add_parser(sub) -> None:
     from ..recovery.config import RecoveryConfig
     p = sub.add_parser(
-        "recover", help="LoRA fine-tuning that recovers a pruned model (zeros stay zeros)",
-        description="Train LoRA adapters on the decoder-block linears of a pruned model (the Shortened-LLM / SLM "
-                    "recipe: r 8, alpha 16, dropout 0.05, lr 1e-4, AdamW, warm-up) and merge them into the "
-                    "weights, masked by the weights' zero pattern so that sparse and N:M models keep every zero. "
-                    "Saves a checkpoint plus prunekit_report.json (loss history, tokens, time, memory) and "
-                    "recovery_loss.png.")
+        "recover", help="fine-tuning or distillation that recovers a pruned model (zeros stay zeros)",
+        description="Recover a pruned model. By default LoRA adapters on the decoder-block linears (the "
+                    "Shortened-LLM / SLM recipe: r 8, alpha 16, dropout 0.05, lr 1e-4, AdamW, warm-up) learn the "
+                    "next-token loss and are merged into the weights, masked by the weights' zero pattern so that "
+                    "sparse and N:M models keep every zero. --loss kd or kd+lm distils the dense teacher's "
+                    "next-token distributions instead (the teacher: --teacher, else the dense model the input's "
+                    "report starts from); --train full or blocks:LIST trains the block weights themselves (zeros "
+                    "kept by masked updates); --local first|only first trains every changed block to reproduce "
+                    "the dense blocks it replaces. Saves a checkpoint plus prunekit_report.json (loss history, "
+                    "tokens, time, memory, the teacher's share of the time) and recovery_loss.png (with a teacher: "
+                    "the KL to it and the top-1 agreement).")
     add_model_args(p)
     p.add_argument("--data", default="c4",
                    help="training text: c4, ptb, wikitext2 (optionally NAME:SPLIT, default split train), a .txt "
@@ -38,15 +44,19 @@ def summary(report: dict) -> str:
     val = r["history"]["validation"]
     split = f":{data['split']}" if data.get("split") else ""
     lines = [f"prunekit recover: {report['recovered_from']} ({report['model'].get('architecture', '?')}, "
-             f"{report['model'].get('num_layers', '?')} layers)",
-             f"  lora          r {cfg['lora_r']} alpha {cfg['lora_alpha']:g} dropout {cfg['lora_dropout']:g} on "
-             f"{len(r['targets'])} linears per block ({r['trainable_params']:,} trainable parameters)",
+             f"{report['model'].get('num_layers', '?')} layers)", *_trained_lines(r, cfg),
              f"  data          {data['dataset']}{split} ({data['format']}, {data['train_examples']} train / "
              f"{data['validation_examples']} held-out examples of <= {data['seqlen']} tokens)",
              f"  training      {r['steps']} steps, {r['tokens_seen']:,} tokens, {r['train_s']:.1f} s "
              f"({r['tokens_this_run'] / max(r['train_s'], 1e-9):.0f} tokens/s), peak {r['peak_memory_kind']} "
              f"{r['peak_memory_gb']:.2f} GB" + (f", resumed from {r['resumed_from']}" if r['resumed_from'] else "")]
-    if val:
+    if val and "kd" in val[0]:
+        lines.append(f"  validation    kd {val[0]['kd']:.4f} -> {val[-1]['kd']:.4f}, top-1 agreement "
+                     f"{val[0]['agreement']:.3f} -> {val[-1]['agreement']:.3f}, lm {val[0]['lm']:.4f} -> "
+                     f"{val[-1]['lm']:.4f} (step {val[0]['step']} -> {val[-1]['step']})"
+                     + (f"; merged model lm {r['validation_loss_merged']:.4f}"
+                        if r["validation_loss_merged"] is not None else ""))
+    elif val:
         lines.append(f"  validation    loss {val[0]['loss']:.4f} (step {val[0]['step']}) -> {val[-1]['loss']:.4f} "
                      f"(step {val[-1]['step']})" + (f"; merged model {r['validation_loss_merged']:.4f}"
                                                     if r["validation_loss_merged"] is not None else ""))
@@ -67,6 +77,32 @@ def summary(report: dict) -> str:
     if report.get("output"):
         lines.append(f"  saved         {report['output']}")
     return "\n".join(lines)
+
+
+def _trained_lines(r: dict, cfg: dict) -> list[str]:
+    lines = []
+    local = r.get("local")
+    if local:
+        rows = local["blocks"]
+        mean = lambda key: sum(b[key] for b in rows) / max(len(rows), 1)     # noqa: E731
+        lines.append(f"  local         {len(rows)} changed blocks, {local['steps_per_block']} steps each on "
+                     f"{local['windows']} windows of {local['seqlen']} tokens; mean normalised error "
+                     f"{mean('error_before'):.4f} -> {mean('error_after'):.4f}"
+                     + (" (reused from the interrupted run)" if local.get("reused") else ""))
+    if cfg.get("local") == "only":
+        return lines
+    if cfg.get("train", "lora") == "lora":
+        lines.append(f"  lora          r {cfg['lora_r']} alpha {cfg['lora_alpha']:g} dropout {cfg['lora_dropout']:g} on "
+                     f"{len(r['targets'])} linears per block ({r['trainable_params']:,} trainable parameters)")
+    else:
+        lines.append(f"  train         {cfg['train']}: block weights ({r['trainable_params']:,} trainable parameters)")
+    if r.get("teacher") and cfg.get("loss", "lm") != "lm":
+        weight = f", kd weight {cfg['kd_weight']:g}" if cfg["loss"] == "kd+lm" else ""
+        topk = f", teacher top-{cfg['kd_topk']} + tail" if cfg.get("kd_topk") else ""
+        share = f" ({r['teacher_share']:.0%} of training)" if r.get("teacher_share") is not None else ""
+        lines.append(f"  distill       {cfg['loss']}, T {cfg['temperature']:g}{weight}{topk} from {r['teacher']}; "
+                     f"teacher forwards {r['teacher_s'] or 0:.1f} s{share}")
+    return lines
 
 
 def run(args) -> int:
