@@ -99,9 +99,9 @@ def _trained_lines(r: dict, cfg: dict) -> list[str]:
     if r.get("teacher") and cfg.get("loss", "lm") != "lm":
         weight = f", kd weight {cfg['kd_weight']:g}" if cfg["loss"] == "kd+lm" else ""
         topk = f", teacher top-{cfg['kd_topk']} + tail" if cfg.get("kd_topk") else ""
-        share = f" ({r['teacher_share']:.0%} of training)" if r.get("teacher_share") is not None else ""
+        share = f", {r['teacher_share']:.0%} of training" if r.get("teacher_share") is not None else ""
         lines.append(f"  distill       {cfg['loss']}, T {cfg['temperature']:g}{weight}{topk} from {r['teacher']}; "
-                     f"teacher forwards {r['teacher_s'] or 0:.1f} s{share}")
+                     f"teacher forwards {r['teacher_s'] or 0:.1f} s ({r.get('teacher_mode')}{share})")
     return lines
 
 

@@ -164,6 +164,12 @@ def _recover_loaded(model, tok, config, data_spec, data_dir, folder: Path, progr
     local = _local_phase(model, teacher_model, data, config, masks, prior, folder, progress) \
         if config.local != "off" else None
     global_teacher = teacher_model if config.local != "only" else None
+    cached_s = None
+    vocab = model.get_output_embeddings().weight.shape[0]
+    if global_teacher is not None and 0 < config.kd_topk < vocab and config.loss != "lm":
+        data, cached_s = _cached_teacher(global_teacher, data, config, progress)
+        global_teacher = None       # training holds one model: the summaries ride in the examples
+    teacher_model = None
     if config.local == "only":
         recovered, run, trainable, masked_training = model, _no_training(), 0, 0
         merge = "local only"
@@ -173,7 +179,9 @@ def _recover_loaded(model, tok, config, data_spec, data_dir, folder: Path, progr
     else:
         recovered, run, trainable, masked_training, merge = _train_lora(model, tok, data, config, targets, masks,
                                                                        folder, progress, callbacks, global_teacher)
-    del teacher_model, global_teacher
+    del global_teacher
+    if cached_s is not None:
+        run["teacher_s"], run["teacher_mode"] = cached_s, "top-k summaries cached before training"
     merged_loss = None if config.keep_adapter else _merged_validation_loss(recovered, data, config, tok)
     recovered.config.use_cache = use_cache
     if config.keep_adapter:      # the base weights are untouched: the adapter is applied at load time
@@ -202,6 +210,19 @@ def source_path(source, spec) -> str | None:
     return source.spec if source is not None else (spec if Path(str(spec)).exists() else None)
 
 
+def _cached_teacher(teacher, data, config, progress):
+    """The training data with the teacher's top-k summaries, and the seconds it took."""
+    from .data import TrainingData
+    from .distill import cache_teacher
+
+    start = time.perf_counter()
+    teacher.to(torch.device(config.device))
+    rows = [cache_teacher(teacher, part, config.temperature, config.kd_topk, config.device, progress)
+            for part in (data.train, data.validation)]
+    teacher.to("cpu")
+    return TrainingData(rows[0], rows[1], data.info), time.perf_counter() - start
+
+
 def _no_training() -> dict:
     return {"history": {"train": [], "validation": []}, "steps": 0, "epochs": 0, "tokens_seen": 0,
             "tokens_this_run": 0, "train_s": 0.0, "resumed_from": None, "teacher_s": None}
@@ -212,7 +233,8 @@ def _train_lora(model, tok, data, config, targets, masks, folder, progress, call
     peft_model = attach_lora(model, config, targets)
     masked_training = mask_adapters(peft_model, masks) if masks and config.masked_training else 0
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
-    run = train_model(peft_model, tok, data, config, folder / CHECKPOINTS, config.resume, progress, callbacks, teacher)
+    run = train_model(peft_model, tok, data, config, folder / CHECKPOINTS, config.resume, progress, callbacks, teacher,
+                      distill=config.loss != "lm")
     peft_model.eval()
     if config.keep_adapter:
         return peft_model, run, trainable, masked_training, "adapter kept"
@@ -227,7 +249,7 @@ def _train_full(model, tok, data, config, blocks, masks, folder, progress, callb
     handles = guard_zeros(guarded)
     try:
         run = train_model(model, tok, data, config, folder / CHECKPOINTS, config.resume, progress,
-                          [*callbacks, keep_zeros_callback(guarded)], teacher)
+                          [*callbacks, keep_zeros_callback(guarded)], teacher, distill=config.loss != "lm")
     finally:
         for h in handles:
             h.remove()
@@ -258,10 +280,12 @@ def _local_phase(model, teacher, data, config, masks, prior, folder: Path, progr
 
 
 def _distillation_section(config, teacher_name, run, local) -> dict:
-    teacher_s = run.get("teacher_s")
+    teacher_s, mode = run.get("teacher_s"), run.get("teacher_mode", "online, on every batch")
+    cached = mode != "online, on every batch"
+    total = run["train_s"] + ((teacher_s or 0) if cached else 0)
     return {"loss": config.loss, "train": config.train, "teacher": teacher_name, "teacher_s": teacher_s,
-            "teacher_share": teacher_s / run["train_s"] if teacher_s is not None and run["train_s"] else None,
-            "local": local}
+            "teacher_mode": mode if teacher_s is not None else None,
+            "teacher_share": teacher_s / total if teacher_s is not None and total else None, "local": local}
 
 
 def _model_section(model, source, spec, adapter) -> dict:

@@ -56,8 +56,9 @@ class RecoveryConfig(MethodConfig):
     teacher: str | None = option(None, "kd and --local: the dense teacher (folder, alias or hub id); default the "
                                        "dense model the input's prunekit_report.json lineage starts from")
     kd_topk: int = option(0, "kd: keep the teacher's k most likely tokens and its tail mass instead of the whole "
-                             "vocabulary (0: whole vocabulary; the error is the tail's own divergence weighted "
-                             "by its mass, never negative; docs/recovery.md)")
+                             "vocabulary; the teacher then runs once before training and is released (0: whole "
+                             "vocabulary, teacher online; the error is the tail's own divergence weighted by its "
+                             "mass, never negative; docs/methods.md)")
     train: str = option("lora", "what is trained: lora (adapters merged after), full (every decoder-block "
                                 "weight; zeros kept by masked updates) or blocks:LIST (full training of the "
                                 "listed blocks only, e.g. blocks:3,4,10-12)")

@@ -1,7 +1,12 @@
 """The Trainer of a distillation run: the student's loss is lm, kd or their mix
 (solvers/distill.py), the frozen teacher runs on the same batch in evaluation mode, and the
 logs carry each term and the top-1 agreement with the teacher, for training steps and held-out
-evaluations alike (the teacher-agreement curves of recovery_loss.png)."""
+evaluations alike (the teacher-agreement curves of recovery_loss.png).
+
+With a top-k teacher (--kd-topk) the teacher runs once, before training, over every training and
+held-out example, and its summaries (k log-probabilities, their ids, the log tail mass: 12 k + 4
+bytes a token) ride in the examples; the teacher is then freed, so training holds one model.
+A full-vocabulary summary would be 4 V bytes a token, so that teacher runs online instead."""
 from __future__ import annotations
 
 import time
@@ -28,13 +33,25 @@ class _Meter:
         return means
 
 
+@torch.no_grad()
+def cache_teacher(teacher, rows: list, temperature: float, topk: int, device, progress: bool = True) -> list:
+    """Copies of `rows` with the teacher's top-k summary of each example's positions."""
+    from ..progress import steps
+    out = []
+    for row in steps(rows, "teacher top-k", "example", enabled=progress):
+        ids = torch.tensor([row["input_ids"]], device=device)
+        top, idx, tail = teacher_summary(teacher(input_ids=ids, use_cache=False).logits, temperature, topk)
+        out.append({**row, "teacher_top": top[0].cpu(), "teacher_idx": idx[0].int().cpu(), "teacher_tail": tail[0].cpu()})
+    return out
+
+
 def distill_trainer_class():
     from transformers import Trainer
 
     class DistillTrainer(Trainer):
         def __init__(self, *args, teacher, loss: str, temperature: float, kd_weight: float, kd_topk: int, **kw):
             super().__init__(*args, **kw)
-            self.teacher = teacher.to(self.args.device)
+            self.teacher = teacher.to(self.args.device) if teacher is not None else None   # None: cached
             self.kd = dict(loss=loss, temperature=temperature, weight=kd_weight, topk=kd_topk)
             self.meters = {"train": _Meter(), "eval": _Meter()}
             self.teacher_s = 0.0          # wall time of the teacher's forwards while training
@@ -56,14 +73,19 @@ def distill_trainer_class():
             outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
             logits = outputs.logits
             targets = next_token_targets(labels)
-            teacher = self._teacher_logits(inputs, model.training)
+            if "teacher_top" in inputs:
+                summary = (inputs["teacher_top"], inputs["teacher_idx"].long(), inputs["teacher_tail"])
+                teacher_top1 = summary[1][..., 0]
+            else:
+                teacher = self._teacher_logits(inputs, model.training)
+                summary = teacher_summary(teacher, self.kd["temperature"], self.kd["topk"])
+                teacher_top1 = teacher.argmax(-1)
             lm = lm_per_token(logits, labels)
-            kd = kd_per_token(teacher_summary(teacher, self.kd["temperature"], self.kd["topk"]), logits,
-                              self.kd["temperature"]) * targets
+            kd = kd_per_token(summary, logits, self.kd["temperature"]) * targets
             w = {"lm": 0.0, "kd": 1.0, "kd+lm": self.kd["weight"]}[self.kd["loss"]]
             per_token = w * kd + (1 - w) * lm
             n = int(targets.sum())
-            agree = ((teacher.argmax(-1) == logits.argmax(-1)) & targets).sum()
+            agree = ((teacher_top1 == logits.argmax(-1)) & targets).sum()
             self.meters["train" if model.training else "eval"].add(
                 {"lm": lm.detach().sum(), "kd": kd.detach().sum(), "agreement": agree}, n)
             if model.training and num_items_in_batch is not None:

@@ -24,9 +24,13 @@ class Examples(torch.utils.data.Dataset):
         return self.rows[i]
 
 
+TEACHER_KEYS = {"teacher_top": 0.0, "teacher_idx": 0, "teacher_tail": float("-inf")}   # padding values
+
+
 def pad_collator(pad_id: int):
     """Right-pads a batch to its longest example: inputs with `pad_id`, labels with -100 (no loss),
-    attention mask 0 on the padding."""
+    attention mask 0 on the padding; a cached teacher summary (recovery/distill.py) with values
+    whose loss is finite, and masked out by the labels."""
     def collate(rows: list) -> dict:
         width = max(len(r["input_ids"]) for r in rows)
         ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
@@ -37,7 +41,15 @@ def pad_collator(pad_id: int):
             ids[i, :n] = torch.tensor(r["input_ids"])
             labels[i, :n] = torch.tensor(r["labels"])
             mask[i, :n] = 1
-        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+        batch = {"input_ids": ids, "labels": labels, "attention_mask": mask}
+        for key, fill in TEACHER_KEYS.items():
+            if key in rows[0]:
+                first = rows[0][key]
+                out = torch.full((len(rows), width, *first.shape[1:]), fill, dtype=first.dtype)
+                for i, r in enumerate(rows):
+                    out[i, :len(r[key])] = r[key]
+                batch[key] = out
+        return batch
     return collate
 
 
@@ -94,13 +106,15 @@ def history_of(log_history: list) -> dict:
     return {"train": train, "validation": val}
 
 
-def make_trainer(model, args, data: TrainingData, pad_id: int, callbacks, teacher=None, config=None):
-    """The stock Trainer (lm loss), or with a teacher the distillation Trainer."""
+def make_trainer(model, args, data: TrainingData, pad_id: int, callbacks, teacher=None, config=None,
+                 distill: bool = False):
+    """The stock Trainer (lm loss), or with a teacher (or its summaries cached in `data`:
+    `distill`) the distillation Trainer."""
     from transformers import Trainer
 
     common = dict(model=model, args=args, train_dataset=Examples(data.train), eval_dataset=Examples(data.validation),
                   data_collator=pad_collator(pad_id), callbacks=list(callbacks))
-    if teacher is None:
+    if teacher is None and not distill:
         return Trainer(**common)
     from .distill import distill_trainer_class
     return distill_trainer_class()(**common, teacher=teacher, loss=config.loss, temperature=config.temperature,
@@ -108,7 +122,7 @@ def make_trainer(model, args, data: TrainingData, pad_id: int, callbacks, teache
 
 
 def train_model(model, tokenizer, data: TrainingData, config, checkpoints: Path, resume: bool = False,
-                progress: bool = True, callbacks=(), teacher=None) -> dict:
+                progress: bool = True, callbacks=(), teacher=None, distill: bool = False) -> dict:
     """Train `model`'s trainable parameters in place (LoRA adapters of a PeftModel, or block
     weights); returns history, tokens seen and timing (and the teacher's share with a teacher)."""
     checkpoint = last_checkpoint(checkpoints) if resume else None
@@ -117,7 +131,7 @@ def train_model(model, tokenizer, data: TrainingData, config, checkpoints: Path,
         callbacks = [*callbacks, step_lines()]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     args = training_arguments(config, checkpoints, progress and not logged, eval_on_start=checkpoint is None)
-    trainer = make_trainer(model, args, data, pad_id, callbacks, teacher, config)
+    trainer = make_trainer(model, args, data, pad_id, callbacks, teacher, config, distill)
     earlier = _tokens_at(checkpoint)        # read now: the checkpoint is rotated away during training
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=checkpoint)

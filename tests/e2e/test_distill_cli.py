@@ -26,7 +26,7 @@ def test_kd_recovery_of_a_sublayer_output_takes_its_teacher_from_the_lineage(tin
                  "--local-steps", "2", "--local-windows", "2", "--trust-remote-code", "--data-dir", data_dir,
                  "--output", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "distill       kd, T 1 from " + str(tiny_model_dir) in text
+    assert "distill       kd, T 1 from " + str(tiny_model_dir) in text and "online, on every batch" in text
     assert "local         " in text and "top-1 agreement" in text
     rec = json.loads((out / "prunekit_report.json").read_text())
     r = rec["recovery"]

@@ -171,3 +171,51 @@ def test_a_killed_distillation_resumes_byte_for_byte(tokenizer, data_dir, tmp_pa
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert [h["loss"] for h in resumed.history["train"]] == [h["loss"] for h in whole.history["train"]]
+
+
+def test_full_kd_with_a_topk_teacher_and_local_first_on_a_width_output_saves_and_reloads(tokenizer, data_dir,
+                                                                                      tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from prunekit.export.save import save_checkpoint
+    from prunekit.methods import SearchConfig
+
+    teacher = plain_model("llama")
+    model = copy.deepcopy(teacher)
+    ids = torch.randint(3, 300, (4, 64), generator=torch.Generator().manual_seed(0))
+    res = prune(model, SearchConfig(keep=0.7, generations=1, population=4, mutants=2, crossovers=1, randoms=1,
+                                    top_k=2, band=0.05, fitness_seqlen=32), ids, progress=False)
+    width = tmp_path / "width"
+    save_checkpoint(res.model, tokenizer, {"model": {"source": "tiny-dense"}, "method": {"name": "search"}}, width)
+    out = tmp_path / "recovered"
+    rec = recover(str(width), RecoveryConfig(steps=3, lr=5e-3, loss="kd", kd_topk=16, train="full", local="first",
+                                             local_steps=5, local_windows=2, local_lr=1e-3, **TINY),
+                  data=DATA, output=str(out), data_dir=data_dir, trust_remote_code=True, teacher=teacher,
+                  progress=False)
+    r = rec.report["recovery"]
+    assert r["local"]["changed_blocks"] == [0, 1, 2]                    # every block lost width
+    assert all(b["error_after"] <= b["error_before"] for b in r["local"]["blocks"])
+    assert r["config"]["kd_topk"] == 16 and r["history"]["validation"][-1]["kd"] >= 0
+    reloaded = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True).eval()
+    assert type(reloaded).__name__ == "PrunedLlamaForCausalLM"
+    with torch.no_grad():
+        assert torch.allclose(reloaded(ids[:1]).logits, rec.model(ids[:1]).logits, atol=1e-5)
+
+
+def test_cached_topk_summaries_train_as_the_online_teacher_when_the_tail_is_one_token(tokenizer, data_dir):
+    """k = V - 1 leaves one token in the tail, whose conditional is a point mass for both models:
+    KD_k = KD exactly, so the cached run must follow the online full-vocabulary run."""
+    from tests.helpers.models import VOCAB
+    teacher = plain_model("llama")
+    runs = {}
+    for k in (0, VOCAB - 1):
+        model = copy.deepcopy(teacher)
+        prune(model, MagnitudeConfig(sparsity=0.5), progress=False)
+        runs[k] = recover(model, RecoveryConfig(steps=3, lr=5e-3, loss="kd", kd_topk=k, **TINY), data=DATA,
+                          tokenizer=tokenizer, data_dir=data_dir, teacher=teacher, progress=False)
+    online, cached = runs[0], runs[VOCAB - 1]
+    assert cached.report["recovery"]["teacher_mode"].startswith("top-k summaries cached")
+    assert online.report["recovery"]["teacher_mode"].startswith("online")
+    for a, b in zip(online.history["train"] + online.history["validation"],
+                    cached.history["train"] + cached.history["validation"]):
+        assert b["kd"] == pytest.approx(a["kd"], rel=1e-4, abs=1e-6) and b["agreement"] == a["agreement"]
