@@ -157,28 +157,13 @@ def _recover_loaded(model, tok, config, data_spec, data_dir, folder: Path, progr
     section = _model_section(model, source, spec, adapter)
     use_cache = getattr(model.config, "use_cache", None)
     model.config.use_cache = False
-    teacher_model, teacher_name = None, None
-    if config.needs_teacher or teacher is not None or config.teacher:
-        teacher_model, teacher_name = load_teacher(teacher if teacher is not None else config.teacher, model, tok,
-                                                   prior, source_path(source, spec), dtype, trust_remote_code)
+    teacher_model, teacher_name = _teacher(config, teacher, model, tok, prior, source, spec, dtype, trust_remote_code)
     local = _local_phase(model, teacher_model, data, config, masks, prior, folder, progress) \
         if config.local != "off" else None
-    global_teacher = teacher_model if config.local != "only" else None
-    cached_s = None
-    vocab = model.get_output_embeddings().weight.shape[0]
-    if global_teacher is not None and 0 < config.kd_topk < vocab and config.loss != "lm":
-        data, cached_s = _cached_teacher(global_teacher, data, config, progress)
-        global_teacher = None       # training holds one model: the summaries ride in the examples
-    teacher_model = None
-    if config.local == "only":
-        recovered, run, trainable, masked_training = model, _no_training(), 0, 0
-        merge = "local only"
-    elif blocks is not None:
-        recovered, run, trainable, masked_training, merge = _train_full(model, tok, data, config, blocks, masks, folder,
-                                                                       progress, callbacks, global_teacher)
-    else:
-        recovered, run, trainable, masked_training, merge = _train_lora(model, tok, data, config, targets, masks,
-                                                                       folder, progress, callbacks, global_teacher)
+    data, global_teacher, cached_s = _global_teacher(teacher_model, model, data, config, progress)
+    del teacher_model              # a cached or local-only teacher is released before training
+    recovered, run, trainable, masked_training, merge = _train(model, tok, data, config, blocks, targets, masks,
+                                                               folder, progress, callbacks, global_teacher)
     del global_teacher
     if cached_s is not None:
         run["teacher_s"], run["teacher_mode"] = cached_s, "top-k summaries cached before training"
@@ -203,6 +188,34 @@ def _recover_loaded(model, tok, config, data_spec, data_dir, folder: Path, progr
         result.report.update(measure(recovered))
     result.report["lineage"] = extend_lineage(prior, result.report, section)   # the stages so far, then recovery
     return result
+
+
+def _teacher(config, teacher, model, tok, prior, source, spec, dtype, trust_remote_code):
+    """(teacher model, its name), or (None, None) when the run needs none."""
+    if not (config.needs_teacher or teacher is not None or config.teacher):
+        return None, None
+    return load_teacher(teacher if teacher is not None else config.teacher, model, tok, prior,
+                        source_path(source, spec), dtype, trust_remote_code)
+
+
+def _global_teacher(teacher, model, data, config, progress):
+    """(data, the teacher the Trainer runs online or None, seconds of the cached top-k pass or None)."""
+    if teacher is None or config.local == "only":
+        return data, None, None
+    vocab = model.get_output_embeddings().weight.shape[0]
+    if 0 < config.kd_topk < vocab and config.loss != "lm":
+        data, seconds = _cached_teacher(teacher, data, config, progress)
+        return data, None, seconds
+    return data, teacher, None
+
+
+def _train(model, tok, data, config, blocks, targets, masks, folder, progress, callbacks, teacher):
+    """(recovered model, run, trainable parameters, masked linears, merge) of the global phase."""
+    if config.local == "only":
+        return model, _no_training(), 0, 0, "local only"
+    if blocks is not None:
+        return _train_full(model, tok, data, config, blocks, masks, folder, progress, callbacks, teacher)
+    return _train_lora(model, tok, data, config, targets, masks, folder, progress, callbacks, teacher)
 
 
 def source_path(source, spec) -> str | None:
