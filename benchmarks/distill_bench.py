@@ -130,6 +130,11 @@ def row(work: Path, spec: str) -> dict | None:
             "sparsity": [r.get("sparsity_before"), rec["sparsity"]["overall"]], "nm_valid": r.get("nm_valid")}
 
 
+def ordered(rows: dict) -> list[dict]:
+    """Rows by model, then budget, then mode, as the table shows them."""
+    return sorted(rows.values(), key=lambda r: (list(MODELS).index(r["model"]), r["steps"], list(MODES).index(r["mode"])))
+
+
 def _f(v, fmt):
     return "-" if v is None else format(v, fmt)
 
@@ -172,9 +177,7 @@ def main():
             run_one(work, spec, args)
     found = {f"{m}:{mode}:{s}": r for m in MODELS for mode in MODES for s in (20, 80)
              if (r := row(work, f"{m}:{mode}:{s}"))}
-    rows = runner.merge_results("distill_bench", found)
-    order = sorted(rows.values(), key=lambda r: (list(MODELS).index(r["model"]), r["steps"], list(MODES).index(r["mode"])))
-    print(table(order))
+    print(table(ordered(runner.merge_results("distill_bench", found))))
 
 
 if __name__ == "__main__":

@@ -140,6 +140,10 @@ EXPERIMENTS: list[Experiment] = [
     Experiment("recovery_bench", "recovery_bench.py",
                "One LoRA recovery budget over depth, depth + width, width and sparse models, before and after",
                tables=(Table("recovery", T.recovery),)),
+    Experiment("distill_bench", "distill_bench.py",
+               "Recovery by distillation (LoRA-kd, full-kd, local then full-kd, cached top-64) against LoRA-lm at "
+               "20 and 80 optimiser steps: wt2, held-out KL, teacher share, local block errors",
+               ("--table",), tables=(Table("distill", T.distill),)),
 ]
 
 BY_NAME = {e.name: e for e in EXPERIMENTS}

@@ -319,6 +319,11 @@ def recovery(res: Results) -> str:
     return script("recovery_bench.py").table({tag: rows[tag] for tag in RECOVERY_ORDER if tag in rows})
 
 
+def distill(res: Results) -> str:
+    mod = script("distill_bench.py")
+    return mod.table(mod.ordered(res.load("distill_bench")))
+
+
 def _span(values: list[int]) -> str:
     return f"{min(values)}-{max(values)}" if min(values) != max(values) else str(values[0])
 

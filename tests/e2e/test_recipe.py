@@ -196,3 +196,19 @@ def test_slm_pipeline_example_runs_on_a_tiny_model(four_block_dir, data_dir, tmp
     assert sorted(p.name for p in (out / "stages").glob("*.json")) == ["01-slm.json", "02-search.json",
                                                                        "03-recover.json"]
     assert (out / "stages" / "03-recover-recovery_loss.png").is_file()
+
+
+def test_a_recipes_recover_stage_distils_the_dense_model_it_started_from(four_block_dir, data_dir, tmp_path):
+    recipe = {"calibration": CAL, "stages": [
+        {"method": "shortgpt", "remove_layers": 1},
+        {"method": "recover", "data": "wikitext2:validation", "steps": 1, "seqlen": 32, "loss": "kd",
+         "local": "first", "local_steps": 2, "local_windows": 2}]}
+    report = run_recipe(recipe, model=str(four_block_dir), output=str(tmp_path / "out"), data_dir=data_dir,
+                        progress=False, **EVAL)
+    rec = report["recovery"]
+    assert rec["teacher"] == str(four_block_dir)
+    removed = report["lineage"][0]["method_section"]["removed"][0]
+    spans = {tuple(b["dense_span"]) for b in rec["local"]["blocks"]}
+    # the block before the removed one now stands for both (block 0 removed: the next one does)
+    assert (0, 2) in spans if removed == 0 else (removed - 1, removed + 1) in spans
+    assert lineage.stage_label(report["lineage"][-1]) == "local+lora-kd"
