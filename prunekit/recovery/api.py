@@ -19,10 +19,10 @@ from ..reports.lineage import extend as extend_lineage
 from ..models.adapter import ModelAdapter
 from ..models.paths import check_output_apart
 from ..stats import sparsity_stats
-from .config import RecoveryConfig
+from .config import CHANGED, RecoveryConfig
 from .data import build_training_data, refuse_evaluation_data
 from .full import guard_zeros, keep_zeros_callback, set_trainable, trained_masks
-from .local import LOCAL_FILE
+from .local import LOCAL_FILE, changed_blocks, dense_spans
 from .lora import attach_lora, lora_layers, mask_adapters, merge_lora, zero_patterns
 from .output import CHECKPOINTS, open_work_dir, publish
 from .sparsity import nm_validity
@@ -158,6 +158,11 @@ def _recover_loaded(model, tok, config, data_spec, data_dir, folder: Path, progr
     use_cache = getattr(model.config, "use_cache", None)
     model.config.use_cache = False
     teacher_model, teacher_name = _teacher(config, teacher, model, tok, prior, source, spec, dtype, trust_remote_code)
+    if config.train == CHANGED:
+        blocks = changed_blocks(model, teacher_model, dense_spans(prior, adapter.num_layers,
+                                                                  ModelAdapter(teacher_model).num_layers))
+        if not blocks:
+            raise PrunekitError("--train blocks:changed: every block equals the dense block it stands for")
     local = _local_phase(model, teacher_model, data, config, masks, prior, folder, progress) \
         if config.local != "off" else None
     data, global_teacher, cached_s = _global_teacher(teacher_model, model, data, config, progress)
@@ -183,7 +188,8 @@ def _recover_loaded(model, tok, config, data_spec, data_dir, folder: Path, progr
         nm_valid={p: {"before": nm_before[p], "after": v} for p, v in nm_after.items()})
     result.report = _report(result, run, targets if blocks is None else weights, trainable, len(masks),
                             masked_training, section, prior, spec)
-    result.report["recovery"].update(_distillation_section(config, teacher_name, run, local))
+    result.report["recovery"].update(_distillation_section(config, teacher_name, run, local),
+                                     trained_blocks=blocks)
     if measure is not None:
         result.report.update(measure(recovered))
     result.report["lineage"] = extend_lineage(prior, result.report, section)   # the stages so far, then recovery
@@ -192,7 +198,7 @@ def _recover_loaded(model, tok, config, data_spec, data_dir, folder: Path, progr
 
 def _teacher(config, teacher, model, tok, prior, source, spec, dtype, trust_remote_code):
     """(teacher model, its name), or (None, None) when the run needs none."""
-    if not (config.needs_teacher or teacher is not None or config.teacher):
+    if not config.needs_teacher:
         return None, None
     return load_teacher(teacher if teacher is not None else config.teacher, model, tok, prior,
                         source_path(source, spec), dtype, trust_remote_code)
@@ -200,7 +206,7 @@ def _teacher(config, teacher, model, tok, prior, source, spec, dtype, trust_remo
 
 def _global_teacher(teacher, model, data, config, progress):
     """(data, the teacher the Trainer runs online or None, seconds of the cached top-k pass or None)."""
-    if teacher is None or config.local == "only":
+    if teacher is None or config.local == "only" or config.loss == "lm":
         return data, None, None
     vocab = model.get_output_embeddings().weight.shape[0]
     if 0 < config.kd_topk < vocab and config.loss != "lm":
@@ -268,14 +274,15 @@ def _train_full(model, tok, data, config, blocks, masks, folder, progress, callb
             h.remove()
         model.requires_grad_(False)
     model.eval()
-    merge = f"{'full' if config.train == 'full' else config.train}, " + ("zeros kept" if guarded else "no zeros")
+    name = config.train if config.train != CHANGED else f"blocks:{','.join(map(str, blocks))} (changed)"
+    merge = f"{name}, " + ("zeros kept" if guarded else "no zeros")
     return model, run, trainable, len(guarded), merge
 
 
 def _local_phase(model, teacher, data, config, masks, prior, folder: Path, progress) -> dict:
     """Local distillation, or on --resume the saved result of the interrupted run's."""
     from safetensors.torch import load_file, save_file
-    from .local import LOCAL_FILE, distill_locally
+    from .local import distill_locally
 
     saved, summary = folder / LOCAL_FILE, folder / (LOCAL_FILE + ".json")
     layers = ModelAdapter(model).layers

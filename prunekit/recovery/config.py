@@ -14,6 +14,7 @@ from ..methods.options import MethodConfig, option
 DEFAULT_STEPS = 50
 LOSSES = ("lm", "kd", "kd+lm")
 LOCAL = ("off", "first", "only")
+CHANGED = "blocks:changed"
 
 
 @dataclass
@@ -53,15 +54,17 @@ class RecoveryConfig(MethodConfig):
     temperature: float = option(1.0, "kd: softmax temperature T of both models' logits; the KL is scaled by "
                                      "T^2 (default 1)")
     kd_weight: float = option(0.5, "kd+lm: weight of the kd term, the lm term gets 1 - it (default 0.5)")
-    teacher: str | None = option(None, "kd and --local: the dense teacher (folder, alias or hub id); default the "
+    teacher: str | None = option(None, "kd, --local and --train blocks:changed: the dense teacher (folder, alias or hub id); default the "
                                        "dense model the input's prunekit_report.json lineage starts from")
     kd_topk: int = option(0, "kd: keep the teacher's k most likely tokens and its tail mass instead of the whole "
                              "vocabulary; the teacher then runs once before training and is released (0: whole "
                              "vocabulary, teacher online; the error is the tail's own divergence weighted by its "
                              "mass, never negative; docs/methods.md)")
     train: str = option("lora", "what is trained: lora (adapters merged after), full (every decoder-block "
-                                "weight; zeros kept by masked updates) or blocks:LIST (full training of the "
-                                "listed blocks only, e.g. blocks:3,4,10-12)")
+                                "weight; zeros kept by masked updates), blocks:LIST (full training of the "
+                                "listed blocks only, e.g. blocks:3,4,10-12) or blocks:changed (the blocks that "
+                                "differ from the dense blocks they stand for, e.g. those before a removed span; "
+                                "needs the teacher)")
     local: str = option("off", "local distillation of every changed block to the dense span it replaces "
                                "(Puzzle's BLD): off, first (then the global run) or only (default off)", choices=LOCAL)
     local_steps: int = option(32, "--local: optimiser steps per block (default 32)")
@@ -117,12 +120,15 @@ class RecoveryConfig(MethodConfig):
         if not self.local_lr > 0:
             raise PrunekitError(f"--local-lr must be positive (got {self.local_lr:g})")
         self.trained_blocks(None)        # a malformed --train fails here
+        if self.teacher and not self.needs_teacher:
+            raise PrunekitError("--teacher is used by --loss kd or kd+lm, --local and --train blocks:changed; "
+                                "this run has none of them")
         if self.keep_adapter and self.train != "lora":
             raise PrunekitError("--keep-adapter saves a LoRA adapter: it needs --train lora")
 
     @property
     def needs_teacher(self) -> bool:
-        return self.loss != "lm" or self.local != "off"
+        return self.loss != "lm" or self.local != "off" or self.train == CHANGED
 
     @property
     def full_training(self) -> bool:
@@ -135,6 +141,8 @@ class RecoveryConfig(MethodConfig):
             return None
         if self.train == "full":
             return list(range(num_layers)) if num_layers is not None else []
+        if self.train == CHANGED:
+            return []           # resolved against the teacher (recovery/local.changed_blocks)
         if not self.train.startswith("blocks:"):
             raise PrunekitError(f"unknown --train '{self.train}': use lora, full or blocks:LIST (e.g. blocks:3,4,10-12)")
         picked = []

@@ -52,4 +52,5 @@ def test_distillation_refusals_are_one_line(tiny_model_dir, data_dir, tmp_path, 
     assert "itself" in refused("--loss", "kd", "--teacher", str(tiny_model_dir))
     assert "evaluation set" in refused("--loss", "kd", "--data", "wikitext2:test")
     assert "blocks:LIST" in refused("--train", "layers")
+    assert "has none of them" in refused("--teacher", str(tiny_model_dir))
     assert "--kd-weight" in refused("--loss", "kd+lm", "--kd-weight", "1.5")

@@ -219,3 +219,21 @@ def test_cached_topk_summaries_train_as_the_online_teacher_when_the_tail_is_one_
     for a, b in zip(online.history["train"] + online.history["validation"],
                     cached.history["train"] + cached.history["validation"]):
         assert b["kd"] == pytest.approx(a["kd"], rel=1e-4, abs=1e-6) and b["agreement"] == a["agreement"]
+
+
+def test_blocks_changed_trains_only_the_blocks_that_differ_from_their_dense_span(tokenizer, data_dir):
+    teacher = plain_model("llama", layers=4)
+    model = copy.deepcopy(teacher)
+    del ModelAdapter(model).layers[2]                     # block 1 now stands for dense blocks 1-2
+    model.config.num_hidden_layers = 3
+    before = _state(model)
+    res = recover(model, RecoveryConfig(steps=2, lr=1e-2, train="blocks:changed", **TINY), data=DATA,
+                  tokenizer=tokenizer, data_dir=data_dir, teacher=teacher, report=_depth_report([[0], [1], [3]], 4),
+                  progress=False)
+    assert res.report["recovery"]["trained_blocks"] == [1]
+    after = res.model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(".layers.1." in k for k in changed)
+    with pytest.raises(PrunekitError, match="every block equals"):
+        recover(copy.deepcopy(teacher), RecoveryConfig(steps=1, train="blocks:changed", **TINY), data=DATA,
+                tokenizer=tokenizer, data_dir=data_dir, teacher=teacher, progress=False)
