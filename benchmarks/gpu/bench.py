@@ -12,6 +12,9 @@ Steps
                both within PPL_RTOL, and the seconds of each run
   stream_1p5b  a random Llama of about 1.5 B parameters (tools/make_random_checkpoint.py) pruned by
                wanda streamed on --device: seconds per block
+  recover_kd   SmolLM2 with 6 blocks removed (ShortGPT), recovered on --device by LoRA on the lm loss,
+               LoRA on the teacher's KL and full training on the KL (10 steps of 4 x 256 C4 tokens each):
+               tokens per second, the teacher's share of training, peak memory, the last held-out losses
   llmcompressor, zeroshot  recorded as not carried (their wheels do not fit: see BENCHMARKS.md)
 
 --quick: tiny budgets (a 2e7-parameter random model, 2 calibration windows of 32 tokens, the
@@ -41,11 +44,13 @@ PPL_RTOL = 0.01            # CUDA vs CPU perplexity: relative difference accepte
 
 # step -> (estimated seconds on one H100/H200 at full budget, estimated seconds on 2 CPU cores --quick)
 ESTIMATES = {"setup": (15, 2), "cuda_tests": (60, 15), "stream_1p5b": (120, 30), "smollm2": (240, 200),
+             "recover_kd": (60, 120),
              "llmcompressor": (0, 0), "zeroshot": (0, 0)}
 DESCRIPTIONS = {
     "cuda_tests": "pytest of tests/e2e/test_cuda*.py (skip without CUDA)",
     "smollm2": "SmolLM2-135M: 7 methods on the device vs the CPU (masks, structure, WikiText-2 ppl, seconds)",
     "stream_1p5b": "random Llama ~1.5 B made on the machine, wanda streamed on the device: seconds per block",
+    "recover_kd": "SmolLM2 ShortGPT-6 recovered by LoRA-lm, LoRA-kd and full-kd: tokens/s, teacher share, memory",
     "llmcompressor": "llm-compressor SparseGPT/Wanda: not carried (wheels do not fit), recorded as such",
     "zeroshot": "lm-eval zero-shot: not carried (wheels do not fit), recorded as such",
 }
@@ -211,6 +216,41 @@ def step_smollm2(args) -> dict:
     return out
 
 
+def step_recover_kd(args) -> dict:
+    from prunekit.api import prune
+    from prunekit.data.calibration import build_calibration
+    from prunekit.methods import ShortGPTConfig
+    from prunekit.models.loading import load_model
+    from prunekit.recovery import RecoveryConfig, recover
+
+    dense, tok, _ = load_model(args.model, "float32")
+    dense.eval()
+    ids = build_calibration("c4", dense, tok, 10, 128, 0, data_dir()).input_ids
+    pruned = prune(copy.deepcopy(dense), ShortGPTConfig(remove_layers=6), ids, progress=False).model
+    steps, seqlen = (2, 32) if args.quick else (10, 256)
+    out = {"model": args.model, "pruned": "shortgpt, 6 of 30 blocks", "steps": steps, "seqlen": seqlen, "runs": {}}
+    modes = {"lora-lm": dict(), "lora-kd": dict(loss="kd"), "full-kd": dict(loss="kd", train="full", lr=1e-4)}
+    for name, extra in modes.items():
+        cfg = RecoveryConfig(**{"steps": steps, "seqlen": seqlen, "batch_size": 2, "grad_accum": 2, "lr": 3e-4,
+                                "warmup_steps": 2, "eval_every": steps, "save_every": 1000, "device": args.device,
+                                **extra})
+        try:
+            res = recover(copy.deepcopy(pruned), cfg, data="c4", tokenizer=tok, data_dir=data_dir(),
+                          teacher=dense if cfg.loss != "lm" else None, progress=False)
+            r = res.report["recovery"]
+            out["runs"][name] = {"tokens": r["tokens_seen"], "train_s": round(r["train_s"], 2),
+                                 "tokens_per_s": round(r["tokens_this_run"] / max(r["train_s"], 1e-9), 1),
+                                 "teacher_share": r.get("teacher_share"), "peak_memory_gb": r["peak_memory_gb"],
+                                 "peak_memory_kind": r["peak_memory_kind"],
+                                 "last_validation": r["history"]["validation"][-1], "status": "ok"}
+        except Exception as e:   # noqa: BLE001 (recorded; the next mode still runs)
+            out["runs"][name] = {"status": "error", "error": f"{type(e).__name__}: {e}"}
+        print(f"  {name}: {json.dumps(out['runs'][name], default=str)}", flush=True)
+    bad = [n for n, r in out["runs"].items() if r["status"] != "ok"]
+    out["status"] = "ok" if not bad else f"failed: {', '.join(bad)}"
+    return out
+
+
 def _random_llama(path: Path, params: float, hidden: int) -> dict:
     """tools/make_random_checkpoint.py, with SmolLM2's tokenizer taken from the carried copy when
     the packaged GGUF is not there (the GPU machine)."""
@@ -273,6 +313,7 @@ def step_not_carried(name: str):
 
 RESULTS: Results | None = None
 RUNNERS = {"cuda_tests": step_cuda_tests, "stream_1p5b": step_stream, "smollm2": step_smollm2,
+           "recover_kd": step_recover_kd,
            "llmcompressor": step_not_carried("llmcompressor"), "zeroshot": step_not_carried("zeroshot")}
 
 
