@@ -78,16 +78,18 @@ def local_windows(data, count: int, seqlen: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def dense_states(teacher, ids: torch.Tensor, device) -> list[torch.Tensor]:
-    """The dense hidden states at every block boundary: len(blocks) + 1 tensors [n, L, d]."""
+def dense_states(teacher, ids: torch.Tensor, device, wanted: set[int]) -> dict[int, torch.Tensor]:
+    """The dense hidden states [n, L, d] at the block boundaries in `wanted` (0: block 0's input,
+    i: block i - 1's output), from one pass through the teacher's blocks."""
     engine = LayerwiseEngine(ModelAdapter(teacher), device, offload_device="cpu", progress=False)
     inputs = engine.capture(ids)
-    states = [inputs.hidden.clone()]
-    for i, block in enumerate(ModelAdapter(teacher).layers):
+    states = {0: inputs.hidden.clone()} if 0 in wanted else {}
+    for i, block in enumerate(ModelAdapter(teacher).layers[:max(wanted)]):
         home = next(block.parameters()).device
         out = engine.forward_block(block.to(engine.device), inputs, index=i)
         block.to(home)
-        states.append(out.clone())
+        if i + 1 in wanted:
+            states[i + 1] = out.clone()
         inputs.hidden = out
     return states
 
@@ -139,8 +141,10 @@ def distill_locally(student, teacher, data, config, masks: dict, prior: dict | N
     s_adapter, t_adapter = ModelAdapter(student), ModelAdapter(teacher)
     spans = dense_spans(prior, s_adapter.num_layers, t_adapter.num_layers)
     changed = changed_blocks(student, teacher, spans)
+    if not changed:
+        raise PrunekitError("--local: every block equals the dense block it stands for; nothing to distil")
     ids = local_windows(data, config.local_windows, config.seqlen)
-    states = dense_states(teacher, ids, device)
+    states = dense_states(teacher, ids, device, {i for s in changed for i in spans[s]})
     kwargs = LayerwiseEngine(s_adapter, device, offload_device="cpu", progress=False).capture(ids).kwargs
     student.to(device)
     rows = []
