@@ -143,12 +143,18 @@ def block_shape(adapter: ModelAdapter, block: nn.Module, parts) -> BlockShape:
 def to_decilm(adapter: ModelAdapter, blocks: list[nn.Module], shapes: list[BlockShape]) -> nn.Module:
     """A DeciLM model whose blocks are `blocks` (modules of `adapter.model`) cut to `shapes`: a
     part a shape drops is left out, every other weight is copied as it is."""
+    return from_block_states(adapter, [b.state_dict() for b in blocks], shapes)
+
+
+def from_block_states(adapter: ModelAdapter, states: list[dict], shapes: list[BlockShape]) -> nn.Module:
+    """A DeciLM model from each block's state (block-relative keys, at the block's own shapes)
+    and the rest of `adapter.model`."""
     model = adapter.model
     small = empty_decilm(adapter, shapes)
     prefix = adapter.spec.layers_path + "."
     state = {k: v for k, v in model.state_dict().items() if not k.startswith(prefix)}
-    for new, block in enumerate(blocks):
-        for k, v in block.state_dict().items():
+    for new, block_state in enumerate(states):
+        for k, v in block_state.items():
             state[f"{prefix}{new}.{k}"] = v
     target = small.state_dict()
     state = {k: v for k, v in state.items() if k in target}

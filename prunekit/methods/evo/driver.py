@@ -16,15 +16,17 @@ from ...progress import bar as progress_bar
 
 def run_search(options, initial: tuple, n_levels: int, executor, n_windows: int, seqlen: int,
                default_stages: str, generations: int, children: int, progress: bool = True,
-               desc: str = "evo search") -> dict:
+               desc: str = "evo search", mutate=None) -> dict:
+    """`mutate(genome, rng)` (default: EvoPress's level switch over `n_levels` levels)."""
     stages = parse_stages(options.stages or default_stages)
     rng = random.Random(options.seed)
 
     def fitness(cands, stage, generation):
         return executor.score(cands, draw_windows(n_windows, stages[stage][0], seqlen, options.seed, generation, stage))
 
-    def mutate(genome, r):
+    def level_switches(genome, r):
         return level_switch(genome, n_levels, switch_count(r, options.max_switches), r)
+    mutate = mutate or level_switches
 
     bar = progress_bar(generations, desc, "generation", progress)
 
