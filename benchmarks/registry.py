@@ -144,6 +144,10 @@ EXPERIMENTS: list[Experiment] = [
                "Recovery by distillation (LoRA-kd, full-kd, local then full-kd, cached top-64) against LoRA-lm at "
                "20 and 80 optimiser steps: wt2, held-out KL, teacher share, local block errors",
                ("--table",), tables=(Table("distill", T.distill),)),
+    Experiment("shape_bench", "shape_bench.py",
+               "evo-shape against whole-block, sublayer and servable width pruning at one kept fraction: wt2, "
+               "held-out KL, search cost",
+               ("--table",)),
 ]
 
 BY_NAME = {e.name: e for e in EXPERIMENTS}

@@ -324,6 +324,12 @@ def distill(res: Results) -> str:
     return mod.table(mod.ordered(res.load("distill_bench")))
 
 
+def shape(res: Results) -> str:
+    mod = script("shape_bench.py")
+    rows = res.load("shape_bench")
+    return mod.table([rows[t] for t in mod.RUNS if t in rows])
+
+
 def _span(values: list[int]) -> str:
     return f"{min(values)}-{max(values)}" if min(values) != max(values) else str(values[0])
 
