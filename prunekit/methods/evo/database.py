@@ -55,13 +55,33 @@ def base_pruner(base: str, level: Level, adapter: ModelAdapter, options: dict | 
     return cls(cls.config_class(sparsity=level.sparsity, pattern=level.pattern, **(options or {})), adapter)
 
 
-def fingerprint(adapter: ModelAdapter, ids: torch.Tensor, base: str, levels: list[Level], options: dict,
-                inputs: str = "dense", target: int | None = None) -> str:
+def model_digest(adapter: ModelAdapter, ids: torch.Tensor):
+    """A sha256 of the model's config and block weights and of the calibration tokens, for the
+    caller to add its own key to."""
     h = hashlib.sha256()
     h.update(adapter.model.config.to_json_string(use_diff=False).encode())
     for _, lin in adapter.all_linears():
         h.update(lin.weight.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     h.update(ids.cpu().contiguous().numpy().tobytes())
+    return h
+
+
+def build_once(root: Path, build) -> bool:
+    """Make the folder `root` unless it is complete: `build(tmp)` fills a temporary sibling and
+    returns the meta.json contents; the folder appears complete or not at all. True if built now."""
+    if (root / "meta.json").is_file():
+        return False
+    tmp = root.with_name(root.name + f".tmp{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    meta = build(tmp)
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+    os.replace(tmp, root)
+    return True
+
+
+def fingerprint(adapter: ModelAdapter, ids: torch.Tensor, base: str, levels: list[Level], options: dict,
+                inputs: str = "dense", target: int | None = None) -> str:
+    h = model_digest(adapter, ids)
     key = [base, [(lv.sparsity, lv.pattern) for lv in levels], sorted(options.items())]
     if inputs != "dense":           # dense databases keep the names they were built under
         key += [inputs, target]
@@ -140,23 +160,20 @@ class SparsityDatabase:
                                 "(uniform needs the target level)")
         parent = Path(folder) if folder else cache_dir() / "evo-db"
         root = parent / f"{base}-{fingerprint(adapter, ids, base, levels, options, inputs, target)}"
-        if (root / "meta.json").is_file():
-            return cls(root), False
-        tmp = root.with_name(root.name + f".tmp{os.getpid()}")
-        tmp.mkdir(parents=True, exist_ok=True)
-        carry = target if inputs == "uniform" else None
-        builder = _Builder(adapter, base, levels, options, tmp, carry)
-        try:
-            LayerwiseEngine(adapter, device, progress=progress).run(ids, builder, desc=f"evo database ({base})",
-                                                                    release_block=builder.restore)
-        finally:
-            builder.restore()
-        meta = {"base": base, "levels": [(lv.sparsity, lv.pattern) for lv in levels], "blocks": adapter.num_layers,
-                "linears": list(adapter.linear_names()), "options": options, "inputs": inputs,
-                "calibration": list(ids.shape), "events": builder.events}
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        os.replace(tmp, root)        # appears complete or not at all
-        return cls(root), True
+
+        def build(tmp: Path) -> dict:
+            carry = target if inputs == "uniform" else None
+            builder = _Builder(adapter, base, levels, options, tmp, carry)
+            try:
+                LayerwiseEngine(adapter, device, progress=progress).run(ids, builder, desc=f"evo database ({base})",
+                                                                        release_block=builder.restore)
+            finally:
+                builder.restore()
+            return {"base": base, "levels": [(lv.sparsity, lv.pattern) for lv in levels], "blocks": adapter.num_layers,
+                    "linears": list(adapter.linear_names()), "options": options, "inputs": inputs,
+                    "calibration": list(ids.shape), "events": builder.events}
+        built = build_once(root, build)
+        return cls(root), built
 
     def path(self, block: int) -> Path:
         return self.root / f"block_{block:04d}.safetensors"

@@ -24,7 +24,6 @@ the heads it stands for; each computes exactly what the smaller block computes
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -39,18 +38,15 @@ from ...models.loading import cache_dir
 from ...solvers import kv_groups as kvg
 from ...solvers.stats import InputHessian
 from ...solvers.width import closed_form_reform, top_mask
-from ..width.search_llm import _input_only, block_unit_scores
+from ..width.search_llm import input_only, block_unit_scores
 from ..width.slicing import shape_of
+from .database import build_once, model_digest
 
 NONE = 0
 
 
 def fingerprint(adapter: ModelAdapter, ids: torch.Tensor, widths, kv_choices, percdamp: float) -> str:
-    h = hashlib.sha256()
-    h.update(adapter.model.config.to_json_string(use_diff=False).encode())
-    for _, lin in adapter.all_linears():
-        h.update(lin.weight.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    h.update(ids.cpu().contiguous().numpy().tobytes())
+    h = model_digest(adapter, ids)
     h.update(json.dumps([list(widths), list(kv_choices), percdamp, "v1"]).encode())
     return h.hexdigest()[:20]
 
@@ -75,7 +71,7 @@ class _Builder(BlockVisitor):
         lins = self.adapter.block_linears(block)
         names = {"attn_in": r["q"], "attn_out": r["o"], "mlp_in": self.adapter.spec.mlp_in[0], "mlp_out": r["down"]}
         self.stats = {k: InputHessian(lins[n].in_features, lins[n].weight.device) for k, n in names.items()}
-        return {lins[n]: _input_only(self.stats[k]) for k, n in names.items()}
+        return {lins[n]: input_only(self.stats[k]) for k, n in names.items()}
 
     @torch.no_grad()
     def edit(self, index, block):
@@ -135,18 +131,15 @@ class ShapeLibrary:
         widths, kv_choices = sorted(set(widths)), sorted(set(kv_choices))
         parent = Path(folder) if folder else cache_dir() / "evo-shape"
         root = parent / f"shapes-{fingerprint(adapter, ids, widths, kv_choices, percdamp)}"
-        if (root / "meta.json").is_file():
-            return cls(root), False
-        tmp = root.with_name(root.name + f".tmp{os.getpid()}")
-        tmp.mkdir(parents=True, exist_ok=True)
-        builder = _Builder(adapter, widths, kv_choices, percdamp, tmp)
-        LayerwiseEngine(adapter, device, progress=progress).run(ids, builder, desc="evo-shape library")
-        meta = {"widths": widths, "kv_choices": kv_choices, "kv_heads": adapter.dim("kv_heads"),
-                "intermediate": adapter.dim("mlp"), "blocks": adapter.num_layers, "percdamp": percdamp,
-                "calibration": list(ids.shape), "reformed": builder.reformed}
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        os.replace(tmp, root)        # appears complete or not at all
-        return cls(root), True
+
+        def build(tmp: Path) -> dict:
+            builder = _Builder(adapter, widths, kv_choices, percdamp, tmp)
+            LayerwiseEngine(adapter, device, progress=progress).run(ids, builder, desc="evo-shape library")
+            return {"widths": widths, "kv_choices": kv_choices, "kv_heads": adapter.dim("kv_heads"),
+                    "intermediate": adapter.dim("mlp"), "blocks": adapter.num_layers, "percdamp": percdamp,
+                    "calibration": list(ids.shape), "reformed": builder.reformed}
+        built = build_once(root, build)
+        return cls(root), built
 
     @property
     def attention_levels(self) -> list[int]:

@@ -131,7 +131,7 @@ class _ImportanceScores(BlockVisitor):
         names = {"attn_in": self.adapter.role_rows("q")[0], "attn_out": r["o"], "mlp_in": self.adapter.spec.mlp_in[0],
                  "mlp_out": r["down"]}
         self.stats = {k: InputHessian(lins[n].in_features, lins[n].weight.device) for k, n in names.items()}
-        return {lins[n]: _input_only(self.stats[k]) for k, n in names.items()}
+        return {lins[n]: input_only(self.stats[k]) for k, n in names.items()}
 
     def edit(self, index, block):
         self.attn[index], self.mlp[index] = block_unit_scores(self.adapter, block, self.shape, "importance",
@@ -143,7 +143,7 @@ class _ImportanceScores(BlockVisitor):
         self.stats = None
 
 
-def _input_only(stat: InputHessian):
+def input_only(stat: InputHessian):
     """The engine's hooks get (input, output); the statistics need the input only."""
     return lambda inp, out: stat.add_batch(inp)
 
@@ -184,7 +184,7 @@ class _Reformer(BlockVisitor):
         r = self.adapter.spec.roles
         lins = self.adapter.block_linears(block)
         self.h = {n: InputHessian(lins[n].in_features, lins[n].weight.device) for n in (r["o"], r["down"])}
-        return {lins[n]: _input_only(h) for n, h in self.h.items()}
+        return {lins[n]: input_only(h) for n, h in self.h.items()}
 
     @torch.no_grad()
     def edit(self, index, block):
