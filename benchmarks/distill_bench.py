@@ -122,12 +122,19 @@ def row(work: Path, spec: str) -> dict | None:
             "zero_shot_before": (zs0 or {}).get("average"), "zero_shot_after": (zs or {}).get("average"),
             "train_s": r["train_s"], "tokens_per_s": r["tokens_this_run"] / max(r["train_s"], 1e-9),
             "teacher_s": r.get("teacher_s"), "teacher_share": r.get("teacher_share"),
-            "local": ({"blocks": len(r["local"]["blocks"]), "tokens_per_block": r["local"]["tokens_per_block"],
-                       "error_before": sum(b["error_before"] for b in r["local"]["blocks"]) / max(len(r["local"]["blocks"]), 1),
-                       "error_after": sum(b["error_after"] for b in r["local"]["blocks"]) / max(len(r["local"]["blocks"]), 1)}
-                      if r.get("local") else None),
+            "local": local_summary(r.get("local")),
             "wall_s": r["wall_s"], "peak_gb": r["peak_memory_gb"],
             "sparsity": [r.get("sparsity_before"), rec["sparsity"]["overall"]], "nm_valid": r.get("nm_valid")}
+
+
+def local_summary(local: dict | None) -> dict | None:
+    """Changed blocks, tokens per block, and the mean relative fall of their output error."""
+    if not local:
+        return None
+    blocks = local["blocks"]
+    fall = sum(1 - b["error_after"] / b["error_before"] for b in blocks) / max(len(blocks), 1)
+    return {"blocks": len(blocks), "tokens_per_block": local["tokens_per_block"], "mean_error_fall": fall,
+            "errors": [[b["error_before"], b["error_after"]] for b in blocks]}
 
 
 def ordered(rows: dict) -> list[dict]:
@@ -141,7 +148,7 @@ def _f(v, fmt):
 
 def table(rows: list[dict]) -> str:
     lines = ["| model (of dense params) | recovery | tokens | wt2 ppl before → after | KL before → after | "
-             "top-1 agr. | zero-shot before → after | train s (tok/s) | teacher share | local error (blocks) | "
+             "top-1 agr. | zero-shot before → after | train s (tok/s) | teacher share | local: block error fall | "
              "peak GB | sparsity / 2:4 |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -153,7 +160,7 @@ def table(rows: list[dict]) -> str:
             f"{r['ppl_before']:.2f} → **{r['ppl_after']:.2f}** | {_f(r['kl_before'], '.3f')} → {_f(r['kl_after'], '.3f')} | "
             f"{_f(r['agreement_after'], '.3f')} | {_f(r['zero_shot_before'], '.4f')} → {_f(r['zero_shot_after'], '.4f')} | "
             f"{r['train_s']:.0f} ({r['tokens_per_s']:.0f}) | {_f(r['teacher_share'], '.0%')} | "
-            + (f"{loc['error_before']:.3f} → {loc['error_after']:.3f} ({loc['blocks']})" if loc else "-")
+            + (f"−{loc['mean_error_fall']:.0%} ({loc['blocks']} blocks)" if loc else "-")
             + f" | {r['peak_gb']:.2f} | {sp} |")
     return "\n".join(lines)
 
