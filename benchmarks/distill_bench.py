@@ -6,6 +6,8 @@ Every pruned SmolLM2-135M model is recovered four ways on the same C4-train wind
 - lora-lm:        LoRA (r 8, alpha 16, all seven projections) on the next-token loss, lr 3e-4
 - lora-kd:        the same adapters on T^2 KL(teacher || student), T 1, lr 3e-4
 - lora-kd-top64:  the same with the teacher's top-64 summaries cached before training
+- full-lm:        every decoder-block weight on the next-token loss, lr 1e-4 (separates what
+                  full training brings from what the teacher brings)
 - full-kd:        every decoder-block weight on the KL, lr 1e-4
 - local-full-kd:  --local first (every changed block trained 32 steps on 16 windows to reproduce
                   the dense span it stands for), then full-kd
@@ -48,6 +50,7 @@ MODES = {
     "lora-lm": ["--lr", "3e-4"],
     "lora-kd": ["--loss", "kd", "--lr", "3e-4"],
     "lora-kd-top64": ["--loss", "kd", "--kd-topk", "64", "--lr", "3e-4"],
+    "full-lm": ["--train", "full", "--lr", "1e-4"],
     "full-kd": ["--loss", "kd", "--train", "full", "--lr", "1e-4"],
     "local-full-kd": ["--loss", "kd", "--train", "full", "--lr", "1e-4", "--local", "first"],
 }
