@@ -149,7 +149,10 @@ class EvoShape(Method):
                               offspring=3, library_dir=library_dir)
 
     def check(self) -> None:
-        decilm.require(self.adapter, "evo-shape")
+        reason = decilm.why_not(self.adapter)
+        if reason is not None:
+            raise PrunekitError(f"evo-shape writes the Nemotron-NAS (DeciLM) layout, which cannot state this "
+                                f"{self.adapter.config.model_type} model: {reason}")
         if self.adapter.spec.fused:
             raise PrunekitError("evo-shape needs unfused q/k/v and gate/up projections")
         if not full_width(self.adapter) or self.adapter.config.model_type == decilm.MODEL_TYPE:
