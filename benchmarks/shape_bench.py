@@ -22,29 +22,60 @@ import runner
 DEPTH_CAL = ["--calib", "c4", "--nsamples", "10", "--seqlen", "128", "--seed", "0"]
 WIDTH_CAL = ["--calib", "c4", "--nsamples", "32", "--seqlen", "512", "--seed", "0"]
 SEARCH = ["--generations", "4", "--width-multiple", "256"]
+# evo-shape's own defaults (stages 2048:4,16384:1, 16 offspring, 50 generations) take hours per
+# budget on one CPU core; this benchmark runs a shorter search and says so in its table.
+SHAPE_SEARCH = ["--stages", "512:4,2048:1", "--offspring", "8", "--generations", "20"]
+
+
+def _shape(keep: str) -> list[str]:
+    return ["--method", "evo-shape", "--keep", keep, *WIDTH_CAL, *SHAPE_SEARCH]
+
+
+def _width(keep: str, attention: str, search=SEARCH) -> list[str]:
+    return ["--method", "search-llm", "--attention", attention, "--keep", keep, *WIDTH_CAL, *search]
+
+
+def _sublayer(method: str, keep: str) -> list[str]:
+    return ["--method", method, "--unit", "sublayer", "--keep", keep, *DEPTH_CAL]
+
+
+UNIFORM = ["--generations", "0", "--width-multiple", "256"]
 RUNS = {
-    "shape-0.8": ["--method", "evo-shape", "--keep", "0.8", *WIDTH_CAL],
-    "shape-0.65": ["--method", "evo-shape", "--keep", "0.65", *WIDTH_CAL],
+    "shape-0.8": _shape("0.8"),
     "shortgpt-6": ["--method", "shortgpt", "--remove-layers", "6", *DEPTH_CAL],                 # 0.8 of the blocks
-    "shortgpt-10": ["--method", "shortgpt", "--remove-layers", "10", *DEPTH_CAL],               # 0.667
     "evo-depth-6": ["--method", "evo-depth", "--remove-layers", "6", *DEPTH_CAL],
-    "shortgpt-sublayer-0.8": ["--method", "shortgpt", "--unit", "sublayer", "--keep", "0.8", *DEPTH_CAL],
-    "sleb-sublayer-0.8": ["--method", "sleb", "--unit", "sublayer", "--keep", "0.8", *DEPTH_CAL],
-    "width-mlp-0.8": ["--method", "search-llm", "--attention", "keep", "--keep", "0.8", *WIDTH_CAL, *SEARCH],
-    "width-kv-0.8": ["--method", "search-llm", "--attention", "kv-groups", "--keep", "0.8", *WIDTH_CAL, *SEARCH],
-    "uniform-mlp-0.8": ["--method", "search-llm", "--attention", "keep", "--keep", "0.8", *WIDTH_CAL,
-                        "--generations", "0", "--width-multiple", "256"],
+    "shortgpt-sublayer-0.8": _sublayer("shortgpt", "0.8"),
+    "sleb-sublayer-0.8": _sublayer("sleb", "0.8"),
+    "width-mlp-0.8": _width("0.8", "keep"),
+    "width-kv-0.8": _width("0.8", "kv-groups"),
+    "uniform-mlp-0.8": _width("0.8", "keep", UNIFORM),
+    "shape-0.65": _shape("0.65"),
+    "shortgpt-10": ["--method", "shortgpt", "--remove-layers", "10", *DEPTH_CAL],               # 0.667
+    "evo-depth-10": ["--method", "evo-depth", "--remove-layers", "10", *DEPTH_CAL],
+    "shortgpt-sublayer-0.65": _sublayer("shortgpt", "0.65"),
+    "sleb-sublayer-0.65": _sublayer("sleb", "0.65"),
+    "width-mlp-0.65": _width("0.65", "keep"),
+    "width-kv-0.65": _width("0.65", "kv-groups"),
+    "uniform-mlp-0.65": _width("0.65", "keep", UNIFORM),
 }
 KL = ["--eval", "kl", "--kl-data", "c4:validation", "--kl-nsamples", "8", "--kl-seqlen", "512"]
 
 
 def run_one(work: Path, tag: str, args) -> None:
     out = work / tag
+    if tag == "dense":          # one evaluation: perplexity and zero-shot, no model folder
+        zs = ["--tasks", "all", "--limit", str(args.zero_shot)] if args.zero_shot else []
+        runner.run(runner.PRUNEKIT + ["eval", *runner.eval_args(args.model, args.eval_windows), *zs,
+                                      "--output", str(out)])
+        return
     if not (out / "prunekit_report.json").exists():
         runner.prune(work, tag, args.model, args.eval_windows, [*RUNS[tag], "--trust-remote-code"])
     rep = json.loads((out / "prunekit_report.json").read_text())
     if not ((rep.get("eval") or {}).get("kl") or rep.get("kl")):
         runner.run(runner.PRUNEKIT + ["eval", "--model", str(out), *KL, "--trust-remote-code", "--save-to-model"])
+    if args.zero_shot and (rep.get("zero_shot") or {}).get("limit") != args.zero_shot:
+        runner.run(runner.PRUNEKIT + ["eval", "--model", str(out), "--eval", "none", "--tasks", "all", "--limit",
+                                      str(args.zero_shot), "--trust-remote-code", "--save-to-model"])
 
 
 def row(work: Path, tag: str) -> dict | None:
@@ -52,6 +83,11 @@ def row(work: Path, tag: str) -> dict | None:
     if not path.exists():
         return None
     rep = json.loads(path.read_text())
+    zs = (rep.get("zero_shot") or {}).get("average")
+    if tag == "dense":
+        return {"tag": tag, "method": "dense", "kept_block_fraction": 1.0, "params": rep["model"]["params_total"],
+                "ppl": rep["eval"]["wikitext2"]["ppl"], "protocol": rep["eval"]["wikitext2"]["protocol"],
+                "kl": 0.0, "zero_shot": zs, "prune_s": 0.0, "layout": "llama"}
     meth = rep["method"]
     kl = (rep.get("eval") or {}).get("kl") or rep.get("kl") or {}
     kept = meth.get("kept_fraction")
@@ -61,7 +97,7 @@ def row(work: Path, tag: str) -> dict | None:
         kept = meth["depth"]["layers_after"] / meth["depth"]["layers_before"]
     out = {"tag": tag, "method": meth["name"], "kept_block_fraction": kept, "params": rep["model"]["params_total"],
            "ppl": rep["eval"]["wikitext2"]["ppl"], "protocol": rep["eval"]["wikitext2"]["protocol"],
-           "kl": kl.get("kl"), "prune_s": rep["timing"]["prune_s"], "layout": rep["model"]["serving"]["layout"]}
+           "kl": kl.get("kl"), "zero_shot": zs, "prune_s": rep["timing"]["prune_s"], "layout": rep["model"]["serving"]["layout"]}
     if meth["name"] == "evo-shape":
         u = meth["uniform_starts"][meth["uniform_best"]]
         out.update(shape=meth["shape"], library_mb=meth["library"]["bytes"] / 1e6,
@@ -72,12 +108,14 @@ def row(work: Path, tag: str) -> dict | None:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| model | method | kept block linears | params | wt2 ppl | KL (C4 val) | prune s | layout |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | method | kept block linears | params | wt2 ppl | KL (C4 val) | zero-shot avg (limit 50) "
+             "| prune s | layout |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         kl = "-" if r["kl"] is None else f"{r['kl']:.3f}"
+        zs = "-" if r.get("zero_shot") is None else f"{r['zero_shot']:.4f}"
         lines.append(f"| {r['tag']} | {r['method']} | {r['kept_block_fraction']:.3f} | {r['params'] / 1e6:.2f}M | "
-                     f"**{r['ppl']:.2f}** | {kl} | {r['prune_s']:.0f} | {r['layout']} |")
+                     f"**{r['ppl']:.2f}** | {kl} | {zs} | {r['prune_s']:.0f} | {r['layout']} |")
     return "\n".join(lines)
 
 
@@ -86,7 +124,9 @@ def main():
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--eval-windows", type=int, default=16)
     ap.add_argument("--work", default=str(runner.HERE / "runs" / "shape"))
-    ap.add_argument("--runs", default="", help="comma-separated: " + ", ".join(RUNS))
+    ap.add_argument("--runs", default="", help="comma-separated: dense, " + ", ".join(RUNS))
+    ap.add_argument("--zero-shot", type=int, default=0, metavar="LIMIT",
+                    help="also the seven zero-shot tasks on the first LIMIT examples each (0: not)")
     ap.add_argument("--table", action="store_true")
     args = ap.parse_args()
     work = Path(args.work)
@@ -96,9 +136,9 @@ def main():
             t0 = time.perf_counter()
             run_one(work, tag, args)
             print(f"{tag}: {time.perf_counter() - t0:.0f} s", flush=True)
-    found = {tag: r for tag in RUNS if (r := row(work, tag))}
+    found = {tag: r for tag in ["dense", *RUNS] if (r := row(work, tag))}
     rows = runner.merge_results("shape_bench", found)
-    print(table([rows[t] for t in RUNS if t in rows]))
+    print(table([rows[t] for t in ["dense", *RUNS] if t in rows]))
 
 
 if __name__ == "__main__":
