@@ -135,7 +135,7 @@ def engines_phase(work: Path, args, results: dict) -> None:
         save(results)
 
 
-def padded_for_llamacpp(work: Path, tag: str, args, out_dir: Path) -> dict | None:
+def padded_for_llamacpp(work: Path, tag: str, args, out_dir: Path, name: str = NAME) -> dict | None:
     """Where the output's own summary says llama.cpp cannot run it: `prunekit export --for
     llama.cpp`, then llama.cpp on that copy against transformers on the output itself."""
     src = folder(work, tag, args.model)
@@ -147,7 +147,7 @@ def padded_for_llamacpp(work: Path, tag: str, args, out_dir: Path) -> dict | Non
     if not (dst / "config.json").exists():
         runner.run(runner.PRUNEKIT + ["export", "--model", str(src), "--for", "llama.cpp", "--output", str(dst),
                                       "--trust-remote-code", "--overwrite"])
-    path = out_dir / f"{NAME}-{tag}-llamacpp-export.json"
+    path = out_dir / f"{name}-{tag}-llamacpp-export.json"
     if not (args.reuse and path.exists()):
         runner.run([sys.executable, str(HERE / "compare.py"), str(src), "--engine-dir", str(dst),
                     "--engines", "llamacpp", "--out", str(path)])
@@ -189,46 +189,64 @@ def prompt_ids(model: str, n: int) -> list[int]:
     return tok(text[:20000], add_special_tokens=False)["input_ids"][:n]
 
 
-def speed_phase(work: Path, args, results: dict) -> None:
-    ids = prompt_ids(args.model, 128)
-    ids_arg = ",".join(map(str, ids))
-    ggufs = {}       # the GGUF that reproduces transformers: the output's, or its llama.cpp export's
-    for t in ENGINE_MODELS:
-        e = (results.get(t) or {}).get("engines") or {}
-        for run in (e.get("llamacpp_export"), e.get("llamacpp")):
-            if t != "qwen2-decilm-probe" and run and run.get("same_tokens") and not run.get("error"):
-                ggufs[t] = run["gguf"]
-                break
+def llamacpp_speed(ids: list[int], ggufs: dict[str, str], rounds: int = 5) -> tuple[dict, dict]:
+    """Prefill and decode of every GGUF, interleaved in one llama.cpp process: ({tag: speed}, protocol)."""
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
     py = str(VENVS / "llamacpp" / "bin" / "python")
-    cmd = ["nice", "-n", "19", py, str(HERE / "llamacpp_speed.py"), "--prompt-ids", ids_arg, "--new-tokens", "64",
-           "--rounds", "5", *[f"{t}={g}" for t, g in ggufs.items()]]
+    cmd = ["nice", "-n", "19", py, str(HERE / "llamacpp_speed.py"), "--prompt-ids", ",".join(map(str, ids)),
+           "--new-tokens", "64", "--rounds", str(rounds), *[f"{t}={g}" for t, g in ggufs.items()]]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if line is None:
         raise SystemExit("llama.cpp speed run failed:\n" + out.stderr[-2000:])
     lc = json.loads(line[len("RESULT "):])
-    results["_speed_protocol"] = {"llamacpp": lc.pop("_protocol")}
+    protocol = lc.pop("_protocol")
+    return {tag: {k: r[k] for k in ("prefill_s", "decode_tok_s")} for tag, r in lc.items()}, protocol
+
+
+def vllm_speed(ids: list[int], folders: dict[str, Path], rounds: int = 2) -> tuple[dict, dict]:
+    """Prefill and decode in vLLM, one process per model and round, models interleaved: ({tag: speed}, protocol)."""
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    runs = {t: [] for t in folders}
+    for _ in range(rounds):
+        for tag, path in folders.items():
+            remote = ["--trust-remote-code"] if (path / "configuration_decilm.py").is_file() else []
+            r = run_engine("vllm_run.py", "vllm", str(path), ["--prompt-ids", ",".join(map(str, ids)),
+                                                              "--max-tokens", "64", "--repeats", "3", *remote], env, 1800)
+            runs[tag].append({k: r.get(k) for k in ("prefill_s", "decode_tok_s")})
+    out = {}
+    for tag, rs in runs.items():
+        out[tag] = {k: statistics.median(r[k] for r in rs if r[k] is not None) for k in ("prefill_s", "decode_tok_s")}
+        out[tag]["runs"] = rs
+    return out, {"prompt_tokens": len(ids), "new_tokens": 64, "rounds": rounds, "repeats": 3,
+                 "timing": "median of the rounds' medians; one process per model and round, models interleaved"}
+
+
+def servable_gguf(engines: dict) -> str | None:
+    """The GGUF that reproduces transformers: the output's, or its llama.cpp export's."""
+    for run in (engines.get("llamacpp_export"), engines.get("llamacpp")):
+        if run and run.get("same_tokens") and not run.get("error"):
+            return run["gguf"]
+    return None
+
+
+def speed_phase(work: Path, args, results: dict) -> None:
+    ids = prompt_ids(args.model, 128)
+    ggufs = {t: g for t in ENGINE_MODELS if t != "qwen2-decilm-probe"
+             and (g := servable_gguf((results.get(t) or {}).get("engines") or {}))}
+    lc, protocol = llamacpp_speed(ids, ggufs)
+    results["_speed_protocol"] = {"llamacpp": protocol}
     for tag, r in lc.items():
-        results[tag].setdefault("speed", {})["llamacpp"] = {k: r[k] for k in ("prefill_s", "decode_tok_s")}
+        results[tag].setdefault("speed", {})["llamacpp"] = r
     save(results)
     vllm_ok = [t for t in ENGINE_MODELS if t != "qwen2-decilm-probe" and (results.get(t, {}).get("engines") or {}).get("vllm", {}).get("native")]
-    runs = {t: [] for t in vllm_ok}
-    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    for _ in range(2):
-        for tag in vllm_ok:
-            remote = ["--trust-remote-code"] if (folder(work, tag, args.model) / "configuration_decilm.py").is_file() else []
-            r = run_engine("vllm_run.py", "vllm", str(folder(work, tag, args.model)),
-                           ["--prompt-ids", ids_arg, "--max-tokens", "64", "--repeats", "3", *remote], env, 1800)
-            runs[tag].append({k: r.get(k) for k in ("prefill_s", "decode_tok_s")})
-    for tag, rs in runs.items():
-        results[tag].setdefault("speed", {})["vllm"] = {
-            k: statistics.median(r[k] for r in rs if r[k] is not None) for k in ("prefill_s", "decode_tok_s")}
-        results[tag]["speed"]["vllm"]["runs"] = rs
-    results["_speed_protocol"]["vllm"] = {"prompt_tokens": len(ids), "new_tokens": 64, "rounds": 2, "repeats": 3,
-                                          "timing": "median of the rounds' medians; one process per model and round, "
-                                                    "models interleaved"}
+    vl, protocol = vllm_speed(ids, {t: folder(work, t, args.model) for t in vllm_ok})
+    for tag, r in vl.items():
+        results[tag].setdefault("speed", {})["vllm"] = r
+    results["_speed_protocol"]["vllm"] = protocol
     save(results)
 
 
