@@ -17,6 +17,7 @@ import json
 import time
 from pathlib import Path
 
+import distill_bench
 import runner
 
 DEPTH_CAL = ["--calib", "c4", "--nsamples", "10", "--seqlen", "128", "--seed", "0"]
@@ -61,14 +62,33 @@ RUNS = {
 KL = ["--eval", "kl", "--kl-data", "c4:validation", "--kl-nsamples", "8", "--kl-seqlen", "512"]
 
 
+RECOVERY = "full-kd"           # distill_bench's best mode, at its 20-step budget (20 480 tokens)
+
+
+def recovered(tag: str) -> str:
+    return f"{tag}+{RECOVERY}"
+
+
+def recover(work: Path, tag: str, args) -> Path:
+    """`prunekit recover` of run folder `tag` as distill_bench.py's full-kd at 20 steps."""
+    out = work / recovered(tag)
+    if not (out / "prunekit_report.json").exists():
+        runner.run(runner.PRUNEKIT + ["recover", *runner.eval_args(str(work / tag), args.eval_windows),
+                                      "--trust-remote-code", *distill_bench.recovery_flags(20),
+                                      *distill_bench.MODES[RECOVERY], "--output", str(out)])
+    return out
+
+
 def run_one(work: Path, tag: str, args) -> None:
     out = work / tag
+    if tag.endswith("+" + RECOVERY):
+        out = recover(work, tag.split("+")[0], args)
     if tag == "dense":          # one evaluation: perplexity and zero-shot, no model folder
         zs = ["--tasks", "all", "--limit", str(args.zero_shot)] if args.zero_shot else []
         runner.run(runner.PRUNEKIT + ["eval", *runner.eval_args(args.model, args.eval_windows), *zs,
                                       "--output", str(out)])
         return
-    if not (out / "prunekit_report.json").exists():
+    elif not (out / "prunekit_report.json").exists():
         runner.prune(work, tag, args.model, args.eval_windows, [*RUNS[tag], "--trust-remote-code"])
     rep = json.loads((out / "prunekit_report.json").read_text())
     if not ((rep.get("eval") or {}).get("kl") or rep.get("kl")):
@@ -83,13 +103,22 @@ def row(work: Path, tag: str) -> dict | None:
     if not path.exists():
         return None
     rep = json.loads(path.read_text())
+    if "wikitext2" not in (rep.get("eval") or {}):
+        return None                 # still being evaluated
     zs = (rep.get("zero_shot") or {}).get("average")
     if tag == "dense":
         return {"tag": tag, "method": "dense", "kept_block_fraction": 1.0, "params": rep["model"]["params_total"],
                 "ppl": rep["eval"]["wikitext2"]["ppl"], "protocol": rep["eval"]["wikitext2"]["protocol"],
                 "kl": 0.0, "zero_shot": zs, "prune_s": 0.0, "layout": "llama"}
-    meth = rep["method"]
     kl = (rep.get("eval") or {}).get("kl") or rep.get("kl") or {}
+    if "+" in tag:
+        base = row(work, tag.split("+")[0])
+        rec = rep["recovery"]
+        return {**base, "tag": tag, "method": f"{base['method']} + {RECOVERY} ({rec['tokens_seen']} tokens)",
+                "params": rep["model"]["params_total"], "ppl": rep["eval"]["wikitext2"]["ppl"],
+                "protocol": rep["eval"]["wikitext2"]["protocol"], "kl": kl.get("kl"), "zero_shot": zs,
+                "prune_s": rec["wall_s"]}
+    meth = rep["method"]
     kept = meth.get("kept_fraction")
     if kept is None and (meth.get("depth") or {}).get("kept_params"):
         kept = meth["depth"]["kept_params"] / meth["depth"]["block_params"]
@@ -109,7 +138,7 @@ def row(work: Path, tag: str) -> dict | None:
 
 def table(rows: list[dict]) -> str:
     lines = ["| model | method | kept block linears | params | wt2 ppl | KL (C4 val) | zero-shot avg (limit 50) "
-             "| prune s | layout |",
+             "| prune (or recovery) s | layout |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         kl = "-" if r["kl"] is None else f"{r['kl']:.3f}"
@@ -124,7 +153,8 @@ def main():
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--eval-windows", type=int, default=16)
     ap.add_argument("--work", default=str(runner.HERE / "runs" / "shape"))
-    ap.add_argument("--runs", default="", help="comma-separated: dense, " + ", ".join(RUNS))
+    ap.add_argument("--runs", default="", help="comma-separated: dense, " + ", ".join(RUNS) +
+                    f"; TAG+{RECOVERY} recovers run TAG as distill_bench.py's {RECOVERY} at 20 steps")
     ap.add_argument("--zero-shot", type=int, default=0, metavar="LIMIT",
                     help="also the seven zero-shot tasks on the first LIMIT examples each (0: not)")
     ap.add_argument("--table", action="store_true")
@@ -136,9 +166,19 @@ def main():
             t0 = time.perf_counter()
             run_one(work, tag, args)
             print(f"{tag}: {time.perf_counter() - t0:.0f} s", flush=True)
-    found = {tag: r for tag in ["dense", *RUNS] if (r := row(work, tag))}
+    found = {tag: r for tag in tags(work) if (r := row(work, tag))}
     rows = runner.merge_results("shape_bench", found)
-    print(table([rows[t] for t in ["dense", *RUNS] if t in rows]))
+    print(table(ordered(rows)))
+
+
+def tags(work: Path) -> list[str]:
+    return ["dense", *RUNS, *(recovered(t) for t in RUNS if (work / recovered(t)).is_dir())]
+
+
+def ordered(rows: dict) -> list[dict]:
+    """dense, the pruned runs, then the recovered ones."""
+    keys = ["dense", *RUNS, *(recovered(t) for t in RUNS)]
+    return [rows[t] for t in keys if t in rows]
 
 
 if __name__ == "__main__":

@@ -327,7 +327,7 @@ def distill(res: Results) -> str:
 def shape(res: Results) -> str:
     mod = script("shape_bench.py")
     rows = res.load("shape_bench")
-    return mod.table([rows[t] for t in ["dense", *mod.RUNS] if t in rows])
+    return mod.table(mod.ordered(rows))
 
 
 def _span(values: list[int]) -> str:
