@@ -70,6 +70,16 @@ def batching(batch: int | None):
         _BATCH.reset(token)
 
 
+def enclosing_batch() -> int | None:
+    """The batch of the enclosing `batching(...)`, or None: what a worker process must be given."""
+    return _BATCH.get()
+
+
+def set_process_batch(batch: int | None) -> None:
+    """A worker process's batch for its whole life (a spawned process does not inherit the context)."""
+    _BATCH.set(batch)
+
+
 def is_cuda(device) -> bool:
     return torch.device(device).type == "cuda"
 

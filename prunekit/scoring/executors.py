@@ -17,6 +17,7 @@ from typing import Callable
 import torch
 
 from ..errors import PrunekitError
+from ..models.plumbing import enclosing_batch, set_process_batch
 
 EXECUTORS = ("local", "ray")
 
@@ -49,9 +50,10 @@ class InProcess:
 _WORKER_EVALUATOR = None
 
 
-def _init_worker(factory: Callable, threads: int) -> None:
+def _init_worker(factory: Callable, threads: int, batch: int | None = None) -> None:
     global _WORKER_EVALUATOR
     torch.set_num_threads(threads)
+    set_process_batch(batch)        # windows per call as in the caller, or a worker's scores could differ
     _WORKER_EVALUATOR = factory()
 
 
@@ -66,7 +68,7 @@ class LocalProcesses:
         self.name = f"{workers} local processes"
         self.workers = workers
         self.pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                                        initargs=(factory, threads))
+                                        initargs=(factory, threads, enclosing_batch()))
 
     def score(self, candidates: list, windows: list[int]) -> list[float]:
         futures = [self.pool.submit(_score_in_worker, candidates[a:b], windows)
@@ -78,8 +80,9 @@ class LocalProcesses:
 
 
 class _RayWorker:
-    def __init__(self, factory, threads: int):
+    def __init__(self, factory, threads: int, batch: int | None = None):
         torch.set_num_threads(threads)
+        set_process_batch(batch)
         self.evaluator = factory()
 
     def score(self, candidates, windows):
@@ -119,7 +122,7 @@ class RayActors:
         self.workers = workers
         actor = ray.remote(num_cpus=threads)(_RayWorker)
         ref = ray.put(factory)
-        self.actors = [actor.remote(ref, threads) for _ in range(workers)]
+        self.actors = [actor.remote(ref, threads, enclosing_batch()) for _ in range(workers)]
 
     def score(self, candidates: list, windows: list[int]) -> list[float]:
         parts = [self.actors[k].score.remote(candidates[a:b], windows)
