@@ -122,6 +122,14 @@ def level_costs(adapter: ModelAdapter, kv_levels: list[int], mlp_levels: list[in
     return attention, mlp
 
 
+def shape_evaluator(model, ids, root, kind: str, topk: int, device: str = "cpu") -> AssembledEvaluator:
+    """The one way an evaluator is built, here or in a worker, so every executor scores alike."""
+    model.config.use_cache = False
+    adapter = ModelAdapter(model)
+    return AssembledEvaluator(BlockStack(adapter, ids, device), ShapeLoader(ShapeLibrary(Path(root)), adapter),
+                              kind, topk)
+
+
 class ShapeFactory:
     """Builds an assembled-candidate evaluator in a worker (picklable)."""
 
@@ -129,10 +137,7 @@ class ShapeFactory:
         self.model, self.ids, self.root, self.kind, self.topk, self.device = model, ids, str(root), kind, topk, device
 
     def __call__(self) -> AssembledEvaluator:
-        self.model.config.use_cache = False
-        adapter = ModelAdapter(self.model)
-        stack = BlockStack(adapter, self.ids, self.device)
-        return AssembledEvaluator(stack, ShapeLoader(ShapeLibrary(Path(self.root)), adapter), self.kind, self.topk)
+        return shape_evaluator(self.model, self.ids, self.root, self.kind, self.topk, self.device)
 
 
 @register_method("evo-shape", EvoShapeConfig)
@@ -219,11 +224,10 @@ class EvoShape(Method):
     def _search(self, space: ShapeSpace, lib: ShapeLibrary, ids, device, progress) -> tuple:
         cfg, adapter = self.config, self.adapter
         factory = ShapeFactory(adapter.model, ids, lib.root, cfg.fitness, cfg.kl_topk, device)
-        loader = None
-        if cfg.workers == 1 and cfg.executor == "local":
-            loader = ShapeLoader(lib, adapter)
-            local = AssembledEvaluator(BlockStack(adapter, ids, device), loader, cfg.fitness, cfg.kl_topk)
-        executor = make_executor(cfg.executor, cfg.workers, factory, local=(lambda: local) if loader else None,
+        local = None
+        if cfg.workers == 1 and cfg.executor == "local":      # this process's model is the workspace
+            local = factory()
+        executor = make_executor(cfg.executor, cfg.workers, factory, local=(lambda: local) if local else None,
                                  threads=cfg.threads_per_worker)
         stages = parse_stages(cfg.stages or SHAPE_STAGES)
         n, seqlen = ids.shape
@@ -241,8 +245,8 @@ class EvoShape(Method):
                              mutate=lambda g, r: space.mutate(g, r, switch_count(r, cfg.max_switches)))
         finally:
             executor.close()
-            if loader is not None:
-                loader.restore(adapter.layers)
+            if local is not None:
+                local.load.restore(adapter.layers)
         self.details.update({k: v for k, v in out.items() if k != "best"})
         self.details.update(uniform_starts=[{"shape": [lib.attention_levels[starts[i][0][0]],
                                                        lib.mlp_levels[starts[i][0][1]]],
