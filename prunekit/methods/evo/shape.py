@@ -37,6 +37,7 @@ from ..options import option, require
 from ..registry import register_method
 from .config import EvoSearchOptions
 from .driver import evolution_figure, run_search
+from . import latency
 from .library import NONE, ShapeLibrary, ShapeLoader, compact_state
 
 SHAPE_STAGES = "2048:4,16384:1"
@@ -63,11 +64,24 @@ class EvoShapeConfig(EvoSearchOptions):
     uniform_starts: int = option(4, "the costliest uniform shapes within the budget that are scored to choose the start")
     shape: str | None = option(None, "apply this saved shape (a shape.json, or the output folder of an evo-shape run) "
                                      "instead of searching")
+    max_latency: float | None = option(None, "also keep the blocks' latency at most this fraction of the dense "
+                                             "blocks', by a per-variant table measured on --device at "
+                                             "--latency-batch x --latency-seqlen (kept with the library)",
+                                       default_text="no latency budget")
+    latency_batch: int = option(1, "sequences per forward when the latency table is measured")
+    latency_seqlen: int = option(512, "tokens per sequence when the latency table is measured (a prefill)")
+    latency_reps: int = option(5, "timed forwards for the latency table, after one warm-up")
 
     def __post_init__(self):
         self.check_search()
-        require(self.shape is not None or (self.keep is not None and 0 < self.keep < 1),
-                "evo-shape needs {keep} in (0, 1), or a {shape} to apply")
+        require(self.shape is not None or (self.keep is not None and 0 < self.keep < 1)
+                or (self.keep is None and self.max_latency is not None),
+                "evo-shape needs {keep} in (0, 1), a {max_latency}, or a {shape} to apply")
+        require(self.max_latency is None or 0 < self.max_latency < 1, "{max_latency} must lie in (0, 1)")
+        require(self.shape is None or self.max_latency is None,
+                "{shape} applies a saved shape as it is: drop {max_latency}")
+        require(min(self.latency_batch, self.latency_seqlen, self.latency_reps) >= 1,
+                "{latency_batch}, {latency_seqlen} and {latency_reps} must be at least 1")
         require(self.width_multiple >= 1 and self.uniform_starts >= 1,
                 "{width_multiple} and {uniform_starts} must be at least 1")
         require(self.percdamp >= 0, "{percdamp} must be at least 0")
@@ -206,7 +220,7 @@ class EvoShape(Method):
             space = ShapeSpace(tuple(attention), tuple(mlp), adapter.num_layers, full)
             self.details.update(applied_shape=str(cfg.shape))
         else:
-            space = ShapeSpace(tuple(attention), tuple(mlp), adapter.num_layers, int(cfg.keep * full))
+            space = self._space(lib, attention, mlp, full, device)
             genome = self._search(space, lib, ids, device, progress)
         if all(level == (0, 0) for level in genome):
             raise PrunekitError("the shape leaves every block out: raise --keep")
@@ -215,11 +229,28 @@ class EvoShape(Method):
             shape=shapes, removed=[i for i, s in enumerate(shapes) if s == [0, 0]],
             kv_levels=lib.attention_levels, mlp_levels=lib.mlp_levels, attention_params=attention, mlp_params=mlp,
             budget=space.budget, block_params=full, kept_params=space.cost(genome),
+            **({"kept_latency": space.latency(genome) / self.details["latency"]["dense_blocks_s"]}
+               if space.max_latency is not None else {}),
             kept_fraction=space.cost(genome) / full,
             library={"path": str(lib.root), "bytes": lib.size_bytes(), "built_now": built, "widths": lib.widths,
                      "kv_choices": lib.kv_choices, "reformed": sum(lib.meta["reformed"].values()),
                      "variants": len(lib.meta["reformed"])})
         return build_model(adapter, lib, genome)
+
+    def _space(self, lib: ShapeLibrary, attention: list[int], mlp: list[int], full: int, device: str) -> ShapeSpace:
+        """The parameter budget of --keep (all of them without it), and the latency budget of
+        --max-latency over the measured table."""
+        cfg, adapter = self.config, self.adapter
+        budget = full if cfg.keep is None else int(cfg.keep * full)
+        if cfg.max_latency is None:
+            return ShapeSpace(tuple(attention), tuple(mlp), adapter.num_layers, budget)
+        table, measured = latency.open_or_measure(adapter, lib, lambda g: build_model(adapter, lib, g), device,
+                                                  cfg.latency_batch, cfg.latency_seqlen, cfg.latency_reps)
+        dense = adapter.num_layers * (table["attention"][-1] + table["mlp"][-1])
+        self.details["latency"] = {"table": table, "measured_now": measured, "dense_blocks_s": dense,
+                                   "max_latency": cfg.max_latency, "budget_s": cfg.max_latency * dense}
+        return ShapeSpace(tuple(attention), tuple(mlp), adapter.num_layers, budget, tuple(table["attention"]),
+                          tuple(table["mlp"]), cfg.max_latency * dense)
 
     def _search(self, space: ShapeSpace, lib: ShapeLibrary, ids, device, progress) -> tuple:
         cfg, adapter = self.config, self.adapter
@@ -262,7 +293,9 @@ class EvoShape(Method):
         shapes = meth["shape"]
         attn = sum(1 for k, _ in shapes if k == 0)
         mlp = sum(1 for _, w in shapes if w == 0)
-        lines = [f"  method        evo-shape keep {cfg['keep'] if cfg['keep'] is not None else 'of ' + str(cfg['shape'])}"
+        target = (f"keep {cfg['keep']}" if cfg["keep"] is not None else f"of {cfg['shape']}" if cfg["shape"]
+                  else f"max latency {cfg['max_latency']}")
+        lines = [f"  method        evo-shape {target}"
                  f" (kept {meth['kept_fraction']:.4f} of block linears: {meth['kept_params']:,} of "
                  f"{meth['block_params']:,})",
                  f"  blocks        {' '.join(f'{k}/{w}' for k, w in shapes)} (KV heads/MLP width; "
@@ -270,6 +303,12 @@ class EvoShape(Method):
                  f"  library       KV {lib['kv_choices']}, MLP {lib['widths']}; {lib['bytes'] / 1e6:.1f} MB"
                  f"{' (built now)' if lib['built_now'] else ' (reused)'}; reformation kept on {lib['reformed']} of "
                  f"{lib['variants']} MLP variants"]
+        if "latency" in meth:
+            lat, t = meth["latency"], meth["latency"]["table"]
+            lines.append(f"  latency       blocks {meth['kept_latency']:.4f} of dense (budget {lat['max_latency']}); table "
+                         f"on {t['device']}, batch {t['batch']} x {t['seqlen']} tokens, {t['threads']} threads, "
+                         f"{t['reps']} forwards: {t['measure_s']:.1f} s"
+                         f"{' (measured now)' if lat['measured_now'] else ' (reused)'}")
         if "final_fitness" in meth:
             u = meth["uniform_starts"][meth["uniform_best"]]
             lines.append(f"  search        {meth['fitness']} {u['fitness']:.4f} (best uniform {u['shape'][0]}/"

@@ -12,6 +12,7 @@ from prunekit.api import prune
 from prunekit.engine.stack import BlockStack
 from prunekit.errors import ConfigError, PrunekitError
 from prunekit.methods import EvoShapeConfig
+from prunekit.methods.evo import latency
 from prunekit.methods.evo.library import ShapeLibrary, ShapeLoader
 from prunekit.methods.evo.shape import EvoShape, build_model, level_costs, shape_file
 from prunekit.models.adapter import ModelAdapter
@@ -130,6 +131,50 @@ def test_the_search_finds_the_exhaustive_optimum_of_a_tiny_space(tmp_path):
     found = tuple((lib.attention_levels.index(k), lib.mlp_levels.index(w)) for k, w in res.details["shape"])
     assert len(every) > 5
     assert found == best and res.details["final_fitness"] == pytest.approx(min(scores), rel=1e-6)
+
+
+def test_the_latency_table_times_every_variant_in_its_blocks_and_is_reused(tmp_path):
+    model = plain_model("llama", layers=4)
+    adapter = ModelAdapter(model)
+    lib = _library(model, _ids(), tmp_path, widths=(32, 64), kvs=(1,))
+    build = lambda g: build_model(adapter, lib, g)
+    table, now = latency.open_or_measure(adapter, lib, build, "cpu", 2, 16, reps=3)
+    assert now and table["attention"][0] == 0 and table["mlp"][0] == 0
+    assert len(table["attention"]) == len(lib.attention_levels) and len(table["mlp"]) == len(lib.mlp_levels)
+    assert min(table["attention"][1:] + table["mlp"][1:]) > 0
+    # blocks cycle through the levels: attention 1,2,1,2 and MLP 1,2,3,1 over 4 blocks; 3 timed forwards each
+    assert latency.covering_genomes(lib, 4) == [((1, 1), (2, 2), (1, 3), (2, 1))]
+    assert table["timings_per_variant"] == {"attention:1": 6, "attention:2": 6, "mlp:1": 6, "mlp:2": 3, "mlp:3": 3}
+    # fewer blocks than levels: a second model times the rest
+    assert latency.covering_genomes(lib, 2) == [((1, 1), (2, 2)), ((1, 3), (2, 1))]
+    again, now = latency.open_or_measure(adapter, lib, build, "cpu", 2, 16, reps=3)
+    assert not now and again == table
+
+
+@pytest.mark.slow
+def test_under_a_latency_budget_the_search_finds_the_exhaustive_optimum(tmp_path):
+    model = plain_model("llama", layers=2)
+    ids = _ids(4, 32)
+    adapter = ModelAdapter(model)
+    lib = _library(model, ids, tmp_path, widths=(64,), kvs=(1,))
+    # a table that makes the dense attention cheap and the half MLP dear, so latency, not parameters, binds
+    table = {"attention": [0.0, 3.0, 1.0], "mlp": [0.0, 4.0, 5.0], "device": "cpu", "batch": 1, "seqlen": 512,
+             "threads": torch.get_num_threads(), "reps": 5, "measure_s": 0.0}
+    latency.table_path(lib, "cpu", 1, 512).write_text(json.dumps(table))
+    cfg = EvoShapeConfig(max_latency=0.5, mlp_widths="0.5", width_multiple=8, kv_heads="1", stages="128:1",
+                         generations=12, offspring=8, kl_topk=0, library_dir=str(tmp_path))
+    res = prune(copy.deepcopy(model), cfg, ids, progress=False)
+    d = res.details
+    assert d["library"]["path"] == str(lib.root) and d["latency"]["measured_now"] is False
+    attention, mlp = level_costs(adapter, lib.attention_levels, lib.mlp_levels)
+    space = ShapeSpace(tuple(attention), tuple(mlp), 2, d["budget"], (0.0, 3.0, 1.0), (0.0, 4.0, 5.0), 0.5 * 2 * 6.0)
+    every = list(space.every())
+    scores = _evaluator(model, ids, lib).score(every, list(range(4)))
+    best = every[min(range(len(every)), key=lambda i: scores[i])]
+    found = tuple((lib.attention_levels.index(k), lib.mlp_levels.index(w)) for k, w in d["shape"])
+    assert d["budget"] == space.full and len(every) > 3
+    assert found == best and space.latency(found) <= 6.0
+    assert d["kept_latency"] == pytest.approx(space.latency(found) / 12.0)
 
 
 def test_a_saved_shape_reapplied_gives_identical_weights_and_the_output_reloads(tmp_path):
