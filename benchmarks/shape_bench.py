@@ -62,27 +62,28 @@ RUNS = {
 KL = ["--eval", "kl", "--kl-data", "c4:validation", "--kl-nsamples", "8", "--kl-seqlen", "512"]
 
 
-RECOVERY = "full-kd"           # distill_bench's best mode, at its 20-step budget (20 480 tokens)
+# distill_bench's best mode, and local (BLD) then full-kd, at its 20-step budget (20 480 tokens)
+RECOVERIES = ("full-kd", "local-full-kd")
 
 
-def recovered(tag: str) -> str:
-    return f"{tag}+{RECOVERY}"
+def recovered(tag: str, mode: str) -> str:
+    return f"{tag}+{mode}"
 
 
-def recover(work: Path, tag: str, args) -> Path:
-    """`prunekit recover` of run folder `tag` as distill_bench.py's full-kd at 20 steps."""
-    out = work / recovered(tag)
+def recover(work: Path, tag: str, mode: str, args) -> Path:
+    """`prunekit recover` of run folder `tag` as distill_bench.py's `mode` at 20 steps."""
+    out = work / recovered(tag, mode)
     if not (out / "prunekit_report.json").exists():
         runner.run(runner.PRUNEKIT + ["recover", *runner.eval_args(str(work / tag), args.eval_windows),
                                       "--trust-remote-code", *distill_bench.recovery_flags(20),
-                                      *distill_bench.MODES[RECOVERY], "--output", str(out)])
+                                      *distill_bench.MODES[mode], "--output", str(out)])
     return out
 
 
 def run_one(work: Path, tag: str, args) -> None:
     out = work / tag
-    if tag.endswith("+" + RECOVERY):
-        out = recover(work, tag.split("+")[0], args)
+    if "+" in tag:
+        out = recover(work, *tag.split("+"), args)
     if tag == "dense":          # one evaluation: perplexity and zero-shot, no model folder
         zs = ["--tasks", "all", "--limit", str(args.zero_shot)] if args.zero_shot else []
         runner.run(runner.PRUNEKIT + ["eval", *runner.eval_args(args.model, args.eval_windows), *zs,
@@ -114,7 +115,7 @@ def row(work: Path, tag: str) -> dict | None:
     if "+" in tag:
         base = row(work, tag.split("+")[0])
         rec = rep["recovery"]
-        return {**base, "tag": tag, "method": f"{base['method']} + {RECOVERY} ({rec['tokens_seen']} tokens)",
+        return {**base, "tag": tag, "method": f"{base['method']} + {tag.split('+')[1]} ({rec['tokens_seen']} tokens)",
                 "params": rep["model"]["params_total"], "ppl": rep["eval"]["wikitext2"]["ppl"],
                 "protocol": rep["eval"]["wikitext2"]["protocol"], "kl": kl.get("kl"), "zero_shot": zs,
                 "prune_s": rec["wall_s"]}
@@ -154,7 +155,7 @@ def main():
     ap.add_argument("--eval-windows", type=int, default=16)
     ap.add_argument("--work", default=str(runner.HERE / "runs" / "shape"))
     ap.add_argument("--runs", default="", help="comma-separated: dense, " + ", ".join(RUNS) +
-                    f"; TAG+{RECOVERY} recovers run TAG as distill_bench.py's {RECOVERY} at 20 steps")
+                    f"; TAG+MODE ({', '.join(RECOVERIES)}) recovers run TAG as distill_bench.py's MODE at 20 steps")
     ap.add_argument("--zero-shot", type=int, default=0, metavar="LIMIT",
                     help="also the seven zero-shot tasks on the first LIMIT examples each (0: not)")
     ap.add_argument("--table", action="store_true")
@@ -172,12 +173,12 @@ def main():
 
 
 def tags(work: Path) -> list[str]:
-    return ["dense", *RUNS, *(recovered(t) for t in RUNS if (work / recovered(t)).is_dir())]
+    return ["dense", *RUNS, *(recovered(t, m) for t in RUNS for m in RECOVERIES if (work / recovered(t, m)).is_dir())]
 
 
 def ordered(rows: dict) -> list[dict]:
     """dense, the pruned runs, then the recovered ones."""
-    keys = ["dense", *RUNS, *(recovered(t) for t in RUNS)]
+    keys = ["dense", *RUNS, *(recovered(t, m) for t in RUNS for m in RECOVERIES)]
     return [rows[t] for t in keys if t in rows]
 
 
