@@ -145,9 +145,13 @@ EXPERIMENTS: list[Experiment] = [
                "20 and 80 optimiser steps: wt2, held-out KL, teacher share, local block errors",
                ("--table",), tables=(Table("distill", T.distill),)),
     Experiment("shape_bench", "shape_bench.py",
-               "evo-shape against whole-block, sublayer and servable width pruning at one kept fraction: wt2, "
-               "held-out KL, search cost",
-               ("--table",)),
+               "evo-shape against whole-block, sublayer and servable width pruning at 0.8 and 0.65 of the block "
+               "linears: wt2, held-out KL, zero-shot, recovery of the best, search cost per executor",
+               ("--table",), tables=(Table("shape", T.shape), Table("shape-cost", T.shape_cost))),
+    Experiment("shape_serving", "shape_serving.py",
+               "shape_bench's outputs in vLLM and llama.cpp: native classes, tokens against transformers, prefill "
+               "and decode speed against dense, the quality/speed frontier plot",
+               ("--table",), tables=(Table("shape-serving", T.shape_serving),)),
 ]
 
 BY_NAME = {e.name: e for e in EXPERIMENTS}

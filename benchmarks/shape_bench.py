@@ -59,6 +59,10 @@ RUNS = {
     "width-kv-0.65": _width("0.65", "kv-groups"),
     "uniform-mlp-0.65": _width("0.65", "keep", UNIFORM),
 }
+# search cost: the same short search in this process and in two worker processes (both cores free)
+COST_SEARCH = ["--method", "evo-shape", "--keep", "0.8", *WIDTH_CAL, "--stages", "512:4,2048:1", "--offspring", "8",
+               "--generations", "4", "--eval", "none"]
+COST_RUNS = {"cost-in-process": COST_SEARCH, "cost-workers-2": [*COST_SEARCH, "--workers", "2"]}
 KL = ["--eval", "kl", "--kl-data", "c4:validation", "--kl-nsamples", "8", "--kl-seqlen", "512"]
 
 
@@ -82,6 +86,10 @@ def recover(work: Path, tag: str, mode: str, args) -> Path:
 
 def run_one(work: Path, tag: str, args) -> None:
     out = work / tag
+    if tag in COST_RUNS:
+        if not (out / "prunekit_report.json").exists():
+            runner.prune(work, tag, args.model, args.eval_windows, [*COST_RUNS[tag], "--trust-remote-code"])
+        return
     if "+" in tag:
         out = recover(work, *tag.split("+"), args)
     if tag == "dense":          # one evaluation: perplexity and zero-shot, no model folder
@@ -137,6 +145,34 @@ def row(work: Path, tag: str) -> dict | None:
     return out
 
 
+def cost_row(work: Path, tag: str) -> dict | None:
+    path = work / tag / "prunekit_report.json"
+    if not path.exists():
+        return None
+    rep = json.loads(path.read_text())
+    m = rep["method"]
+    return {"tag": tag, "executor": m["executor"], "search_s": m["search_s"], "prune_s": rep["timing"]["prune_s"],
+            "process_wall_s": rep.get("process_wall_s"), "evaluations": m["evaluations"], "shape": m["shape"],
+            "history": [h["best"] for h in m["history"]], "final_fitness": m["final_fitness"],
+            "peak_rss_gb": rep["timing"].get("peak_rss_gb")}
+
+
+def cost_table(rows: dict) -> str:
+    lines = ["| executor | search s | prune s (library reused) | evaluations | final fitness | shape and history |",
+             "|---|---|---|---|---|---|"]
+    ref = rows.get("cost-in-process")
+    for tag in COST_RUNS:
+        r = rows.get(tag)
+        if r is None:
+            continue
+        same = "(reference)" if tag == "cost-in-process" else (
+            "identical" if ref and (r["shape"], r["history"], r["final_fitness"]) ==
+            (ref["shape"], ref["history"], ref["final_fitness"]) else "**differ**")
+        lines.append(f"| {r['executor']} | {r['search_s']:.1f} | {r['prune_s']:.1f} | {r['evaluations']} | "
+                     f"{r['final_fitness']:.6f} | {same} |")
+    return "\n".join(lines)
+
+
 def table(rows: list[dict]) -> str:
     lines = ["| model | method | kept block linears | params | wt2 ppl | KL (C4 val) | zero-shot avg (limit 50) "
              "| prune (or recovery) s | layout |",
@@ -154,7 +190,7 @@ def main():
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--eval-windows", type=int, default=16)
     ap.add_argument("--work", default=str(runner.HERE / "runs" / "shape"))
-    ap.add_argument("--runs", default="", help="comma-separated: dense, " + ", ".join(RUNS) +
+    ap.add_argument("--runs", default="", help="comma-separated: dense, " + ", ".join([*RUNS, *COST_RUNS]) +
                     f"; TAG+MODE ({', '.join(RECOVERIES)}) recovers run TAG as distill_bench.py's MODE at 20 steps")
     ap.add_argument("--zero-shot", type=int, default=0, metavar="LIMIT",
                     help="also the seven zero-shot tasks on the first LIMIT examples each (0: not)")
@@ -168,8 +204,10 @@ def main():
             run_one(work, tag, args)
             print(f"{tag}: {time.perf_counter() - t0:.0f} s", flush=True)
     found = {tag: r for tag in tags(work) if (r := row(work, tag))}
+    found.update({tag: r for tag in COST_RUNS if (r := cost_row(work, tag))})
     rows = runner.merge_results("shape_bench", found)
     print(table(ordered(rows)))
+    print(cost_table(rows))
 
 
 def tags(work: Path) -> list[str]:

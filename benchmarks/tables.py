@@ -330,6 +330,14 @@ def shape(res: Results) -> str:
     return mod.table(mod.ordered(rows))
 
 
+def shape_serving(res: Results) -> str:
+    return script("shape_serving.py").table(res.load("shape_serving"))
+
+
+def shape_cost(res: Results) -> str:
+    return script("shape_bench.py").cost_table(res.load("shape_bench"))
+
+
 def _span(values: list[int]) -> str:
     return f"{min(values)}-{max(values)}" if min(values) != max(values) else str(values[0])
 
