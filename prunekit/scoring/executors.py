@@ -5,12 +5,14 @@ to the CPUs it needs). Candidates are split into contiguous chunks, one per work
 scores are put back in candidate order, so the result does not depend on the executor.
 
 An evaluator is any object with `score(candidates, windows) -> list[float]`; a factory is a
-picklable zero-argument callable that builds one.
+picklable zero-argument callable that builds one. Every worker gets its own copy of what the
+factory holds (plain pickle), never memory shared with the caller or another worker.
 """
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import pickle
 from concurrent.futures import ProcessPoolExecutor
 from typing import Callable
 
@@ -50,11 +52,19 @@ class InProcess:
 _WORKER_EVALUATOR = None
 
 
-def _init_worker(factory: Callable, threads: int, batch: int | None = None) -> None:
+def private(factory: Callable) -> bytes:
+    """The factory as plain pickle bytes, which copy its tensors. multiprocessing's own pickler
+    (what a spawned process's arguments go through) moves tensors to shared memory instead, so
+    evaluators that write candidates into the model's weights would write into the caller's
+    model and into each other's: wrong scores, and a changed model, without an error."""
+    return pickle.dumps(factory, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _init_worker(factory: bytes, threads: int, batch: int | None = None) -> None:
     global _WORKER_EVALUATOR
     torch.set_num_threads(threads)
     set_process_batch(batch)        # windows per call as in the caller, or a worker's scores could differ
-    _WORKER_EVALUATOR = factory()
+    _WORKER_EVALUATOR = pickle.loads(factory)()
 
 
 def _score_in_worker(candidates: list, windows: list[int]) -> list[float]:
@@ -68,7 +78,7 @@ class LocalProcesses:
         self.name = f"{workers} local processes"
         self.workers = workers
         self.pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                                        initargs=(factory, threads, enclosing_batch()))
+                                        initargs=(private(factory), threads, enclosing_batch()))
 
     def score(self, candidates: list, windows: list[int]) -> list[float]:
         futures = [self.pool.submit(_score_in_worker, candidates[a:b], windows)
@@ -80,10 +90,10 @@ class LocalProcesses:
 
 
 class _RayWorker:
-    def __init__(self, factory, threads: int, batch: int | None = None):
+    def __init__(self, factory: bytes, threads: int, batch: int | None = None):
         torch.set_num_threads(threads)
         set_process_batch(batch)
-        self.evaluator = factory()
+        self.evaluator = pickle.loads(factory)()
 
     def score(self, candidates, windows):
         return list(self.evaluator.score(candidates, windows))
@@ -121,7 +131,7 @@ class RayActors:
         self.name = f"{workers} ray actors" + (f" on {os.environ['RAY_ADDRESS']}" if os.environ.get("RAY_ADDRESS") else "")
         self.workers = workers
         actor = ray.remote(num_cpus=threads)(_RayWorker)
-        ref = ray.put(factory)
+        ref = ray.put(private(factory))
         self.actors = [actor.remote(ref, threads, enclosing_batch()) for _ in range(workers)]
 
     def score(self, candidates: list, windows: list[int]) -> list[float]:

@@ -56,3 +56,35 @@ def test_worker_processes_run_the_callers_batch():
                 assert executor.score([0, 1, 2], [0]) == [float(batch or 1)] * 3
             finally:
                 executor.close()
+
+
+class _Accumulator:
+    """A factory whose evaluator adds 1 to its tensor in place per candidate and returns the sum,
+    as evaluators that write candidates into model weights do (picklable)."""
+
+    def __init__(self, n: int):
+        import torch
+        self.t = torch.zeros(n)
+
+    def __call__(self):
+        return self
+
+    def score(self, candidates, windows):
+        out = []
+        for _ in candidates:
+            self.t.add_(1)
+            out.append(float(self.t.sum()))
+        return out
+
+
+def test_each_worker_writes_into_its_own_copy_never_the_callers():
+    from prunekit.scoring.executors import make_executor
+    factory = _Accumulator(8)
+    executor = make_executor("local", 2, factory)
+    try:
+        scores = executor.score([0, 1, 2, 3], [0])
+    finally:
+        executor.close()
+    # a worker's evaluator lives on between chunks, so a chunk starts where that worker left off
+    assert scores[:2] == [8.0, 16.0] and scores[2:] in ([8.0, 16.0], [24.0, 32.0])
+    assert float(factory.t.abs().sum()) == 0.0        # the caller's tensor is untouched
