@@ -41,10 +41,13 @@ def _sublayer(method: str, keep: str) -> list[str]:
 
 
 UNIFORM = ["--generations", "0", "--width-multiple", "256"]
+# evo-depth as evo_search.py runs it (its defaults take hours on one core)
+EVO_DEPTH = ["--method", "evo-depth", "--calib", "c4", "--nsamples", "32", "--seqlen", "128", "--seed", "0",
+             "--stages", "512:2,2048:1", "--generations", "12", "--offspring", "8"]
 RUNS = {
     "shape-0.8": _shape("0.8"),
     "shortgpt-6": ["--method", "shortgpt", "--remove-layers", "6", *DEPTH_CAL],                 # 0.8 of the blocks
-    "evo-depth-6": ["--method", "evo-depth", "--remove-layers", "6", *DEPTH_CAL],
+    "evo-depth-6": [*EVO_DEPTH, "--remove-layers", "6"],
     "shortgpt-sublayer-0.8": _sublayer("shortgpt", "0.8"),
     "sleb-sublayer-0.8": _sublayer("sleb", "0.8"),
     "width-mlp-0.8": _width("0.8", "keep"),
@@ -52,7 +55,7 @@ RUNS = {
     "uniform-mlp-0.8": _width("0.8", "keep", UNIFORM),
     "shape-0.65": _shape("0.65"),
     "shortgpt-10": ["--method", "shortgpt", "--remove-layers", "10", *DEPTH_CAL],               # 0.667
-    "evo-depth-10": ["--method", "evo-depth", "--remove-layers", "10", *DEPTH_CAL],
+    "evo-depth-10": [*EVO_DEPTH, "--remove-layers", "10"],
     "shortgpt-sublayer-0.65": _sublayer("shortgpt", "0.65"),
     "sleb-sublayer-0.65": _sublayer("sleb", "0.65"),
     "width-mlp-0.65": _width("0.65", "keep"),
