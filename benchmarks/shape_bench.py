@@ -64,7 +64,7 @@ RUNS = {
 }
 # search cost: the same short search in this process and in two worker processes (both cores free)
 COST_SEARCH = ["--method", "evo-shape", "--keep", "0.8", *WIDTH_CAL, "--stages", "512:4,2048:1", "--offspring", "8",
-               "--generations", "4", "--eval", "none"]
+               "--generations", "2", "--eval", "none"]
 COST_RUNS = {"cost-in-process": COST_SEARCH, "cost-workers-2": [*COST_SEARCH, "--workers", "2"]}
 KL = ["--eval", "kl", "--kl-data", "c4:validation", "--kl-nsamples", "8", "--kl-seqlen", "512"]
 

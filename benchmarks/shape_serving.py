@@ -72,7 +72,7 @@ def quality(tag: str) -> dict | None:
 
 def rows(results: dict) -> list[dict]:
     """One row per timed folder: quality from shape_bench.json, speed relative to dense."""
-    dense = results["dense"]["speed"]
+    dense = (results.get("dense") or {}).get("speed") or {}
     out = []
     for tag in TAGS:
         r = results.get(tag)
