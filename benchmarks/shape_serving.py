@@ -28,8 +28,8 @@ import runner  # noqa: E402
 import servable  # noqa: E402
 
 NAME = "shape_serving"
-TAGS = ["dense", "shape-0.8", "shortgpt-6", "shortgpt-sublayer-0.8", "width-mlp-0.8", "width-kv-0.8",
-        "uniform-mlp-0.8", "shape-0.65", "shortgpt-10", "shortgpt-sublayer-0.65", "width-mlp-0.65"]
+TAGS = ["dense", "shape-0.8", "shortgpt-6", "shortgpt-sublayer-0.8", "width-mlp-0.8", "uniform-mlp-0.8",
+        "shape-0.65", "shortgpt-10", "width-mlp-0.65"]
 
 
 def folder(work: Path, tag: str, model: str) -> Path:
