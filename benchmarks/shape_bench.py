@@ -53,6 +53,9 @@ RUNS = {
     "width-mlp-0.8": _width("0.8", "keep"),
     "width-kv-0.8": _width("0.8", "kv-groups"),
     "uniform-mlp-0.8": _width("0.8", "keep", UNIFORM),
+    # equal MLP widths in every block (the library's channels and reformation): 1024 and 1280 bracket 0.8
+    "equal-mlp-1024": ["--method", "evo-shape", "--shape", "shapes/equal-mlp-1024.json", *WIDTH_CAL],
+    "equal-mlp-1280": ["--method", "evo-shape", "--shape", "shapes/equal-mlp-1280.json", *WIDTH_CAL],
     "shape-0.65": _shape("0.65"),
     "shortgpt-10": ["--method", "shortgpt", "--remove-layers", "10", *DEPTH_CAL],               # 0.667
     "evo-depth-10": [*EVO_DEPTH, "--remove-layers", "10"],
