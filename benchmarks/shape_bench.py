@@ -152,7 +152,7 @@ def row(work: Path, tag: str) -> dict | None:
     out = {"tag": tag, "method": meth["name"], "kept_block_fraction": kept, "params": rep["model"]["params_total"],
            "ppl": rep["eval"]["wikitext2"]["ppl"], "protocol": rep["eval"]["wikitext2"]["protocol"],
            "kl": kl.get("kl"), "zero_shot": zs, "zero_shot_no_boolq": zs_nb, "prune_s": rep["timing"]["prune_s"], "layout": rep["model"]["serving"]["layout"]}
-    if meth["name"] == "evo-shape":
+    if meth["name"] == "evo-shape" and "final_fitness" in meth:      # searched, not a saved shape applied
         u = meth["uniform_starts"][meth["uniform_best"]]
         out.update(shape=meth["shape"], library_mb=meth["library"]["bytes"] / 1e6,
                    library_built=meth["library"]["built_now"], uniform=u, start_fitness=meth["initial_fitness"],
