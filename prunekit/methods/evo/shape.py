@@ -258,8 +258,8 @@ class EvoShape(Method):
         local = None
         if cfg.workers == 1 and cfg.executor == "local":      # this process's model is the workspace
             local = factory()
-        executor = make_executor(cfg.executor, cfg.workers, factory, local=(lambda: local) if local is not None else None,
-                                 threads=cfg.threads_per_worker)
+        executor = make_executor(cfg.executor, cfg.workers, factory,
+                                 local=(lambda: local) if local is not None else None, threads=cfg.threads_per_worker)
         stages = parse_stages(cfg.stages or SHAPE_STAGES)
         n, seqlen = ids.shape
         try:
