@@ -94,7 +94,7 @@ def dense_states(teacher, ids: torch.Tensor, device, wanted: set[int]) -> dict[i
     return states
 
 
-def _error(block, x, y, kwargs, device, batch) -> float:
+def block_error(block, x, y, kwargs, device, batch) -> float:
     with torch.no_grad():
         num = den = 0.0
         for j in range(0, x.shape[0], batch):
@@ -105,30 +105,37 @@ def _error(block, x, y, kwargs, device, batch) -> float:
     return num / max(den, 1e-12)
 
 
-def train_block(block, x, y, kwargs, config, masks: dict, device) -> tuple[float, float]:
-    """AdamW on the block's weights for config.local_steps micro-batches (cycling over the
-    windows); returns the error before and after (the old weights come back if it rose)."""
-    batch = config.batch_size
-    before = _error(block, x, y, kwargs, device, batch)
+def train_block(block, x, y, kwargs, masks: dict, device, *, steps: int, lr: float, batch: int, seed: int,
+                params: list | None = None) -> tuple[float, float]:
+    """AdamW on `params` (None: every weight of the block) for `steps` micro-batches of `batch`
+    windows (cycling over them); returns the error before and after (the old weights come back if
+    it did not fall). The block's requires_grad flags are left as they were."""
+    before = block_error(block, x, y, kwargs, device, batch)
     saved = {k: v.clone() for k, v in block.state_dict().items()}
-    block.requires_grad_(True)
+    flags = {p: p.requires_grad for p in block.parameters()}
+    params = list(block.parameters()) if params is None else params
+    block.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
     handles = guard_zeros(masks)
-    opt = torch.optim.AdamW([p for p in block.parameters() if p.requires_grad], lr=config.local_lr, weight_decay=0.0)
-    g = torch.Generator().manual_seed(config.seed)
-    order = torch.randperm(x.shape[0], generator=g)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
     try:
-        for step in range(config.local_steps):
-            idx = order[(torch.arange(batch) + step * batch) % x.shape[0]]
-            loss = normalised_error(block(x[idx].to(device), **kwargs), y[idx].to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            reapply(masks)
+        with torch.enable_grad():
+            for step in range(steps):
+                idx = order[(torch.arange(batch) + step * batch) % x.shape[0]]
+                loss = normalised_error(block(x[idx].to(device), **kwargs), y[idx].to(device))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                reapply(masks)
     finally:
         for h in handles:
             h.remove()
-        block.requires_grad_(False)
-    after = _error(block, x, y, kwargs, device, batch)
+        for p, flag in flags.items():
+            p.requires_grad_(flag)
+            p.grad = None
+    after = block_error(block, x, y, kwargs, device, batch)
     if not after < before:
         block.load_state_dict(saved)
         after = before
@@ -151,8 +158,9 @@ def distill_locally(student, teacher, data, config, masks: dict, prior: dict | N
     for s in steps(changed, "local distillation", "block", enabled=progress):
         a, b = spans[s]
         block = s_adapter.layers[s]
-        before, after = train_block(block, states[a], states[b], kwargs[s], config,
-                                    trained_masks(student, [s], masks), device)
+        before, after = train_block(block, states[a], states[b], kwargs[s], trained_masks(student, [s], masks),
+                                    device, steps=config.local_steps, lr=config.local_lr,
+                                    batch=config.batch_size, seed=config.seed)
         rows.append({"block": s, "dense_span": [a, b], "error_before": before, "error_after": after,
                      "kept": after < before})
     return {"windows": int(ids.shape[0]), "seqlen": int(ids.shape[1]), "steps_per_block": config.local_steps,
