@@ -33,6 +33,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ...engine import BlockVisitor, LayerwiseEngine
+from ...engine.sequential import BlockInputs
 from ...models.adapter import ModelAdapter, get_path
 from ...models.loading import cache_dir
 from ...solvers import kv_groups as kvg
@@ -45,9 +46,11 @@ from .database import build_once, model_digest
 NONE = 0
 
 
-def fingerprint(adapter: ModelAdapter, ids: torch.Tensor, widths, kv_choices, percdamp: float) -> str:
+def fingerprint(adapter: ModelAdapter, ids: torch.Tensor, widths, kv_choices, percdamp: float, refine=None) -> str:
     h = model_digest(adapter, ids)
     h.update(json.dumps([list(widths), list(kv_choices), percdamp, "v1"]).encode())
+    if refine is not None:
+        h.update(json.dumps(["refine", *refine.key()]).encode())
     return h.hexdigest()[:20]
 
 
@@ -61,10 +64,14 @@ class _Builder(BlockVisitor):
     """Statistics of one block's inputs (the dense model's), then every variant of it."""
     modifies = False
 
-    def __init__(self, adapter: ModelAdapter, widths, kv_choices, percdamp: float, root: Path):
+    def __init__(self, adapter: ModelAdapter, widths, kv_choices, percdamp: float, root: Path, refine=None,
+                 inputs: BlockInputs | None = None):
+        """`refine` (refine.RefineSettings) trains every variant on `inputs`, the engine's block inputs."""
         self.adapter, self.widths, self.kv_choices, self.percdamp, self.root = adapter, widths, kv_choices, percdamp, root
         self.shape = shape_of(adapter, "evo-shape")
         self.reformed: dict[str, bool] = {}
+        self.refine, self.inputs = refine, inputs
+        self.refined: dict[str, list[float]] = {}
 
     def observe(self, index, block):
         r = self.adapter.spec.roles
@@ -89,6 +96,13 @@ class _Builder(BlockVisitor):
             tensors[f"mlp.{w}.idx"] = idx
             tensors[f"mlp.{w}.down"] = (reformed if better else plain)[:, idx].contiguous()
         tensors.update(self._kv_variants(block))
+        if self.refine is not None:
+            from .refine import refine_block      # refine.py builds on this module's variants
+            w, hidden = self.refine.windows, self.inputs.hidden
+            held = hidden[w:2 * w] if hidden.shape[0] > w else hidden[:w]
+            errors = refine_block(self.adapter, block, hidden[:w], held, self.inputs.kwargs[index], tensors,
+                                  self.shape.kv_heads, down.shape[1], self.refine, next(block.parameters()).device)
+            self.refined.update({f"{index}.{k}": v for k, v in errors.items()})
         save_file(tensors, str(self.root / f"block_{index:04d}.safetensors"))
         self.stats = None
 
@@ -125,19 +139,24 @@ class ShapeLibrary:
     @classmethod
     def open_or_build(cls, adapter: ModelAdapter, ids: torch.Tensor, widths, kv_choices, percdamp: float = 0.01,
                       folder: str | os.PathLike | None = None, device: str = "cpu",
-                      progress: bool = True) -> tuple["ShapeLibrary", bool]:
+                      progress: bool = True, refine=None) -> tuple["ShapeLibrary", bool]:
         """The library for these inputs and variant lists, built if absent; (library, built_now).
-        The model is left unchanged."""
+        `refine` (refine.RefineSettings): train every variant by local distillation. The model is
+        left unchanged."""
         widths, kv_choices = sorted(set(widths)), sorted(set(kv_choices))
         parent = Path(folder) if folder else cache_dir() / "evo-shape"
-        root = parent / f"shapes-{fingerprint(adapter, ids, widths, kv_choices, percdamp)}"
+        root = parent / f"shapes-{fingerprint(adapter, ids, widths, kv_choices, percdamp, refine)}"
 
         def build(tmp: Path) -> dict:
-            builder = _Builder(adapter, widths, kv_choices, percdamp, tmp)
-            LayerwiseEngine(adapter, device, progress=progress).run(ids, builder, desc="evo-shape library")
+            engine = LayerwiseEngine(adapter, device, progress=progress)
+            inputs = engine.capture(ids)
+            builder = _Builder(adapter, widths, kv_choices, percdamp, tmp, refine, inputs)
+            engine.run(ids, builder, desc="evo-shape library", inputs=inputs)
             return {"widths": widths, "kv_choices": kv_choices, "kv_heads": adapter.dim("kv_heads"),
                     "intermediate": adapter.dim("mlp"), "blocks": adapter.num_layers, "percdamp": percdamp,
-                    "calibration": list(ids.shape), "reformed": builder.reformed}
+                    "calibration": list(ids.shape), "reformed": builder.reformed,
+                    "refine": None if refine is None else {**vars(refine), "held_out": ids.shape[0] > refine.windows},
+                    "refined": builder.refined}
         built = build_once(root, build)
         return cls(root), built
 
@@ -154,27 +173,35 @@ class ShapeLibrary:
     def size_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.root.iterdir() if p.is_file())
 
-    def tensors(self, block: int, keys: list[str]) -> dict[str, torch.Tensor]:
+    def tensors(self, block: int, prefixes: list[str]) -> dict[str, torch.Tensor]:
+        """The block's stored tensors whose keys start with one of `prefixes`."""
         with safe_open(str(self.root / f"block_{block:04d}.safetensors"), framework="pt") as f:
-            have = set(f.keys())
-            return {k: f.get_tensor(k) for k in keys if k in have}
+            return {k: f.get_tensor(k) for k in f.keys() if any(k.startswith(p) for p in prefixes)}
 
     def variant(self, block: int, level: tuple[int, int]) -> dict:
         """What a variant stores: {"kv": kept heads or None, "k", "v", ..., "width", "idx", "down"}."""
         a, m = level
         kv, width = self.attention_levels[a], self.mlp_levels[m]
-        out = {"kv": kv, "width": width}
-        keys = []
-        if 0 < kv < self.kv_heads:
-            keys += [f"kv.{kv}.{n}" for n in ("k", "v", "kb", "vb")]
-        if 0 < width < self.intermediate:
-            keys += [f"mlp.{width}.idx", f"mlp.{width}.down"]
-        for key, value in self.tensors(block, keys).items():
-            out[key.rsplit(".", 1)[-1]] = value
-        return out
+        prefixes = variant_prefixes(kv, width, self.kv_heads, self.intermediate)
+        return variant_of(self.tensors(block, prefixes), kv, width, self.kv_heads, self.intermediate)
 
 
-def _roles(adapter: ModelAdapter) -> dict:
+def variant_prefixes(kv: int, width: int, kv_heads: int, intermediate: int) -> list[str]:
+    """The key prefixes of what the variant (kv, width) stores (a dense or left-out sublayer: nothing)."""
+    return ([f"kv.{kv}."] if 0 < kv < kv_heads else []) + ([f"mlp.{width}."] if 0 < width < intermediate else [])
+
+
+def variant_of(tensors: dict, kv: int, width: int, kv_heads: int, intermediate: int) -> dict:
+    """The variant (kv, width) out of a block's stored tensors: {"kv", "width"} and, by the last
+    part of their keys, the tensors it changes ("k", "v", "idx", "down"; a refined variant also
+    "q", "o", "in0", "in1", ...; biases with a trailing "b")."""
+    out = {"kv": kv, "width": width}
+    for prefix in variant_prefixes(kv, width, kv_heads, intermediate):
+        out.update({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+    return out
+
+
+def linear_names(adapter: ModelAdapter) -> dict:
     r = adapter.spec.roles
     return {"q": r["q"], "k": r["k"], "v": r["v"], "o": r["o"], "down": r["down"],
             "ffn_in": [r[role] for role in adapter.ffn_in_roles]}
@@ -183,7 +210,7 @@ def _roles(adapter: ModelAdapter) -> dict:
 @torch.no_grad()
 def write_variant(adapter: ModelAdapter, block, dense: dict, var: dict, kv_heads: int) -> None:
     """Write the variant into `block` at the dense shapes (dense: linear name -> (weight, bias))."""
-    names = _roles(adapter)
+    names = linear_names(adapter)
     for name, (w, b) in dense.items():
         lin = get_path(block, name)
         lin.weight.copy_(w)
@@ -200,6 +227,8 @@ def write_variant(adapter: ModelAdapter, block, dense: dict, var: dict, kv_heads
             lin.weight.copy_(kvg.expand(kvg.heads_of(var[n], var["kv"]), kv_heads).to(lin.weight))
             if lin.bias is not None:
                 lin.bias.copy_(kvg.expand(kvg.heads_of(var[n + "b"], var["kv"]), kv_heads).to(lin.bias))
+        for n in ("q", "o"):        # a refined variant's own q and o
+            _copy_present(get_path(block, names[n]), var, n)
     if var["width"] == NONE:
         down.weight.zero_()
         if down.bias is not None:
@@ -207,31 +236,51 @@ def write_variant(adapter: ModelAdapter, block, dense: dict, var: dict, kv_heads
     elif "idx" in var:
         drop = torch.ones(down.in_features, dtype=torch.bool)
         drop[var["idx"]] = False
-        for name in names["ffn_in"]:
+        for j, name in enumerate(names["ffn_in"]):
             lin = get_path(block, name)
             lin.weight[drop] = 0
             if lin.bias is not None:
                 lin.bias[drop] = 0
+            if f"in{j}" in var:     # a refined variant's own rows
+                lin.weight[var["idx"]] = var[f"in{j}"].to(lin.weight)
+                if lin.bias is not None:
+                    lin.bias[var["idx"]] = var[f"in{j}b"].to(lin.bias)
         down.weight.zero_()
         down.weight[:, var["idx"]] = var["down"].to(down.weight)
+        if down.bias is not None and "downb" in var:
+            down.bias.copy_(var["downb"])
+
+
+def _copy_present(lin, var: dict, key: str) -> None:
+    if key in var:
+        lin.weight.copy_(var[key])
+        if lin.bias is not None:
+            lin.bias.copy_(var[key + "b"])
 
 
 def compact_state(adapter: ModelAdapter, dense_state: dict, var: dict, kv_heads: int) -> dict:
     """The block's state at its own shapes (block-relative keys): the variant's rows and columns
     only; a left-out sublayer's tensors are dropped (to_decilm keeps what the layout has)."""
-    names = _roles(adapter)
+    names = linear_names(adapter)
     state = dict(dense_state)
+
+    def put(name: str, key: str, rows=None):
+        """The variant's tensor `key` for linear `name`, or the dense one (rows `rows`) without it."""
+        for suffix, part in (("weight", key), ("bias", key + "b")):
+            if f"{name}.{suffix}" not in state:
+                continue
+            if part in var:
+                state[f"{name}.{suffix}"] = var[part]
+            elif rows is not None:
+                state[f"{name}.{suffix}"] = state[f"{name}.{suffix}"][rows]
+
     if 0 < var["kv"] < kv_heads:
-        for n in ("k", "v"):
-            state[f"{names[n]}.weight"] = var[n]
-            if f"{names[n]}.bias" in state:
-                state[f"{names[n]}.bias"] = var[n + "b"]
+        for n in ("k", "v", "q", "o"):
+            put(names[n], n)
     if "idx" in var:
-        for name in names["ffn_in"]:
-            state[f"{name}.weight"] = state[f"{name}.weight"][var["idx"]]
-            if f"{name}.bias" in state:
-                state[f"{name}.bias"] = state[f"{name}.bias"][var["idx"]]
-        state[f"{names['down']}.weight"] = var["down"]
+        for j, name in enumerate(names["ffn_in"]):
+            put(name, f"in{j}", var["idx"])
+        put(names["down"], "down")
     return state
 
 

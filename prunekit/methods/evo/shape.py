@@ -39,6 +39,7 @@ from .config import EvoSearchOptions
 from .driver import evolution_figure, run_search
 from . import latency
 from .library import NONE, ShapeLibrary, ShapeLoader, compact_state
+from .refine import RefineSettings
 
 SHAPE_STAGES = "2048:4,16384:1"
 SHAPE_OFFSPRING = 16
@@ -61,6 +62,12 @@ class EvoShapeConfig(EvoSearchOptions):
     percdamp: float = option(0.01, "damping of the down_proj reformation, relative to the mean diagonal of H")
     library_dir: str | None = option(None, "where variant libraries are kept",
                                      default_text="the prunekit cache, evo-shape/")
+    refine_steps: int = option(0, "train every narrower variant of the library by local distillation (Puzzle's "
+                                  "BLD): AdamW steps of one calibration window each, to reproduce the dense block's "
+                                  "output; 0 keeps the closed-form variants")
+    refine_windows: int = option(8, "--refine-steps: the first calibration windows the variants learn from; a "
+                                    "variant is kept where its error falls on the next as many (held out)")
+    refine_lr: float = option(1e-3, "--refine-steps: AdamW learning rate")
     uniform_starts: int = option(4, "the costliest uniform shapes within the budget that are scored to choose the start")
     shape: str | None = option(None, "apply this saved shape (a shape.json, or the output folder of an evo-shape run) "
                                      "instead of searching")
@@ -85,6 +92,8 @@ class EvoShapeConfig(EvoSearchOptions):
         require(self.width_multiple >= 1 and self.uniform_starts >= 1,
                 "{width_multiple} and {uniform_starts} must be at least 1")
         require(self.percdamp >= 0, "{percdamp} must be at least 0")
+        require(self.refine_steps >= 0 and self.refine_windows >= 1 and self.refine_lr > 0,
+                "{refine_steps} must be at least 0, {refine_windows} at least 1 and {refine_lr} positive")
         self.fractions()
         self.kv_list()
 
@@ -210,8 +219,10 @@ class EvoShape(Method):
     def _run(self, ids: torch.Tensor, device: str, progress: bool) -> nn.Module:
         cfg, adapter = self.config, self.adapter
         widths, kvs = self.variant_lists()
+        refine = (RefineSettings(cfg.refine_steps, min(cfg.refine_windows, ids.shape[0]), cfg.refine_lr)
+                  if cfg.refine_steps else None)
         lib, built = ShapeLibrary.open_or_build(adapter, ids, widths, kvs, cfg.percdamp, cfg.library_dir, device,
-                                                progress)
+                                                progress, refine)
         attention, mlp = level_costs(adapter, lib.attention_levels, lib.mlp_levels)
         full = adapter.num_layers * (attention[-1] + mlp[-1])
         if cfg.shape:
@@ -234,7 +245,7 @@ class EvoShape(Method):
             kept_fraction=space.cost(genome) / full,
             library={"path": str(lib.root), "bytes": lib.size_bytes(), "built_now": built, "widths": lib.widths,
                      "kv_choices": lib.kv_choices, "reformed": sum(lib.meta["reformed"].values()),
-                     "variants": len(lib.meta["reformed"])})
+                     "variants": len(lib.meta["reformed"]), **refined_summary(lib.meta)})
         return build_model(adapter, lib, genome)
 
     def _space(self, lib: ShapeLibrary, attention: list[int], mlp: list[int], full: int, device: str) -> ShapeSpace:
@@ -303,6 +314,11 @@ class EvoShape(Method):
                  f"  library       KV {lib['kv_choices']}, MLP {lib['widths']}; {lib['bytes'] / 1e6:.1f} MB"
                  f"{' (built now)' if lib['built_now'] else ' (reused)'}; reformation kept on {lib['reformed']} of "
                  f"{lib['variants']} MLP variants"]
+        if lib.get("refined"):
+            r = lib["refined"]
+            lines.append(f"  refinement    local distillation of the variants, {r['steps']} steps on {r['windows']} windows: "
+                         f"kept on {r['kept']} of {r['variants']}; mean {'held-out ' if r['held_out'] else ''}"
+                         f"block error {r['mean_before']:.4f} -> {r['mean_after']:.4f}")
         if "latency" in meth:
             lat, t = meth["latency"], meth["latency"]["table"]
             lines.append(f"  latency       blocks {meth['kept_latency']:.4f} of dense (budget {lat['max_latency']}); table "
@@ -328,6 +344,18 @@ class EvoShape(Method):
         meth = report["method"]
         return {"method": "evo-shape", "what": f"keep {meth['kept_fraction']:.3f} of block linears",
                 "x": 1.0 - meth["kept_fraction"]}
+
+
+def refined_summary(meta: dict) -> dict:
+    """The report's view of the library's refinement (empty without one)."""
+    errors = list((meta.get("refined") or {}).values())
+    if not meta.get("refine") or not errors:
+        return {}
+    return {"refined": {"steps": meta["refine"]["steps"], "windows": meta["refine"]["windows"],
+                        "lr": meta["refine"]["lr"], "held_out": meta["refine"]["held_out"], "variants": len(errors),
+                        "kept": sum(1 for b, a in errors if a < b),
+                        "mean_before": sum(b for b, _ in errors) / len(errors),
+                        "mean_after": sum(a for _, a in errors) / len(errors)}}
 
 
 def shape_file(report: dict) -> dict:
