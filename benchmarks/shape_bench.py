@@ -28,8 +28,13 @@ SEARCH = ["--generations", "4", "--width-multiple", "256"]
 SHAPE_SEARCH = ["--stages", "512:4,2048:1", "--offspring", "8", "--generations", "20"]
 
 
-def _shape(keep: str) -> list[str]:
-    return ["--method", "evo-shape", "--keep", keep, *WIDTH_CAL, *SHAPE_SEARCH]
+# the library's variants trained by local distillation (BLD): 32 steps of one window at lr 3e-3 on the
+# first 8 calibration windows, each kept where its error falls on the next 8
+REFINE = ["--refine-steps", "32", "--refine-lr", "3e-3"]
+
+
+def _shape(keep: str, *extra: str) -> list[str]:
+    return ["--method", "evo-shape", "--keep", keep, *WIDTH_CAL, *SHAPE_SEARCH, *extra]
 
 
 def _width(keep: str, attention: str, search=SEARCH) -> list[str]:
@@ -46,6 +51,7 @@ EVO_DEPTH = ["--method", "evo-depth", "--calib", "c4", "--nsamples", "32", "--se
              "--stages", "512:2,2048:1", "--generations", "12", "--offspring", "8"]
 RUNS = {
     "shape-0.8": _shape("0.8"),
+    "shape-bld-0.8": _shape("0.8", *REFINE),
     "shortgpt-6": ["--method", "shortgpt", "--remove-layers", "6", *DEPTH_CAL],                 # 0.8 of the blocks
     "evo-depth-6": [*EVO_DEPTH, "--remove-layers", "6"],
     "shortgpt-sublayer-0.8": _sublayer("shortgpt", "0.8"),
@@ -157,7 +163,7 @@ def row(work: Path, tag: str) -> dict | None:
         out.update(shape=meth["shape"], library_mb=meth["library"]["bytes"] / 1e6,
                    library_built=meth["library"]["built_now"], uniform=u, start_fitness=meth["initial_fitness"],
                    final_fitness=meth["final_fitness"], evaluations=meth["evaluations"],
-                   search_s=meth["search_s"], executor=meth["executor"])
+                   search_s=meth["search_s"], executor=meth["executor"], refined=meth["library"].get("refined"))
     return out
 
 
