@@ -63,6 +63,7 @@ RUNS = {
     "equal-mlp-1024": ["--method", "evo-shape", "--shape", "shapes/equal-mlp-1024.json", *WIDTH_CAL],
     "equal-mlp-1280": ["--method", "evo-shape", "--shape", "shapes/equal-mlp-1280.json", *WIDTH_CAL],
     "shape-0.65": _shape("0.65"),
+    "shape-bld-0.65": _shape("0.65", *REFINE),
     "shortgpt-10": ["--method", "shortgpt", "--remove-layers", "10", *DEPTH_CAL],               # 0.667
     "evo-depth-10": [*EVO_DEPTH, "--remove-layers", "10"],
     "shortgpt-sublayer-0.65": _sublayer("shortgpt", "0.65"),
