@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -68,15 +69,21 @@ def model_digest(adapter: ModelAdapter, ids: torch.Tensor):
 
 def build_once(root: Path, build) -> bool:
     """Make the folder `root` unless it is complete: `build(tmp)` fills a temporary sibling and
-    returns the meta.json contents; the folder appears complete or not at all. True if built now."""
+    returns the meta.json contents; the folder appears complete or not at all. True if built now.
+    Runs that need the same folder at once (two budgets side by side) build it once: a file lock
+    beside it makes the others wait, then reuse it."""
     if (root / "meta.json").is_file():
         return False
-    tmp = root.with_name(root.name + f".tmp{os.getpid()}")
-    tmp.mkdir(parents=True, exist_ok=True)
-    meta = build(tmp)
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-    os.replace(tmp, root)
-    return True
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root.with_name(root.name + ".lock"))):
+        if (root / "meta.json").is_file():
+            return False
+        tmp = root.with_name(root.name + f".tmp{os.getpid()}")
+        tmp.mkdir(parents=True, exist_ok=True)
+        meta = build(tmp)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        os.replace(tmp, root)
+        return True
 
 
 def fingerprint(adapter: ModelAdapter, ids: torch.Tensor, base: str, levels: list[Level], options: dict,

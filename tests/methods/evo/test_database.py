@@ -91,3 +91,30 @@ def test_uniform_input_database_is_sequential_pruning(base, family, tmp_path):
     dense_db.load_into(2, 2, dense_work)
     assert not torch.equal(ModelAdapter(model).block_linears(dense_work)["mlp.down_proj"].weight,
                            ref["mlp.down_proj"].weight)          # the inputs made a difference
+
+
+def test_runs_that_need_the_same_folder_at_once_build_it_once(tmp_path):
+    """Two builders of one folder side by side: the second waits for the first, then reuses its
+    folder (without the lock it would build again, and its rename onto the finished folder fail)."""
+    import threading
+    import time
+
+    from prunekit.methods.evo.database import build_once
+
+    calls, results = [], []
+
+    def build(tmp):
+        calls.append(tmp)
+        time.sleep(0.5)
+        (tmp / "block_0000.safetensors").write_bytes(b"x")
+        return {"built_by": len(calls)}
+
+    root = tmp_path / "lib" / "shapes-abc"
+    threads = [threading.Thread(target=lambda: results.append(build_once(root, build))) for _ in range(2)]
+    threads[0].start()
+    time.sleep(0.1)
+    threads[1].start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and sorted(results) == [False, True]
+    assert (root / "meta.json").is_file() and sorted(p.name for p in root.parent.iterdir()) == ["shapes-abc", "shapes-abc.lock"]
