@@ -12,11 +12,11 @@ from prunekit.api import prune
 from prunekit.methods import EvoShapeConfig
 from prunekit.methods.evo.library import ShapeLibrary, ShapeLoader
 from prunekit.methods.evo.refine import RefineSettings
-from prunekit.methods.evo.shape import build_model
 from prunekit.models.adapter import ModelAdapter
 from prunekit.solvers.distill import normalised_error
 
 from tests.helpers.models import plain_model
+from tests.helpers.shapes import saved_and_masked
 
 HELD_OUT = RefineSettings(steps=20, windows=6, lr=1e-3)     # 12 windows: 6 to learn from, 6 held out
 ON_TRAINING = RefineSettings(steps=12, windows=4, lr=3e-3)  # 4 windows: judged on the training ones
@@ -93,13 +93,8 @@ def test_a_refined_candidate_computes_what_its_saved_decilm_model_computes(tmp_p
     lib = _library(model, ids, tmp_path, ON_TRAINING)
     genome = ((0, 3), (1, 1), (1, 1))
     assert all(f"in{j}" in lib.variant(i, (1, 1)) for i in (1, 2) for j in (0, 1))   # refined MLPs too
-    small = build_model(ModelAdapter(model), lib, genome)
-    masked = copy.deepcopy(model)
-    loader = ShapeLoader(lib, ModelAdapter(masked))
-    for i, level in enumerate(genome):
-        loader(i, level, ModelAdapter(masked).layers[i])
-    with torch.no_grad():
-        assert torch.allclose(small(ids).logits, masked(ids).logits, atol=1e-5)
+    small, saved, masked = saved_and_masked(model, lib, genome, ids)
+    assert torch.allclose(saved, masked, atol=1e-5)
     q = ModelAdapter(model).layers[1].self_attn.q_proj.weight
     assert not torch.equal(small.model.layers[1].self_attn.q_proj.weight, q)      # q was trained
 

@@ -19,9 +19,10 @@ from prunekit.models.adapter import ModelAdapter
 from prunekit.scoring.fitness import AssembledEvaluator
 from prunekit.solvers import kv_groups as kvg
 from prunekit.solvers.shapes import ShapeSpace
-from prunekit.solvers.width import closed_form_reform, top_mask
+from prunekit.solvers.width import closed_form_reform
 
 from tests.helpers.models import plain_model
+from tests.helpers.shapes import saved_and_masked
 
 
 def _ids(n=4, length=32, seed=0):
@@ -71,13 +72,8 @@ def test_the_masked_candidate_computes_what_the_saved_decilm_model_computes(tmp_
     ids = _ids()
     lib = _library(model, ids, tmp_path)
     genome = ((0, 3), (1, 1), (2, 0))                   # no attention; 1 KV head and width 32; no MLP
-    small = build_model(ModelAdapter(model), lib, genome)
-    masked = copy.deepcopy(model)
-    loader = ShapeLoader(lib, ModelAdapter(masked))
-    for i, level in enumerate(genome):
-        loader(i, level, ModelAdapter(masked).layers[i])
-    with torch.no_grad():
-        assert torch.allclose(small(ids).logits, masked(ids).logits, atol=1e-5)
+    small, saved, masked = saved_and_masked(model, lib, genome, ids)
+    assert torch.allclose(saved, masked, atol=1e-5)
     from prunekit.models.decilm import BlockShape, shapes_of
     assert shapes_of(ModelAdapter(small)) == [BlockShape(0, 128), BlockShape(1, 32), BlockShape(2, 0)]
 
