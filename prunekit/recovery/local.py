@@ -106,10 +106,11 @@ def block_error(block, x, y, kwargs, device, batch) -> float:
 
 
 def train_block(block, x, y, kwargs, masks: dict, device, *, steps: int, lr: float, batch: int, seed: int,
-                params: list | None = None) -> tuple[float, float]:
+                params: list | None = None, grad_hooks: dict | None = None) -> tuple[float, float]:
     """AdamW on `params` (None: every weight of the block) for `steps` micro-batches of `batch`
     windows (cycling over them); returns the error before and after (the old weights come back if
-    it did not fall). The block's requires_grad flags are left as they were."""
+    it did not fall). `grad_hooks`: {parameter: fn(grad) -> grad}, applied while training. The
+    block's requires_grad flags are left as they were."""
     before = block_error(block, x, y, kwargs, device, batch)
     saved = {k: v.clone() for k, v in block.state_dict().items()}
     flags = {p: p.requires_grad for p in block.parameters()}
@@ -117,7 +118,7 @@ def train_block(block, x, y, kwargs, masks: dict, device, *, steps: int, lr: flo
     block.requires_grad_(False)
     for p in params:
         p.requires_grad_(True)
-    handles = guard_zeros(masks)
+    handles = guard_zeros(masks) + [p.register_hook(fn) for p, fn in (grad_hooks or {}).items()]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
     try:

@@ -88,12 +88,12 @@ class _Fit:
     def _held_error(self) -> float:
         return block_error(self.block, self.held, self.y_held, self.kwargs, self.device, self.settings.batch)
 
-    def _train(self, var: dict, masks: dict, params: list) -> tuple[list[float], bool]:
+    def _train(self, var: dict, masks: dict, params: list, hooks: dict | None = None) -> tuple[list[float], bool]:
         """Train the written variant; ([held-out before, after], kept). Not kept: the variant is as it was."""
         s = self.settings
         before = self._held_error()
         train_block(self.block, self.x, self.y, self.kwargs, masks, self.device, steps=s.steps, lr=s.lr,
-                    batch=s.batch, seed=s.seed, params=params)
+                    batch=s.batch, seed=s.seed, params=params, grad_hooks=hooks)
         after = self._held_error()
         if after < before:
             return [before, after], True
@@ -104,12 +104,8 @@ class _Fit:
         var = variant_of(tensors, kv, self.intermediate, self.kv_heads, self.intermediate)
         write_variant(self.adapter, self.block, self.dense, var, self.kv_heads)
         lins = {n: get_path(self.block, self.names[n]) for n in ("q", "k", "v", "o")}
-        ties = [p.register_hook(_tie(kv, self.kv_heads)) for n in ("k", "v") for p in _params([lins[n]])]
-        try:
-            errors, kept = self._train(var, {}, _params(lins.values()))
-        finally:
-            for h in ties:
-                h.remove()
+        ties = {p: _tie(kv, self.kv_heads) for n in ("k", "v") for p in _params([lins[n]])}
+        errors, kept = self._train(var, {}, _params(lins.values()), ties)
         if kept:
             with torch.no_grad():
                 for n, lin in lins.items():

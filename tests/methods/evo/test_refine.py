@@ -107,3 +107,15 @@ def test_the_config_reaches_the_library_and_the_report(tmp_path):
     refined = res.details["library"]["refined"]
     assert refined["steps"] == 4 and refined["windows"] == 2 and refined["variants"] == 3 * 2
     assert refined["mean_after"] <= refined["mean_before"]
+
+
+def test_a_frozen_model_is_refined_alike_and_stays_frozen(tmp_path):
+    """Parameters without requires_grad (a frozen model from the Python API) train the same way and
+    keep their flags."""
+    model, frozen = plain_model("llama"), plain_model("llama")
+    frozen.requires_grad_(False)
+    ids = _ids(4)
+    a = _library(model, ids, tmp_path / "a", ON_TRAINING)
+    b = _library(frozen, ids, tmp_path / "b", ON_TRAINING)
+    assert a.meta["refined"] == b.meta["refined"]
+    assert not any(p.requires_grad for p in frozen.parameters()) and all(p.requires_grad for p in model.parameters())
