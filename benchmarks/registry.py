@@ -152,6 +152,9 @@ EXPERIMENTS: list[Experiment] = [
                "shape_bench's outputs in vLLM and llama.cpp: native classes, tokens against transformers, prefill "
                "and decode speed against dense, the quality/speed frontier plot",
                ("--table",), tables=(Table("shape-serving", T.shape_serving),)),
+    Experiment("shape_refine_check", "shape_refine_check.py",
+               "evo-shape's library variants in closed form against trained by local distillation, scored on "
+               "C4-validation windows neither saw", tables=(Table("shape-refine", T.shape_refine),)),
 ]
 
 BY_NAME = {e.name: e for e in EXPERIMENTS}

@@ -48,13 +48,32 @@ def error(adapter, block, dense, tensors, level, x, kwargs, y, kv_heads, width) 
         write_variant(adapter, block, dense, {"kv": kv_heads, "width": width}, kv_heads)
 
 
+def table(rows: dict) -> str:
+    """One row per block, the closed-form and trained error of each variant on the unseen windows."""
+    names = ["kv.1", "mlp.512", "mlp.768", "mlp.1280"]
+    rows = {k: v for k, v in rows.items() if not k.startswith("_")}      # not the provenance records
+    head = " | ".join(f"{n} closed / trained" for n in names)
+    lines = [f"| block | {head} |", "|---" * (len(names) + 1) + "|"]
+    for b in sorted({r["block"] for r in rows.values()}):
+        cells = []
+        for n in names:
+            r = rows[f"{b}.{n}"]
+            cells.append(f"{r['closed_form']:.5f} / {r['trained']:.5f} ({r['trained'] / r['closed_form'] - 1:+.0%})")
+        lines.append(f"| {b} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--blocks", default="5,10,15,20,25")
     ap.add_argument("--steps", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--table", action="store_true", help="print the table of the saved results only")
     args = ap.parse_args()
+    if args.table:
+        print(table(runner.merge_results("shape_refine_check", {})))
+        return
     blocks = [int(b) for b in args.blocks.split(",")]
     model, tok, _ = load_model(args.model)
     model.requires_grad_(False)
@@ -87,7 +106,7 @@ def main():
             print(f"block {b:2d} {name:9s} closed form {r['closed_form']:.5f}  trained {r['trained']:.5f}  "
                   f"({r['trained'] / r['closed_form'] - 1:+.1%})", flush=True)
         print(f"block {b}: {time.perf_counter() - t0:.0f} s", flush=True)
-    runner.merge_results("shape_refine_check", rows)
+    print(table(runner.merge_results("shape_refine_check", rows)))
 
 
 if __name__ == "__main__":

@@ -334,6 +334,10 @@ def shape_serving(res: Results) -> str:
     return script("shape_serving.py").table(res.load("shape_serving"))
 
 
+def shape_refine(res: Results) -> str:
+    return script("shape_refine_check.py").table(res.load("shape_refine_check"))
+
+
 def shape_cost(res: Results) -> str:
     return script("shape_bench.py").cost_table(res.load("shape_bench"))
 
