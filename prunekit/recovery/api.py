@@ -21,7 +21,8 @@ from ..models.paths import check_output_apart
 from ..stats import sparsity_stats
 from .config import CHANGED, RecoveryConfig
 from .data import build_training_data, refuse_evaluation_data
-from .full import guard_zeros, keep_zeros_callback, set_trainable, trained_masks
+from ..engine.block_training import guard_zeros
+from .full import keep_zeros_callback, set_trainable, trained_masks
 from .local import LOCAL_FILE, changed_blocks, dense_spans
 from .lora import attach_lora, lora_layers, mask_adapters, merge_lora, zero_patterns
 from .output import CHECKPOINTS, open_work_dir, publish

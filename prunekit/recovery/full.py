@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 
+from ..engine.block_training import reapply
 from ..models.adapter import ModelAdapter
 
 
@@ -30,17 +31,6 @@ def trained_masks(model, blocks: list[int], masks: dict[str, torch.Tensor]) -> d
             if keep is not None:
                 guarded[lin.weight] = keep
     return guarded
-
-
-def guard_zeros(guarded: dict) -> list:
-    """Mask the gradients of the guarded weights; returns the hook handles."""
-    return [p.register_hook(lambda g, keep=keep: g * keep.to(g.device, g.dtype)) for p, keep in guarded.items()]
-
-
-@torch.no_grad()
-def reapply(guarded: dict) -> None:
-    for p, keep in guarded.items():
-        p.mul_(keep.to(p.device, p.dtype))
 
 
 def keep_zeros_callback(guarded: dict):

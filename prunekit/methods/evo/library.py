@@ -66,7 +66,8 @@ class _Builder(BlockVisitor):
 
     def __init__(self, adapter: ModelAdapter, widths, kv_choices, percdamp: float, root: Path, refine=None,
                  inputs: BlockInputs | None = None):
-        """`refine` (refine.RefineSettings) trains every variant on `inputs`, the engine's block inputs."""
+        """`refine` (a refine.RefineSettings, not imported: refine.py builds on this module) trains
+        every variant on `inputs`, the engine's block inputs."""
         self.adapter, self.widths, self.kv_choices, self.percdamp, self.root = adapter, widths, kv_choices, percdamp, root
         self.shape = shape_of(adapter, "evo-shape")
         self.reformed: dict[str, bool] = {}
@@ -97,11 +98,10 @@ class _Builder(BlockVisitor):
             tensors[f"mlp.{w}.down"] = (reformed if better else plain)[:, idx].contiguous()
         tensors.update(self._kv_variants(block))
         if self.refine is not None:
-            from .refine import refine_block      # refine.py builds on this module's variants
             w, hidden = self.refine.windows, self.inputs.hidden
             held = hidden[w:2 * w] if hidden.shape[0] > w else hidden[:w]
-            errors = refine_block(self.adapter, block, hidden[:w], held, self.inputs.kwargs[index], tensors,
-                                  self.shape.kv_heads, down.shape[1], self.refine, next(block.parameters()).device)
+            errors = self.refine.apply(self.adapter, block, hidden[:w], held, self.inputs.kwargs[index], tensors,
+                                       self.shape.kv_heads, down.shape[1], next(block.parameters()).device)
             self.refined.update({f"{index}.{k}": v for k, v in errors.items()})
         save_file(tensors, str(self.root / f"block_{index:04d}.safetensors"))
         self.stats = None

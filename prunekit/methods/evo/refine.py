@@ -22,13 +22,14 @@ from dataclasses import dataclass
 import torch
 
 from ...models.adapter import ModelAdapter, get_path
-from ...recovery.local import block_error, train_block
+from ...engine.block_training import block_error, train_block
 from ...solvers import kv_groups as kvg
 from .library import linear_names, variant_of, write_variant
 
 
 @dataclass(frozen=True)
 class RefineSettings:
+    """AdamW `steps` of `batch` windows at `lr` on the first `windows` calibration windows."""
     steps: int
     windows: int
     lr: float
@@ -38,6 +39,10 @@ class RefineSettings:
     def key(self) -> list:
         """What the library's name depends on."""
         return [self.steps, self.windows, self.lr, self.batch, self.seed]
+
+    def apply(self, adapter, block, x, held, kwargs, tensors, kv_heads, intermediate, device) -> dict:
+        """refine_block with these settings (what the library builder calls)."""
+        return refine_block(adapter, block, x, held, kwargs, tensors, kv_heads, intermediate, self, device)
 
 
 def _tie(kv: int, kv_heads: int):
