@@ -88,8 +88,7 @@ def main():
     for b in blocks:
         t0 = time.perf_counter()
         block = adapter.layers[b]
-        dense = {n: (lin.weight.detach().clone(), None if lin.bias is None else lin.bias.detach().clone())
-                 for n, lin in adapter.block_linears(block).items()}
+        dense = adapter.linear_copies(block)
         x, kwargs = unseen[b]
         with torch.no_grad():
             y = torch.cat([block(x[j:j + 1], **kwargs) for j in range(x.shape[0])])

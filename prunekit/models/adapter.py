@@ -298,6 +298,12 @@ class ModelAdapter:
         linears = {name: get_path(block, name) for name in self.linear_names()}
         return {name: lin for name, lin in linears.items() if lin is not None}   # a removed sublayer has none
 
+    def linear_copies(self, block: nn.Module) -> dict[str, tuple]:
+        """{name: (weight, bias or None)}: detached copies of the block's prunable linears, to write
+        back or to derive variants from."""
+        return {n: (lin.weight.detach().clone(), None if lin.bias is None else lin.bias.detach().clone())
+                for n, lin in self.block_linears(block).items()}
+
     def all_linears(self, blocks=None):
         """(qualified name, linear) for every prunable linear of every block (or of `blocks`)."""
         for i, block in enumerate(self.layers):

@@ -294,8 +294,7 @@ class ShapeLoader:
 
     def __call__(self, block_index: int, level, block) -> None:
         if block_index not in self.dense:
-            self.dense[block_index] = {n: (lin.weight.detach().clone(), None if lin.bias is None else lin.bias.detach().clone())
-                                       for n, lin in self.adapter.block_linears(block).items()}
+            self.dense[block_index] = self.adapter.linear_copies(block)
         write_variant(self.adapter, block, self.dense[block_index], self.library.variant(block_index, tuple(level)),
                       self.library.kv_heads)
 

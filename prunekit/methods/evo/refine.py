@@ -64,8 +64,7 @@ def refine_block(adapter: ModelAdapter, block, x: torch.Tensor, held: torch.Tens
     """Train every narrower variant in `tensors` (the block's library entries, updated in place) on
     block inputs `x`, judged on `held`; returns {"kv.K" or "mlp.W": [held-out error before, after]}.
     The block ends with its dense weights."""
-    dense = {n: (lin.weight.detach().clone(), None if lin.bias is None else lin.bias.detach().clone())
-             for n, lin in adapter.block_linears(block).items()}
+    dense = adapter.linear_copies(block)
     with torch.no_grad():
         y, y_held = ([block(w[j:j + 1].to(device), **kwargs).to(w.device) for j in range(w.shape[0])] for w in (x, held))
     fit = _Fit(adapter, block, dense, torch.cat(y), torch.cat(y_held), x, held, kwargs, kv_heads, intermediate,

@@ -111,8 +111,7 @@ class DenseWeights:
 
     def __init__(self, adapter: ModelAdapter, kv_fit: KVFit | None = None):
         self.adapter, self.kv_fit = adapter, kv_fit
-        self.weights = [{n: (lin.weight.detach().clone(), None if lin.bias is None else lin.bias.detach().clone())
-                         for n, lin in adapter.block_linears(b).items()} for b in adapter.layers]
+        self.weights = [adapter.linear_copies(b) for b in adapter.layers]
         self.layers = list(adapter.layers)
 
     @torch.no_grad()
